@@ -1,0 +1,10 @@
+/*
+ * xattn — portable attention runtime. Umbrella header.
+ */
+#ifndef XATTN_H
+#define XATTN_H
+
+#include "xattn_core.h"
+#include "xattn_attn.h"
+
+#endif /* XATTN_H */

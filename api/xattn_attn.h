@@ -1,0 +1,148 @@
+/*
+ * xattn — fused attention: plans, run, kv_append, merge_states.
+ *
+ * Semantics (see DESIGN §4): s = scale·q·k, optional soft cap c·tanh(s/c),
+ * optional ALiBi s -= m_h·|i + Sk − Sq − j|; query row i of a sequence sees
+ * key j iff i + Sk − Sq − wl ≤ j ≤ i + Sk − Sq + wr (bottom-right aligned);
+ * optional per-head sink logits join the softmax denominator only.
+ * O = Σ p_j v_j, LSE = log Σ exp(s_j) (natural log, sink included). A row
+ * that sees no key gets O = 0 and LSE = −inf. Accumulation is fp32; f32
+ * inputs use IEEE fp32 arithmetic throughout.
+ */
+#ifndef XATTN_ATTN_H
+#define XATTN_ATTN_H
+
+#include "xattn_core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How K and V are laid out. */
+typedef enum xattn_kv_layout {
+    XATTN_KV_UNIFORM = 0, /* K [B, Sk, Hkv, Dqk], V [B, Sk, Hkv, Dv] */
+    XATTN_KV_RAGGED = 1,  /* K [total_k, Hkv, Dqk] + cu_seqlens_k[B+1] */
+    XATTN_KV_PAGED = 2    /* K [num_pages, page_size, Hkv, Dqk] + block_table
+                             [B, max_pages_per_seq] + seqlens_k[B] */
+} xattn_kv_layout;
+
+/* How Q and O are laid out. */
+typedef enum xattn_q_layout {
+    XATTN_Q_UNIFORM = 0, /* Q [B, Sq, Hq, Dqk], O [B, Sq, Hq, Dv] */
+    XATTN_Q_RAGGED = 1   /* Q [total_q, Hq, Dqk] + cu_seqlens_q[B+1] */
+} xattn_q_layout;
+
+/* xattn_attn_desc.flags */
+#define XATTN_ATTN_CAUSAL (1u << 0) /* window_right = 0 */
+#define XATTN_ATTN_WINDOW (1u << 1) /* use window_left / window_right */
+#define XATTN_ATTN_ALIBI (1u << 2)  /* args.alibi_slopes [Hq] f32 */
+#define XATTN_ATTN_SINKS (1u << 3)  /* args.sinks [Hq] f32 */
+#define XATTN_ATTN_LSE (1u << 4)    /* write args.lse [Hq, total_q] f32 */
+
+/* The problem a plan is made for. Zero-initialise, then fill. A plan made
+ * for bounds (seqlen_q, seqlen_k) runs any batch within them. */
+typedef struct xattn_attn_desc {
+    xattn_dtype dtype;          /* of Q, K, V and O: f32, f16 or bf16 */
+    int32_t batch;              /* B ≥ 1 */
+    int32_t num_q_heads;        /* Hq */
+    int32_t num_kv_heads;       /* Hkv, Hq % Hkv == 0 */
+    int32_t head_dim_qk;        /* Dqk */
+    int32_t head_dim_v;         /* Dv */
+    xattn_q_layout q_layout;
+    xattn_kv_layout kv_layout;
+    int32_t seqlen_q;           /* uniform: Sq; ragged: max over the batch */
+    int32_t seqlen_k;           /* uniform: Sk; otherwise max over the batch */
+    int32_t page_size;          /* paged: tokens per page, any value ≥ 1 */
+    int32_t num_pages;          /* paged: pages in the caches */
+    int32_t max_pages_per_seq;  /* paged: columns of block_table */
+    uint32_t flags;             /* XATTN_ATTN_* */
+    int32_t window_left;        /* with XATTN_ATTN_WINDOW: ≥ 0, or −1 unbounded */
+    int32_t window_right;       /* with XATTN_ATTN_WINDOW: ≥ 0, or −1 unbounded */
+    float scale;                /* 0: 1/sqrt(Dqk) */
+    float softcap;              /* 0: none; > 0: s = c·tanh(s/c) */
+} xattn_attn_desc;
+
+/* Tensors for one run. Absent optional tensors have buffer == NULL. Every
+ * tensor accepts arbitrary element strides for token and head; the innermost
+ * stride is 1. */
+typedef struct xattn_attn_args {
+    xattn_tensor q, k, v, o;
+    xattn_tensor lse;           /* [Hq, total_q] f32, with XATTN_ATTN_LSE */
+    xattn_tensor cu_seqlens_q;  /* [B+1] i32, with XATTN_Q_RAGGED */
+    xattn_tensor cu_seqlens_k;  /* [B+1] i32, with XATTN_KV_RAGGED */
+    xattn_tensor block_table;   /* [B, max_pages_per_seq] i32, paged */
+    xattn_tensor seqlens_k;     /* [B] i32, paged */
+    xattn_tensor alibi_slopes;  /* [Hq] f32, with XATTN_ATTN_ALIBI */
+    xattn_tensor sinks;         /* [Hq] f32, with XATTN_ATTN_SINKS */
+    xattn_buffer *workspace;    /* ≥ xattn_plan_workspace_size bytes */
+    size_t workspace_offset;    /* bytes, a multiple of 256 */
+} xattn_attn_args;
+
+typedef struct xattn_plan xattn_plan;
+
+/* Plan an attention problem for the context's device: validates desc,
+ * chooses the kernel style and tiles, specialises and compiles kernels.
+ * Errors: XATTN_ERR_INVALID_ARGUMENT (a field breaks a rule; the message
+ * names it), XATTN_ERR_UNSUPPORTED (head dims or dtype the backend lacks),
+ * XATTN_ERR_OUT_OF_MEMORY, XATTN_ERR_COMPILE. Thread-safety: safe. */
+XATTN_API xattn_status xattn_plan_create(xattn_context *ctx,
+                                         const xattn_attn_desc *desc,
+                                         xattn_plan **out);
+
+/* Workspace bytes xattn_attn_run needs (may be 0). Thread-safety: safe. */
+XATTN_API size_t xattn_plan_workspace_size(const xattn_plan *plan);
+
+/* Human-readable plan into buf (always NUL-terminated when size > 0);
+ * *needed, if not NULL, receives the full length.
+ * Errors: XATTN_ERR_INVALID_ARGUMENT. Thread-safety: safe. */
+XATTN_API xattn_status xattn_plan_describe(const xattn_plan *plan, char *buf,
+                                           size_t size, size_t *needed);
+
+/* Destroy a plan. Accepts NULL. Thread-safety: not concurrently with a run
+ * of the same plan. */
+XATTN_API void xattn_plan_destroy(xattn_plan **plan);
+
+/* Run attention. Launch-only: no allocation, no compilation; on GPU
+ * backends it is asynchronous on the context's queue. Inputs are checked
+ * against the plan first; sequence lengths and block tables are checked
+ * when their memory is host-visible.
+ * Errors: XATTN_ERR_INVALID_ARGUMENT (shapes, dtypes, strides, overlaps,
+ * cu_seqlens not monotonic, block-table entry out of range, ...),
+ * XATTN_ERR_WORKSPACE_TOO_SMALL, XATTN_ERR_DEVICE.
+ * Thread-safety: a plan may be run concurrently from several threads. */
+XATTN_API xattn_status xattn_attn_run(const xattn_plan *plan,
+                                      const xattn_attn_args *args);
+
+/* Write new rows into paged caches: k_new [n, Hkv, Dqk] and v_new
+ * [n, Hkv, Dv] go to token slot[t] = page·page_size + offset of
+ * k_cache/v_cache [num_pages, page_size, Hkv, D]; slot −1 skips the token.
+ * Dtypes of new rows and caches match; slots are i32 [n].
+ * A slot given twice is written in token order (the last token wins).
+ * Errors: XATTN_ERR_INVALID_ARGUMENT (shapes, dtypes, slot out of range
+ * when host-visible). Thread-safety: safe on distinct caches. */
+XATTN_API xattn_status xattn_kv_append(xattn_context *ctx,
+                                       const xattn_tensor *k_new,
+                                       const xattn_tensor *v_new,
+                                       const xattn_tensor *slots,
+                                       const xattn_tensor *k_cache,
+                                       const xattn_tensor *v_cache);
+
+/* Merge two partial attention results over disjoint key sets:
+ * LSE = log(e^LSE_a + e^LSE_b), O = (e^LSE_a O_a + e^LSE_b O_b) / e^LSE.
+ * O tensors [N, H, D] (one float dtype), LSE tensors [H, N] f32. o and lse
+ * may be the same tensors as o_a and lse_a (in place), but must not
+ * otherwise overlap an input. Errors: XATTN_ERR_INVALID_ARGUMENT.
+ * Thread-safety: safe. */
+XATTN_API xattn_status xattn_merge_states(xattn_context *ctx,
+                                          const xattn_tensor *o_a,
+                                          const xattn_tensor *lse_a,
+                                          const xattn_tensor *o_b,
+                                          const xattn_tensor *lse_b,
+                                          const xattn_tensor *o,
+                                          const xattn_tensor *lse);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* XATTN_ATTN_H */

@@ -1,0 +1,129 @@
+#pragma once
+/* The one door between the front end and a backend: a const vtable.
+ * The table is append-only; a module whose abi_version differs from
+ * XATTN_BACKEND_ABI_VERSION is rejected by the loader. */
+#include <stdint.h>
+
+#include "plan.h"
+#include "xattn_attn.h"
+
+#define XATTN_BACKEND_ABI_VERSION 1u
+#define XATTN_BACKEND_ENTRY_SYMBOL "xattn_backend_entry"
+
+typedef struct xattn_device xattn_device; /* backend-defined */
+
+/* A validated operand: native buffer handle + byte offset. */
+typedef struct xattn_ref {
+    void *native;   /* NULL when the operand is absent */
+    size_t offset;  /* bytes */
+} xattn_ref;
+
+/* Q/K/V/O normalised to (batch-or-page, token, head) element strides. For
+ * ragged layouts sb is 0 and rows start at cu_seqlens; for paged K/V, sb is
+ * the page stride and st the token-in-page stride. */
+typedef struct xattn_attn_operand {
+    xattn_ref ref;
+    int64_t sb, st, sh;
+} xattn_attn_operand;
+
+typedef struct xattn_attn_launch {
+    xattn_attn_operand q, k, v, o;
+    xattn_ref lse;             /* [Hq, total_q]: element (h, t) at h·lse_sh + t·lse_st */
+    int64_t lse_sh, lse_st;
+    int64_t total_q;           /* rows of Q (B·Sq when uniform) */
+    xattn_ref cu_seqlens_q;    /* ragged Q */
+    xattn_ref cu_seqlens_k;    /* ragged K */
+    xattn_ref block_table;     /* paged */
+    int64_t block_table_stride;/* elements between rows */
+    xattn_ref seqlens_k;       /* paged */
+    xattn_ref alibi_slopes;
+    xattn_ref sinks;
+    xattn_ref workspace;       /* plan.params.workspace_bytes available */
+} xattn_attn_launch;
+
+/* kv_append: new rows [n, Hkv, D] → caches [pages, page_size, Hkv, D]. */
+typedef struct xattn_kv_append_launch {
+    xattn_dtype dtype;
+    int64_t n, num_kv_heads, dqk, dv, page_size, num_pages;
+    xattn_ref k_new, v_new, slots, k_cache, v_cache;
+    int64_t kn_st, kn_sh, vn_st, vn_sh;          /* new rows */
+    int64_t kc_sp, kc_st, kc_sh, vc_sp, vc_st, vc_sh; /* caches */
+} xattn_kv_append_launch;
+
+/* merge_states: O [N, H, D] with token/head strides, LSE [H, N]. */
+typedef struct xattn_merge_launch {
+    xattn_dtype dtype;
+    int64_t n, heads, dim;
+    xattn_ref o_a, o_b, o, lse_a, lse_b, lse;
+    int64_t oa_st, oa_sh, ob_st, ob_sh, o_st, o_sh;
+    int64_t la_sh, la_st, lb_sh, lb_st, l_sh, l_st;
+} xattn_merge_launch;
+
+struct xattn_plan;
+
+typedef struct xattn_backend_vtable {
+    uint32_t abi_version;      /* XATTN_BACKEND_ABI_VERSION */
+    const char *name;          /* "cpu", "opencl", ... */
+
+    /* Devices this backend can open now; 0 with a reason when its runtime
+     * or hardware is missing. Never fails, never logs above debug. */
+    int32_t (*probe)(char *reason, size_t reason_size);
+
+    /* Open device index (validated < probe()); fill caps. opts->native_queue
+     * may carry the caller's stream/queue. */
+    xattn_status (*device_open)(int32_t index, const xattn_context_options *opts,
+                                xattn_device **out, xattn_device_caps *caps);
+    void (*device_close)(xattn_device *dev);
+    xattn_status (*synchronize)(xattn_device *dev);
+
+    /* Device memory. Offsets and sizes are validated by the front end. */
+    xattn_status (*buffer_alloc)(xattn_device *dev, size_t bytes, void **native);
+    void (*buffer_free)(xattn_device *dev, void *native);
+    xattn_status (*buffer_write)(xattn_device *dev, void *native, size_t offset,
+                                 const void *src, size_t bytes);
+    xattn_status (*buffer_read)(xattn_device *dev, const void *native,
+                                size_t offset, void *dst, size_t bytes);
+    /* optional: if NULL, buffers are not host-visible and the front end
+     * skips content checks (sequence lengths, block tables, slots). */
+    void *(*buffer_host_ptr)(xattn_device *dev, void *native);
+
+    /* Specialise and compile kernels for a plan; state is freed by
+     * attn_release. Called once per plan, before any run. */
+    xattn_status (*attn_prepare)(xattn_device *dev, const struct xattn_plan *plan,
+                                 void **state);
+    void (*attn_release)(xattn_device *dev, void *state);
+    /* Launch only: no allocation, no compilation, no host sync. */
+    xattn_status (*attn_run)(xattn_device *dev, const struct xattn_plan *plan,
+                             const void *state, const xattn_attn_launch *launch);
+    xattn_status (*kv_append)(xattn_device *dev, const xattn_kv_append_launch *l);
+    xattn_status (*merge_states)(xattn_device *dev, const xattn_merge_launch *l);
+} xattn_backend_vtable;
+
+typedef const xattn_backend_vtable *(*xattn_backend_entry_fn)(void);
+
+struct xattn_context {
+    const xattn_backend_vtable *vt;
+    xattn_backend_kind kind;
+    xattn_device *dev;
+    xattn_device_caps caps;
+    int32_t device_index;
+    int32_t num_threads;
+};
+
+struct xattn_buffer {
+    xattn_context *ctx;
+    void *native;
+    void *host;      /* host-visible address, or NULL */
+    size_t size;
+    int owned;       /* 1: allocated by xattn, freed with the buffer */
+};
+
+struct xattn_plan {
+    xattn_context *ctx;
+    xattn_attn_problem prob;
+    xattn_attn_plan_params params;
+    void *state;     /* backend's, from attn_prepare */
+};
+
+/* The built-in CPU backend. */
+const xattn_backend_vtable *xattn_cpu_backend_entry(void);
