@@ -117,9 +117,9 @@ XATTN_API xattn_status xattn_attn_run(const xattn_plan *plan,
  * [n, Hkv, Dv] go to token slot[t] = page·page_size + offset of
  * k_cache/v_cache [num_pages, page_size, Hkv, D]; slot −1 skips the token.
  * Dtypes of new rows and caches match; slots are i32 [n].
- * A slot given twice is written in token order (the last token wins).
- * Errors: XATTN_ERR_INVALID_ARGUMENT (shapes, dtypes, slot out of range
- * when host-visible). Thread-safety: safe on distinct caches. */
+ * Errors: XATTN_ERR_INVALID_ARGUMENT (shapes, dtypes; a slot out of range
+ * or given to two tokens, when host-visible), XATTN_ERR_OUT_OF_MEMORY.
+ * Thread-safety: safe on distinct caches. */
 XATTN_API xattn_status xattn_kv_append(xattn_context *ctx,
                                        const xattn_tensor *k_new,
                                        const xattn_tensor *v_new,

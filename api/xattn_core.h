@@ -184,8 +184,8 @@ XATTN_API xattn_status xattn_backend_probe(xattn_backend_kind kind,
 typedef struct xattn_buffer xattn_buffer;
 
 /* Allocate bytes of device memory (host memory on the CPU backend), aligned
- * to at least 64 bytes. Errors: XATTN_ERR_INVALID_ARGUMENT (NULL, size 0),
- * XATTN_ERR_OUT_OF_MEMORY. Thread-safety: safe. */
+ * to at least 64 bytes. Errors: XATTN_ERR_INVALID_ARGUMENT (NULL, size 0,
+ * size above PTRDIFF_MAX), XATTN_ERR_OUT_OF_MEMORY. Thread-safety: safe. */
 XATTN_API xattn_status xattn_buffer_alloc(xattn_context *ctx, size_t bytes,
                                           xattn_buffer **out);
 

@@ -313,12 +313,12 @@ static xattn_status check_cu_seqlens(const xattn_tensor *t, const char *name, in
     int64_t s = t->stride[0];
     if (cu[0] != 0) return INVALID("%s: element 0 is %d, must be 0", name, (int)cu[0]);
     for (int32_t b = 0; b < batch; b++) {
-        int32_t len = cu[(b + 1) * s] - cu[b * s];
+        int64_t len = (int64_t)cu[(b + 1) * s] - cu[b * s];
         if (len < 0)
             return INVALID("%s: not monotonic: element %d (%d) < element %d (%d)", name,
                            (int)b + 1, (int)cu[(b + 1) * s], (int)b, (int)cu[b * s]);
         if (len > max_len)
-            return INVALID("%s: sequence %d has length %d > desc.%s %d", name, (int)b, (int)len,
+            return INVALID("%s: sequence %d has length %lld > desc.%s %d", name, (int)b, (long long)len,
                            max_name, (int)max_len);
     }
     if (cu[batch * s] != rows)
@@ -530,6 +530,41 @@ xattn_status xattn_attn_run(const xattn_plan *plan, const xattn_attn_args *a)
 
 /* ---- kv_append ------------------------------------------------------------ */
 
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Slots in [-1, capacity), none repeated (two tokens racing for one cache
+ * row would be a silent wrong answer). Only checked when host-visible. */
+static xattn_status check_slots(const xattn_tensor *slots, int64_t n, int64_t capacity)
+{
+    const int32_t *sh = host_i32(slots);
+    if (!sh || n == 0) return XATTN_OK;
+    int32_t *sorted = malloc((size_t)n * sizeof *sorted);
+    if (!sorted) return xattn_error(XATTN_ERR_OUT_OF_MEMORY, "slots: out of memory");
+    int64_t used = 0;
+    for (int64_t t = 0; t < n; t++) {
+        int32_t s = sh[t * slots->stride[0]];
+        if (s < -1 || s >= capacity) {
+            free(sorted);
+            return INVALID("slots: entry %lld = %d is outside [-1, num_pages x page_size = %lld)",
+                           (long long)t, (int)s, (long long)capacity);
+        }
+        if (s >= 0) sorted[used++] = s;
+    }
+    qsort(sorted, (size_t)used, sizeof *sorted, cmp_i32);
+    for (int64_t i = 1; i < used; i++)
+        if (sorted[i] == sorted[i - 1]) {
+            int32_t dup = sorted[i];
+            free(sorted);
+            return INVALID("slots: slot %d is given to more than one token", (int)dup);
+        }
+    free(sorted);
+    return XATTN_OK;
+}
+
 xattn_status xattn_kv_append(xattn_context *ctx, const xattn_tensor *k_new,
                              const xattn_tensor *v_new, const xattn_tensor *slots,
                              const xattn_tensor *k_cache, const xattn_tensor *v_cache)
@@ -568,15 +603,7 @@ xattn_status xattn_kv_append(xattn_context *ctx, const xattn_tensor *k_new,
                 return INVALID("%s: overlaps %s", i ? "v_cache" : "k_cache", in_names[j]);
     if (spans_overlap(&s_kc, &s_vc)) return INVALID("v_cache: overlaps k_cache");
 
-    int64_t capacity = kc[0] * kc[1];
-    const int32_t *sh = host_i32(slots);
-    if (sh)
-        for (int64_t t = 0; t < kn[0]; t++) {
-            int32_t s = sh[t * slots->stride[0]];
-            if (s < -1 || s >= capacity)
-                return INVALID("slots: entry %lld = %d is outside [-1, num_pages x page_size = "
-                               "%lld)", (long long)t, (int)s, (long long)capacity);
-        }
+    XATTN_TRY(check_slots(slots, kn[0], kc[0] * kc[1]));
     if (kn[0] == 0) return XATTN_OK;
 
     xattn_kv_append_launch l = {

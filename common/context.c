@@ -96,7 +96,8 @@ static xattn_status open_auto(const xattn_context_options *opts, xattn_context *
         return XATTN_OK;
     }
     return xattn_error(XATTN_ERR_BACKEND_UNAVAILABLE,
-                       "XATTN_BACKEND=auto: no backend has device %d", (int)opts->device);
+                       "XATTN_BACKEND=auto: no backend has device %d (XATTN_DEVICE / "
+                       "options.device)", (int)opts->device);
 }
 
 static xattn_status check_log_env(void)

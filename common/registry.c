@@ -61,8 +61,8 @@ const xattn_backend_vtable *xattn_module_load(const char *path, char *reason,
                                               size_t reason_size)
 {
     struct stat st;
-    if (stat(path, &st) != 0) {
-        snprintf(reason, reason_size, "module %s not found", path);
+    if (!path || stat(path, &st) != 0) {
+        snprintf(reason, reason_size, "module %s not found", path ? path : "(null)");
         return NULL;
     }
     /* RTLD_LOCAL keeps one module's vendor symbols away from another's.
