@@ -1,0 +1,305 @@
+/* xattn plan: print the plan for an attention problem, for the current
+ * context's device or (--preset) for a device preset with no device at all. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "plan.h"
+#include "xattn.h"
+
+/* Plans for the presets are a few hundred bytes; leave room. */
+enum { PLAN_TEXT_BYTES = 4096 };
+
+static void plan_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: xattn plan [options]\n"
+            "\n"
+            "Print the attention plan (tiles, threads, stages, KV splits, work items,\n"
+            "workspace, local memory) for a problem.\n"
+            "\n"
+            "device:\n"
+            "  --preset NAME     plan for a device preset, no device needed; NAME is one of\n"
+            "                    ");
+    for (const char *const *n = xattn_preset_names(); *n; n++)
+        fprintf(f, "%s%s", *n, n[1] ? ", " : "\n");
+    fprintf(f,
+            "                    (without --preset: the device XATTN_BACKEND/XATTN_DEVICE pick)\n"
+            "  --threads N       worker threads for --preset host (default: all cores)\n"
+            "\n"
+            "problem (defaults: B=1, Sq=4096, Sk=Sq, Hq=32, Hkv=Hq, D=128):\n"
+            "  --batch N         sequences B\n"
+            "  --sq N            query tokens per sequence (max, with --ragged)\n"
+            "  --sk N            key tokens per sequence (max, with --ragged or --page-size)\n"
+            "  --hq N            query heads\n"
+            "  --hkv N           KV heads (Hq %% Hkv == 0)\n"
+            "  --d N             head dim of Q, K and V\n"
+            "  --dqk N, --dv N   separate head dims (default --d), e.g. 192/128, 576/512\n"
+            "  --dtype T         f32, f16 or bf16 (default: bf16 on GPU-style devices,\n"
+            "                    f32 on CPU-style ones)\n"
+            "  --causal          causal mask (window right = 0)\n"
+            "  --window L,R      sliding window, -1 = unbounded\n"
+            "  --page-size P     paged KV cache with P tokens per page\n"
+            "  --ragged          ragged (varlen) Q and K/V\n"
+            "  --softcap C       soft cap of the scores\n"
+            "  --scale S         score scale (default 1/sqrt(Dqk))\n"
+            "  --alibi           ALiBi slopes\n"
+            "  --sinks           attention sinks\n"
+            "  --lse             write the log-sum-exp\n");
+}
+
+/* Strict integer in [lo, hi]. */
+static int parse_int(const char *opt, const char *s, long lo, long hi, int32_t *out)
+{
+    char *end;
+    errno = 0;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "xattn plan: %s '%s': expected an integer in [%ld, %ld]\n", opt,
+                s ? s : "", lo, hi);
+        return 0;
+    }
+    *out = (int32_t)v;
+    return 1;
+}
+
+static int parse_float(const char *opt, const char *s, float *out)
+{
+    char *end;
+    errno = 0;
+    float v = s ? strtof(s, &end) : 0;
+    if (!s || !*s || *end || errno) {
+        fprintf(stderr, "xattn plan: %s '%s': expected a number\n", opt, s ? s : "");
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+static int parse_window(const char *s, int32_t *l, int32_t *r)
+{
+    const char *comma = s ? strchr(s, ',') : NULL;
+    if (!comma) {
+        fprintf(stderr, "xattn plan: --window '%s': expected L,R (-1 = unbounded)\n",
+                s ? s : "");
+        return 0;
+    }
+    char left[32];
+    size_t n = (size_t)(comma - s);
+    if (n >= sizeof left) n = sizeof left - 1;
+    memcpy(left, s, n);
+    left[n] = '\0';
+    return parse_int("--window", left, -1, INT32_MAX, l) &&
+           parse_int("--window", comma + 1, -1, INT32_MAX, r);
+}
+
+typedef struct plan_opts {
+    const char *preset;
+    int32_t threads;
+    int32_t batch, sq, sk, hq, hkv, dqk, dv;
+    int dtype;              /* -1: by device style */
+    int causal, window, ragged, alibi, sinks, lse;
+    int32_t wl, wr, page_size;
+    float softcap, scale;
+} plan_opts;
+
+static int takes_value(const char *opt)
+{
+    static const char *const with_value[] = {
+        "--preset", "--threads", "--batch", "--sq", "--sk", "--hq", "--hkv", "--d",
+        "--dqk", "--dv", "--page-size", "--softcap", "--scale", "--window", "--dtype",
+    };
+    for (size_t i = 0; i < sizeof with_value / sizeof with_value[0]; i++)
+        if (!strcmp(opt, with_value[i])) return 1;
+    return 0;
+}
+
+/* 1: parsed; 0: error (printed); -1: --help. */
+static int parse_args(int argc, char **argv, plan_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->batch = 1;
+    o->sq = 4096;
+    o->sk = -1;
+    o->hq = 32;
+    o->hkv = -1;
+    o->dqk = o->dv = -1;
+    o->dtype = -1;
+    int32_t d = 128;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int ok = 1, takes = 1;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return -1;
+        if (!v && takes_value(a)) {
+            fprintf(stderr, "xattn plan: %s needs a value\n", a);
+            return 0;
+        }
+        if (!strcmp(a, "--preset")) o->preset = v, ok = v != NULL;
+        else if (!strcmp(a, "--threads")) ok = parse_int(a, v, 0, 1 << 20, &o->threads);
+        else if (!strcmp(a, "--batch")) ok = parse_int(a, v, 1, INT32_MAX, &o->batch);
+        else if (!strcmp(a, "--sq")) ok = parse_int(a, v, 0, INT32_MAX, &o->sq);
+        else if (!strcmp(a, "--sk")) ok = parse_int(a, v, 0, INT32_MAX, &o->sk);
+        else if (!strcmp(a, "--hq")) ok = parse_int(a, v, 1, INT32_MAX, &o->hq);
+        else if (!strcmp(a, "--hkv")) ok = parse_int(a, v, 1, INT32_MAX, &o->hkv);
+        else if (!strcmp(a, "--d")) ok = parse_int(a, v, 1, INT32_MAX, &d);
+        else if (!strcmp(a, "--dqk")) ok = parse_int(a, v, 1, INT32_MAX, &o->dqk);
+        else if (!strcmp(a, "--dv")) ok = parse_int(a, v, 1, INT32_MAX, &o->dv);
+        else if (!strcmp(a, "--page-size")) ok = parse_int(a, v, 1, INT32_MAX, &o->page_size);
+        else if (!strcmp(a, "--softcap")) ok = parse_float(a, v, &o->softcap);
+        else if (!strcmp(a, "--scale")) ok = parse_float(a, v, &o->scale);
+        else if (!strcmp(a, "--window")) ok = parse_window(v, &o->wl, &o->wr), o->window = 1;
+        else if (!strcmp(a, "--dtype")) {
+            if (v && !strcmp(v, "f32")) o->dtype = XATTN_F32;
+            else if (v && !strcmp(v, "f16")) o->dtype = XATTN_F16;
+            else if (v && !strcmp(v, "bf16")) o->dtype = XATTN_BF16;
+            else {
+                fprintf(stderr, "xattn plan: --dtype '%s': expected f32, f16 or bf16\n",
+                        v ? v : "");
+                return 0;
+            }
+        } else {
+            takes = 0;
+            if (!strcmp(a, "--causal")) o->causal = 1;
+            else if (!strcmp(a, "--ragged")) o->ragged = 1;
+            else if (!strcmp(a, "--alibi")) o->alibi = 1;
+            else if (!strcmp(a, "--sinks")) o->sinks = 1;
+            else if (!strcmp(a, "--lse")) o->lse = 1;
+            else {
+                fprintf(stderr, "xattn plan: unknown option '%s' (see xattn plan --help)\n", a);
+                return 0;
+            }
+        }
+        if (!ok) return 0;
+        i += takes;
+    }
+    if (o->sk < 0) o->sk = o->sq;
+    if (o->hkv < 0) o->hkv = o->hq;
+    if (o->dqk < 0) o->dqk = d;
+    if (o->dv < 0) o->dv = d;
+    if (o->threads && (!o->preset || strcmp(o->preset, "host"))) {
+        fprintf(stderr, "xattn plan: --threads applies to --preset host only\n");
+        return 0;
+    }
+    return 1;
+}
+
+static xattn_attn_desc make_desc(const plan_opts *o, xattn_dtype dtype)
+{
+    xattn_attn_desc d;
+    memset(&d, 0, sizeof d);
+    d.dtype = dtype;
+    d.batch = o->batch;
+    d.num_q_heads = o->hq;
+    d.num_kv_heads = o->hkv;
+    d.head_dim_qk = o->dqk;
+    d.head_dim_v = o->dv;
+    d.seqlen_q = o->sq;
+    d.seqlen_k = o->sk;
+    d.q_layout = o->ragged ? XATTN_Q_RAGGED : XATTN_Q_UNIFORM;
+    d.kv_layout = o->ragged ? XATTN_KV_RAGGED : XATTN_KV_UNIFORM;
+    if (o->page_size) {
+        int64_t pages = ((int64_t)o->sk + o->page_size - 1) / o->page_size;
+        if (pages < 1) pages = 1;
+        d.kv_layout = XATTN_KV_PAGED;
+        d.page_size = o->page_size;
+        d.max_pages_per_seq = pages > INT32_MAX ? INT32_MAX : (int32_t)pages;
+        int64_t total = pages * o->batch;
+        d.num_pages = total > INT32_MAX ? INT32_MAX : (int32_t)total;
+    }
+    if (o->causal) d.flags |= XATTN_ATTN_CAUSAL;
+    if (o->window) {
+        d.flags |= XATTN_ATTN_WINDOW;
+        d.window_left = o->wl;
+        d.window_right = o->wr;
+    }
+    if (o->alibi) d.flags |= XATTN_ATTN_ALIBI;
+    if (o->sinks) d.flags |= XATTN_ATTN_SINKS;
+    if (o->lse) d.flags |= XATTN_ATTN_LSE;
+    d.softcap = o->softcap;
+    d.scale = o->scale;
+    return d;
+}
+
+static xattn_dtype pick_dtype(const plan_opts *o, xattn_device_style style)
+{
+    if (o->dtype >= 0) return (xattn_dtype)o->dtype;
+    return style == XATTN_DEVICE_STYLE_GPU ? XATTN_BF16 : XATTN_F32;
+}
+
+static int fail(const char *what, xattn_status st)
+{
+    fprintf(stderr, "xattn plan: %s: %s: %s\n", what, xattn_status_string(st), xattn_last_error());
+    return 1;
+}
+
+static int plan_preset(const plan_opts *o)
+{
+    xattn_device_caps caps;
+    if (!strcmp(o->preset, "host")) {
+        xattn_host_cpu_caps(o->threads, &caps);
+    } else if (!xattn_preset_caps(o->preset, &caps)) {
+        fprintf(stderr, "xattn plan: unknown preset '%s'; presets: ", o->preset);
+        for (const char *const *n = xattn_preset_names(); *n; n++)
+            fprintf(stderr, "%s%s", *n, n[1] ? ", " : "\n");
+        return 2;
+    }
+    xattn_attn_desc desc = make_desc(o, pick_dtype(o, caps.style));
+    xattn_attn_problem prob;
+    xattn_attn_plan_params params;
+    xattn_status st = xattn_attn_problem_init(&desc, &prob);
+    if (st != XATTN_OK) return fail("problem", st);
+    st = xattn_plan_attention(&caps, &prob, &params);
+    if (st != XATTN_OK) return fail("plan", st);
+
+    char text[PLAN_TEXT_BYTES];
+    xattn_plan_params_format(&prob, &params, text, sizeof text);
+    printf("preset       %s: %s\n%s", o->preset, caps.name, text);
+    return 0;
+}
+
+static int plan_context(const plan_opts *o)
+{
+    xattn_context *ctx = NULL;
+    xattn_status st = xattn_context_create(&ctx);
+    if (st != XATTN_OK) return fail("context", st);
+
+    xattn_device_caps caps;
+    st = xattn_context_caps(ctx, &caps);
+    if (st != XATTN_OK) {
+        xattn_context_destroy(&ctx);
+        return fail("caps", st);
+    }
+    xattn_attn_desc desc = make_desc(o, pick_dtype(o, caps.style));
+    xattn_plan *plan = NULL;
+    st = xattn_plan_create(ctx, &desc, &plan);
+    if (st != XATTN_OK) {
+        int rc = fail("plan", st);
+        xattn_context_destroy(&ctx);
+        return rc;
+    }
+    size_t needed = 0;
+    char text[PLAN_TEXT_BYTES];
+    st = xattn_plan_describe(plan, text, sizeof text, &needed);
+    if (st == XATTN_OK) fputs(text, stdout);
+    if (st == XATTN_OK && needed >= sizeof text) fputs("\n(truncated)\n", stdout);
+    int rc = st == XATTN_OK ? 0 : fail("describe", st);
+    xattn_plan_destroy(&plan);
+    xattn_context_destroy(&ctx);
+    return rc;
+}
+
+int xattn_cmd_plan(int argc, char **argv)
+{
+    plan_opts o;
+    int r = parse_args(argc, argv, &o);
+    if (r < 0) {
+        plan_usage(stdout);
+        return 0;
+    }
+    if (!r) return 2;
+    return o.preset ? plan_preset(&o) : plan_context(&o);
+}
