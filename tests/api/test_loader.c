@@ -1,0 +1,387 @@
+/* The backend module loader (DESIGN §2, common/registry.h).
+ *
+ * Each mode runs as its own process, because the registry loads a module
+ * once per process; XATTN_BACKEND_DIR points at the directory of that mode:
+ *   good     a test module (fake_backend.c) built as libxattn-hip.so
+ *   badabi   the same module claiming ABI version 7
+ *   noentry  the same module without the xattn_backend_entry symbol
+ *   missing  a directory with no libxattn-hip.so */
+#include "api_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "registry.h"
+
+#define FAKE_DEVICE_NAME "xattn test fake device"
+#define CTX_SENTINEL ((xattn_context *)(uintptr_t)0x5e5e5e50u)
+
+static char module_path[4096];
+
+static const xattn_backend_vtable *load_module(char *reason, size_t reason_size)
+{
+    memset(reason, 0, reason_size);
+    return xattn_module_load(module_path, reason, reason_size);
+}
+
+static void check_reason_names(const char *reason, const char *word)
+{
+    if (!xt_mentions(reason, word)) fail_msg("reason \"%s\" does not name \"%s\"", reason, word);
+}
+
+/* XATTN_BACKEND=hip must fail with BACKEND_UNAVAILABLE naming word, and
+ * leave *out alone; the same through xattn_context_create_with. */
+static void expect_hip_unavailable(const char *word)
+{
+    xt_setenv("XATTN_BACKEND", "hip");
+    xattn_context *ctx = CTX_SENTINEL;
+    XT_EXPECT_ERROR(xattn_context_create(&ctx), XATTN_ERR_BACKEND_UNAVAILABLE, word);
+    XT_ASSERT_ERROR_NAMES("hip", "libxattn-hip");
+    assert_ptr_equal(ctx, CTX_SENTINEL);
+
+    xattn_context_options opts = {.backend = XATTN_BACKEND_HIP};
+    XT_EXPECT_ERROR(xattn_context_create_with(&opts, &ctx), XATTN_ERR_BACKEND_UNAVAILABLE, word);
+    assert_ptr_equal(ctx, CTX_SENTINEL);
+}
+
+/* A module that cannot be used is zero devices and a reason, not an error. */
+static void expect_probe_zero(const char *word)
+{
+    int32_t n = -1;
+    char reason[512] = "";
+    XT_ASSERT_STATUS(xattn_backend_probe(XATTN_BACKEND_HIP, &n, reason, sizeof reason),
+                     XATTN_OK);
+    assert_int_equal(n, 0);
+    check_reason_names(reason, word);
+}
+
+/* auto goes past an unusable hip module to whatever else is available. */
+static void expect_auto_skips_hip(void)
+{
+    xt_setenv("XATTN_BACKEND", "auto");
+    xattn_context *ctx = xt_context();
+    const char *name = xattn_context_backend_name(ctx);
+    int is_hip = !strcmp(name, "hip");
+    xattn_context_destroy(&ctx);
+    assert_false(is_hip);
+}
+
+/* ---- good ------------------------------------------------------------ */
+
+static void test_good_module_loads_with_current_abi(void **state)
+{
+    (void)state;
+    char reason[512];
+    const xattn_backend_vtable *vt = load_module(reason, sizeof reason);
+    if (!vt) fail_msg("xattn_module_load(%s) failed: %s", module_path, reason);
+    assert_int_equal(vt->abi_version, XATTN_BACKEND_ABI_VERSION);
+    assert_string_equal(vt->name, "hip");
+    assert_non_null(vt->probe);
+    assert_int_equal(vt->probe(reason, sizeof reason), 1);
+}
+
+static void check_context_uses_module(xattn_context *ctx)
+{
+    assert_string_equal(xattn_context_backend_name(ctx), "hip");
+    assert_string_equal(xattn_context_device_name(ctx), FAKE_DEVICE_NAME);
+    xattn_device_caps caps;
+    XT_ASSERT_STATUS(xattn_context_caps(ctx, &caps), XATTN_OK);
+    assert_string_equal(caps.name, FAKE_DEVICE_NAME);
+}
+
+static void test_good_module_serves_context_from_env(void **state)
+{
+    (void)state;
+    xt_setenv("XATTN_BACKEND", "hip");
+    xt_setenv("XATTN_DEVICE", "0");
+    xattn_context *ctx = xt_context();
+    check_context_uses_module(ctx);
+    xattn_context_destroy(&ctx);
+    assert_null(ctx);
+}
+
+static void test_good_module_serves_context_from_options(void **state)
+{
+    (void)state;
+    xattn_context_options opts = {.backend = XATTN_BACKEND_HIP};
+    xattn_context *ctx = NULL;
+    XT_ASSERT_STATUS(xattn_context_create_with(&opts, &ctx), XATTN_OK);
+    check_context_uses_module(ctx);
+    xattn_context_destroy(&ctx);
+}
+
+static void test_good_module_device_index_beyond_probe_is_rejected(void **state)
+{
+    (void)state;
+    xt_setenv("XATTN_BACKEND", "hip");
+    xt_setenv("XATTN_DEVICE", "1"); /* the module has one device */
+    xattn_context *ctx = CTX_SENTINEL;
+    XT_EXPECT_ERROR(xattn_context_create(&ctx), XATTN_ERR_INVALID_ENV, "XATTN_DEVICE");
+    assert_ptr_equal(ctx, CTX_SENTINEL);
+}
+
+static void test_good_module_probe_counts_its_devices(void **state)
+{
+    (void)state;
+    int32_t n = -1;
+    char reason[256];
+    XT_ASSERT_STATUS(xattn_backend_probe(XATTN_BACKEND_HIP, &n, reason, sizeof reason),
+                     XATTN_OK);
+    assert_int_equal(n, 1);
+}
+
+static void test_auto_picks_gpu_module_before_cpu(void **state)
+{
+    (void)state;
+    int32_t cuda = 0;
+    char reason[256];
+    XT_ASSERT_STATUS(xattn_backend_probe(XATTN_BACKEND_CUDA, &cuda, reason, sizeof reason),
+                     XATTN_OK);
+    xt_setenv("XATTN_BACKEND", "auto");
+    xattn_context *ctx = xt_context();
+    char name[32];
+    snprintf(name, sizeof name, "%s", xattn_context_backend_name(ctx));
+    xattn_context_destroy(&ctx);
+    assert_string_equal(name, cuda > 0 ? "cuda" : "hip");
+}
+
+static void test_good_module_buffers_round_trip(void **state)
+{
+    (void)state;
+    xt_setenv("XATTN_BACKEND", "hip");
+    xattn_context *ctx = xt_context();
+    enum { N = 777 };
+    unsigned char src[N], dst[N];
+    for (int i = 0; i < N; i++) src[i] = (unsigned char)(i ^ 0x5c);
+    xattn_buffer *buf = NULL;
+    XT_ASSERT_STATUS(xattn_buffer_alloc(ctx, N, &buf), XATTN_OK);
+    assert_int_equal(xattn_buffer_size(buf), N);
+    assert_non_null(xattn_buffer_native(buf));
+    XT_ASSERT_STATUS(xattn_buffer_write(buf, 0, src, N), XATTN_OK);
+    memset(dst, 0, sizeof dst);
+    XT_ASSERT_STATUS(xattn_buffer_read(buf, 0, dst, N), XATTN_OK);
+    assert_memory_equal(dst, src, N);
+    /* The fake keeps buffers in host memory: its native handle is the data. */
+    assert_memory_equal(xattn_buffer_native(buf), src, N);
+    XT_ASSERT_STATUS(xattn_buffer_read(buf, 100, dst, 50), XATTN_OK);
+    assert_memory_equal(dst, src + 100, 50);
+    xattn_buffer_free(&buf);
+    assert_null(buf);
+    xattn_context_destroy(&ctx);
+}
+
+static void test_good_module_merge_states_is_unsupported_naming_backend(void **state)
+{
+    (void)state;
+    xt_setenv("XATTN_BACKEND", "hip");
+    xattn_context *ctx = xt_context();
+    enum { N = 2, H = 2, DIM = 8 };
+    const int64_t o_shape[3] = {N, H, DIM};
+    const int64_t l_shape[2] = {H, N};
+    xattn_buffer *bufs[6];
+    xattn_tensor t[6];
+    for (int i = 0; i < 6; i++) {
+        int is_lse = i % 2;
+        size_t bytes = (is_lse ? N * H : N * H * DIM) * sizeof(float);
+        bufs[i] = xt_buffer(ctx, bytes, 0);
+        t[i] = xattn_tensor_contiguous(bufs[i], 0, XATTN_F32, is_lse ? 2 : 3,
+                                       is_lse ? l_shape : o_shape);
+    }
+    xattn_status st = xattn_merge_states(ctx, &t[0], &t[1], &t[2], &t[3], &t[4], &t[5]);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", xattn_last_error());
+    for (int i = 0; i < 6; i++) xattn_buffer_free(&bufs[i]);
+    xattn_context_destroy(&ctx);
+    XT_ASSERT_STATUS(st, XATTN_ERR_UNSUPPORTED);
+    if (!xt_mentions(msg, "hip")) fail_msg("message \"%s\" does not name hip", msg);
+}
+
+static void test_good_module_attention_is_unsupported_naming_backend(void **state)
+{
+    (void)state;
+    xt_setenv("XATTN_BACKEND", "hip");
+    xattn_context *ctx = xt_context();
+    xattn_attn_desc d;
+    memset(&d, 0, sizeof d);
+    d.dtype = XATTN_F32;
+    d.batch = 1;
+    d.num_q_heads = d.num_kv_heads = 1;
+    d.head_dim_qk = d.head_dim_v = 8;
+    d.seqlen_q = 2;
+    d.seqlen_k = 3;
+    xattn_plan *plan = NULL;
+    xattn_status st = xattn_plan_create(ctx, &d, &plan);
+    if (st != XATTN_OK) {
+        xattn_context_destroy(&ctx);
+        XT_ASSERT_STATUS(st, XATTN_OK);
+    }
+    const int64_t q_shape[4] = {1, 2, 1, 8};
+    const int64_t k_shape[4] = {1, 3, 1, 8};
+    xattn_buffer *bq = xt_buffer(ctx, 2 * 8 * sizeof(float), 0);
+    xattn_buffer *bk = xt_buffer(ctx, 3 * 8 * sizeof(float), 0);
+    xattn_buffer *bv = xt_buffer(ctx, 3 * 8 * sizeof(float), 0);
+    xattn_buffer *bo = xt_buffer(ctx, 2 * 8 * sizeof(float), XT_SENTINEL_O);
+    size_t ws_bytes = xattn_plan_workspace_size(plan);
+    xattn_buffer *ws = ws_bytes ? xt_buffer(ctx, ws_bytes, 0) : NULL;
+    xattn_attn_args a;
+    memset(&a, 0, sizeof a);
+    a.q = xattn_tensor_contiguous(bq, 0, XATTN_F32, 4, q_shape);
+    a.k = xattn_tensor_contiguous(bk, 0, XATTN_F32, 4, k_shape);
+    a.v = xattn_tensor_contiguous(bv, 0, XATTN_F32, 4, k_shape);
+    a.o = xattn_tensor_contiguous(bo, 0, XATTN_F32, 4, q_shape);
+    a.workspace = ws;
+    st = xattn_attn_run(plan, &a);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", xattn_last_error());
+    xattn_plan_destroy(&plan);
+    xattn_buffer_free(&bq);
+    xattn_buffer_free(&bk);
+    xattn_buffer_free(&bv);
+    xattn_buffer_free(&bo);
+    xattn_buffer_free(&ws);
+    xattn_context_destroy(&ctx);
+    XT_ASSERT_STATUS(st, XATTN_ERR_UNSUPPORTED);
+    if (!xt_mentions(msg, "hip")) fail_msg("message \"%s\" does not name hip", msg);
+}
+
+/* ---- badabi ---------------------------------------------------------- */
+
+static void test_module_with_wrong_abi_version_is_rejected(void **state)
+{
+    (void)state;
+    char reason[512];
+    const xattn_backend_vtable *vt = load_module(reason, sizeof reason);
+    assert_null(vt);
+    check_reason_names(reason, "ABI");
+    check_reason_names(reason, "7");
+}
+
+static void test_context_refuses_module_with_wrong_abi_version(void **state)
+{
+    (void)state;
+    expect_hip_unavailable("ABI");
+}
+
+static void test_probe_reports_wrong_abi_as_zero_devices(void **state)
+{
+    (void)state;
+    expect_probe_zero("ABI");
+}
+
+static void test_auto_skips_module_with_wrong_abi_version(void **state)
+{
+    (void)state;
+    expect_auto_skips_hip();
+}
+
+/* ---- noentry --------------------------------------------------------- */
+
+static void test_module_without_entry_point_is_rejected(void **state)
+{
+    (void)state;
+    char reason[512];
+    const xattn_backend_vtable *vt = load_module(reason, sizeof reason);
+    assert_null(vt);
+    check_reason_names(reason, XATTN_BACKEND_ENTRY_SYMBOL);
+}
+
+static void test_context_refuses_module_without_entry_point(void **state)
+{
+    (void)state;
+    expect_hip_unavailable(XATTN_BACKEND_ENTRY_SYMBOL);
+}
+
+/* ---- missing --------------------------------------------------------- */
+
+static void test_missing_module_file_is_not_found(void **state)
+{
+    (void)state;
+    char reason[512];
+    const xattn_backend_vtable *vt = load_module(reason, sizeof reason);
+    assert_null(vt);
+    check_reason_names(reason, "not found");
+}
+
+static void test_context_reports_missing_module_as_not_found(void **state)
+{
+    (void)state;
+    expect_hip_unavailable("not found");
+}
+
+static void test_context_reports_missing_module_dir_as_not_found(void **state)
+{
+    (void)state;
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/no-such-directory", getenv("XATTN_BACKEND_DIR"));
+    xt_setenv("XATTN_BACKEND_DIR", dir);
+    expect_hip_unavailable("not found");
+}
+
+static void test_probe_reports_missing_module_as_zero_devices(void **state)
+{
+    (void)state;
+    expect_probe_zero("not found");
+}
+
+static void test_auto_skips_missing_module(void **state)
+{
+    (void)state;
+    expect_auto_skips_hip();
+}
+
+#define T(f) cmocka_unit_test_teardown(f, xt_env_teardown)
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "";
+    const char *dir = getenv("XATTN_BACKEND_DIR");
+    if (!dir || !*dir) {
+        fprintf(stderr, "%s: XATTN_BACKEND_DIR must name the module directory\n", argv[0]);
+        return 1;
+    }
+    snprintf(module_path, sizeof module_path, "%s/libxattn-hip.so", dir);
+
+    if (!strcmp(mode, "good")) {
+        const struct CMUnitTest tests[] = {
+            T(test_good_module_loads_with_current_abi),
+            T(test_good_module_serves_context_from_env),
+            T(test_good_module_serves_context_from_options),
+            T(test_good_module_device_index_beyond_probe_is_rejected),
+            T(test_good_module_probe_counts_its_devices),
+            T(test_auto_picks_gpu_module_before_cpu),
+            T(test_good_module_buffers_round_trip),
+            T(test_good_module_merge_states_is_unsupported_naming_backend),
+            T(test_good_module_attention_is_unsupported_naming_backend),
+        };
+        return cmocka_run_group_tests_name("loader: good module", tests, NULL, NULL);
+    }
+    if (!strcmp(mode, "badabi")) {
+        const struct CMUnitTest tests[] = {
+            T(test_module_with_wrong_abi_version_is_rejected),
+            T(test_context_refuses_module_with_wrong_abi_version),
+            T(test_probe_reports_wrong_abi_as_zero_devices),
+            T(test_auto_skips_module_with_wrong_abi_version),
+        };
+        return cmocka_run_group_tests_name("loader: wrong ABI version", tests, NULL, NULL);
+    }
+    if (!strcmp(mode, "noentry")) {
+        const struct CMUnitTest tests[] = {
+            T(test_module_without_entry_point_is_rejected),
+            T(test_context_refuses_module_without_entry_point),
+        };
+        return cmocka_run_group_tests_name("loader: no entry point", tests, NULL, NULL);
+    }
+    if (!strcmp(mode, "missing")) {
+        const struct CMUnitTest tests[] = {
+            T(test_missing_module_file_is_not_found),
+            T(test_context_reports_missing_module_as_not_found),
+            T(test_context_reports_missing_module_dir_as_not_found),
+            T(test_probe_reports_missing_module_as_zero_devices),
+            T(test_auto_skips_missing_module),
+        };
+        return cmocka_run_group_tests_name("loader: missing module", tests, NULL, NULL);
+    }
+    fprintf(stderr, "usage: %s good|badabi|noentry|missing\n", argv[0]);
+    return 1;
+}
