@@ -203,7 +203,8 @@ void xattn_plan_destroy(xattn_plan **plan)
 
 typedef struct span {
     const xattn_buffer *buffer;
-    size_t begin, end; /* bytes [begin, end) */
+    size_t begin, end;     /* bytes [begin, end) */
+    const xattn_tensor *t; /* the tensor, for the finer interleave test */
 } span;
 
 /* Check one tensor: presence, context, dtype, rank, shape, strides (innermost
@@ -239,6 +240,7 @@ static xattn_status check_tensor(const xattn_context *ctx, const xattn_tensor *t
             return INVALID("%s: element count overflows", name);
     sp->buffer = t->buffer;
     sp->begin = sp->end = t->offset;
+    sp->t = t;
     if (elems == 0) return XATTN_OK;
     if (rank > 0 && t->stride[rank - 1] != 1 && t->shape[rank - 1] > 1)
         return INVALID("%s: innermost stride is %lld, must be 1", name,
@@ -285,10 +287,45 @@ static xattn_status check_absent(const xattn_tensor *t, const char *name, const 
     return XATTN_OK;
 }
 
+/* Two views of one layout, offset by d elements, interleave without sharing
+ * an element when some stride s_k, a multiple-divisor of every larger stride,
+ * fits both inner blocks side by side: with E_k the extent of the dims inside
+ * it and r = d mod s_k, that is E_k <= r <= s_k - E_k. This accepts packed
+ * layouts such as K and V in one [pages, page_size, 2, Hkv, D] cache. */
+static int views_interleave(const xattn_tensor *a, const xattn_tensor *b)
+{
+    size_t es = xattn_dtype_size(a->dtype);
+    if (a->rank != b->rank || es != xattn_dtype_size(b->dtype)) return 0;
+    for (int i = 0; i < a->rank; i++)
+        if (a->shape[i] != b->shape[i] || a->stride[i] != b->stride[i]) return 0;
+    size_t lo = a->offset < b->offset ? a->offset : b->offset;
+    size_t hi = a->offset < b->offset ? b->offset : a->offset;
+    if ((hi - lo) % es) return 0;
+    int64_t d = (int64_t)((hi - lo) / es);
+    for (int k = 0; k < a->rank; k++) {
+        int64_t sk = a->stride[k];
+        if (a->shape[k] <= 1 || sk <= 0) continue;
+        int64_t inner = 1; /* extent of the dims with smaller strides */
+        int divides = 1;
+        for (int i = 0; i < a->rank; i++) {
+            if (i == k || a->shape[i] <= 1) continue;
+            if (a->stride[i] < sk)
+                inner += (a->shape[i] - 1) * a->stride[i];
+            else if (a->stride[i] % sk)
+                divides = 0;
+        }
+        int64_t r = d % sk;
+        if (divides && inner <= r && r <= sk - inner) return 1;
+    }
+    return 0;
+}
+
 static int spans_overlap(const span *a, const span *b)
 {
-    return a->buffer && a->buffer == b->buffer && a->begin < b->end && b->begin < a->end &&
-           a->end > a->begin && b->end > b->begin;
+    if (!a->buffer || a->buffer != b->buffer || a->end <= a->begin || b->end <= b->begin)
+        return 0;
+    if (a->begin >= b->end || b->begin >= a->end) return 0;
+    return !(a->t && b->t && views_interleave(a->t, b->t));
 }
 
 static const int32_t *host_i32(const xattn_tensor *t)
