@@ -1,0 +1,524 @@
+/* The case catalogue: every axis of DESIGN §6 from a sensible base, and a
+ * few combinations, not a cross product. Names read like the contract:
+ *   attn/<kv layout>/<mask+features>/<memory>/<lengths>/<head dims>/<gqa>/<dtype>
+ *   kv_append/<page size>/<rows>/<heads>/<dims>[/<memory>]/<dtype>
+ *   merge/<lse kind>/<shape>/<dim>[/<memory>]/<dtype>
+ * Budget: the float64 reference is the cost; hx_case.cost counts its
+ * multiply-adds and `xattn check --list -v` prints it. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static const xattn_dtype dtypes[3] = {XATTN_F32, XATTN_F16, XATTN_BF16};
+
+static const char *dt_name(xattn_dtype dt)
+{
+    return dt == XATTN_F32 ? "f32" : dt == XATTN_F16 ? "f16" : "bf16";
+}
+
+static const char *mem_name(hx_mem mem, int paged)
+{
+    switch (mem) {
+    case HX_MEM_PADDED: return "padded";
+    case HX_MEM_ODD: return "odd_strides";
+    case HX_MEM_HEAD_MAJOR: return paged ? "hnd" : "bhsd";
+    case HX_MEM_PACKED: return paged ? "packed_kv" : "packed_qkv";
+    default: return NULL;
+    }
+}
+
+static hx_case *push(hx_catalogue *cat)
+{
+    if (cat->count == cat->cap) {
+        size_t cap = cat->cap ? 2 * cat->cap : 256;
+        hx_case *p = realloc(cat->cases, cap * sizeof *p);
+        if (!p) return NULL;
+        cat->cases = p;
+        cat->cap = cap;
+    }
+    hx_case *c = &cat->cases[cat->count++];
+    memset(c, 0, sizeof *c);
+    return c;
+}
+
+static int set_name(hx_case *c, const char *name)
+{
+    if (strlen(name) >= sizeof c->name) {
+        fprintf(stderr, "xattn check: catalogue bug: case name too long: %s\n", name);
+        return -1;
+    }
+    memcpy(c->name, name, strlen(name) + 1);
+    return 0;
+}
+
+/* ---- attention ------------------------------------------------------------ */
+
+static int32_t max_len(const int32_t *x, int32_t n)
+{
+    int32_t m = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (x[i] > m) m = x[i];
+    return m;
+}
+
+static void fmt_window(char *buf, size_t size, int32_t w)
+{
+    if (w < 0) snprintf(buf, size, "inf");
+    else snprintf(buf, size, "%d", w);
+}
+
+/* Visible (query, key) pairs of one sequence. */
+static double visible_pairs(const hx_attn_case *a, int64_t sq, int64_t sk)
+{
+    int64_t wl = -1, wr = (a->flags & XATTN_ATTN_CAUSAL) ? 0 : -1;
+    if (a->flags & XATTN_ATTN_WINDOW) wl = a->window_left, wr = a->window_right;
+    double n = 0;
+    for (int64_t i = 0; i < sq; i++) {
+        int64_t lo = wl < 0 ? 0 : i + sk - sq - wl, hi = wr < 0 ? sk - 1 : i + sk - sq + wr;
+        if (lo < 0) lo = 0;
+        if (hi > sk - 1) hi = sk - 1;
+        if (hi >= lo) n += (double)(hi - lo + 1);
+    }
+    return n;
+}
+
+static int attn_add(hx_catalogue *cat, hx_attn_case a)
+{
+    /* Defaults. */
+    if (!a.batch) a.batch = 1;
+    if (!a.hkv) a.hkv = a.hq;
+    if (!a.dv) a.dv = a.dqk;
+    if (a.qk_std == 0.0) a.qk_std = 1.4;
+    hx_case *c = push(cat);
+    if (!c) return -1;
+    c->kind = HX_ATTN;
+    c->attn = a;
+
+    const int uq = a.q_layout == XATTN_Q_UNIFORM;
+    const int32_t *sqs = a.sq_list, *sks = a.sk_list;
+    double cost = 0;
+    for (int32_t b = 0; b < a.batch; b++) {
+        int64_t sq = uq ? a.sq : sqs[b];
+        int64_t sk = a.kv_layout == XATTN_KV_UNIFORM ? a.sk : sks[b];
+        cost += visible_pairs(&a, sq, sk);
+    }
+    c->cost = cost * a.hq * (a.dqk + a.dv) * (a.reuse ? 2 : 1);
+
+    char kv[32] = "", mask[48], feat[96] = "", mem[32] = "", seq[48], dims[24];
+    const int paged = a.kv_layout == XATTN_KV_PAGED;
+    if (paged) snprintf(kv, sizeof kv, "%spaged_p%d/", uq ? "" : "varlen_", a.page_size);
+    else if (!uq && a.kv_layout == XATTN_KV_RAGGED) snprintf(kv, sizeof kv, "varlen/");
+    else if (!uq) snprintf(kv, sizeof kv, "varlen_q/");
+    else if (a.kv_layout == XATTN_KV_RAGGED) snprintf(kv, sizeof kv, "varlen_k/");
+
+    if (a.flags & XATTN_ATTN_WINDOW) {
+        char l[16], r[16];
+        fmt_window(l, sizeof l, a.window_left);
+        fmt_window(r, sizeof r, a.window_right);
+        snprintf(mask, sizeof mask, "window_l%s_r%s", l, r);
+    } else {
+        snprintf(mask, sizeof mask, "%s", (a.flags & XATTN_ATTN_CAUSAL) ? "causal" : "full");
+    }
+    size_t f = 0;
+    if (a.softcap > 0)
+        f += (size_t)snprintf(feat + f, sizeof feat - f, "+softcap%g", (double)a.softcap);
+    if (a.flags & XATTN_ATTN_ALIBI) f += (size_t)snprintf(feat + f, sizeof feat - f, "+alibi");
+    if (a.flags & XATTN_ATTN_SINKS) f += (size_t)snprintf(feat + f, sizeof feat - f, "+sinks");
+    if (a.scale != 0) f += (size_t)snprintf(feat + f, sizeof feat - f, "+scale%g", (double)a.scale);
+    if (a.no_lse) f += (size_t)snprintf(feat + f, sizeof feat - f, "+no_lse");
+    if (a.reuse) f += (size_t)snprintf(feat + f, sizeof feat - f, "+plan_reuse");
+    if (mem_name(a.mem, paged)) snprintf(mem, sizeof mem, "%s/", mem_name(a.mem, paged));
+
+    const int32_t msq = uq ? a.sq : max_len(sqs, a.batch);
+    const int32_t msk = a.kv_layout == XATTN_KV_UNIFORM ? a.sk : max_len(sks, a.batch);
+    if (a.batch > 1) snprintf(seq, sizeof seq, "b%d_sq%d_sk%d", a.batch, msq, msk);
+    else snprintf(seq, sizeof seq, "sq%d_sk%d", msq, msk);
+    if (a.dqk == a.dv) snprintf(dims, sizeof dims, "d%d", a.dqk);
+    else snprintf(dims, sizeof dims, "d%d_%d", a.dqk, a.dv);
+    char name[512];
+    snprintf(name, sizeof name, "attn/%s%s%s/%s%s/%s/gqa%d/%s", kv, mask, feat, mem, seq, dims,
+             a.hq / a.hkv, dt_name(a.dtype));
+    return set_name(c, name);
+}
+
+/* Shorthands for the catalogue below. */
+#define ATTN(...) ret |= attn_add(cat, (hx_attn_case){__VA_ARGS__})
+#define CAUSAL .flags = XATTN_ATTN_CAUSAL
+#define WINDOW(l, r) .flags = XATTN_ATTN_WINDOW, .window_left = (l), .window_right = (r)
+#define RAGGED_Q .q_layout = XATTN_Q_RAGGED
+#define RAGGED_K .kv_layout = XATTN_KV_RAGGED
+#define PAGED(p) .kv_layout = XATTN_KV_PAGED, .page_size = (p)
+
+static int attn_cases(hx_catalogue *cat)
+{
+    int ret = 0;
+
+    /* Sequence lengths (DESIGN §6), full and causal, every dtype; the two
+     * largest pairs once or twice (the float64 reference is O(Sq·Sk)). */
+    static const int32_t pairs[][2] = {{1, 1},     {1, 339},   {3, 1024}, {113, 203},
+                                       {128, 217}, {239, 1},   {256, 512}, {512, 256},
+                                       {799, 3}};
+    for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++)
+        for (int t = 0; t < 3; t++) {
+            ATTN(.dtype = dtypes[t], .hq = 2, .hkv = 1, .dqk = 64, .sq = pairs[p][0],
+                 .sk = pairs[p][1]);
+            ATTN(.dtype = dtypes[t], .hq = 2, .hkv = 1, .dqk = 64, .sq = pairs[p][0],
+                 .sk = pairs[p][1], CAUSAL);
+        }
+    ATTN(.dtype = XATTN_F32, .hq = 2, .hkv = 1, .dqk = 64, .sq = 1023, .sk = 1024);
+    ATTN(.dtype = XATTN_F16, .hq = 2, .hkv = 1, .dqk = 64, .sq = 1023, .sk = 1024, CAUSAL);
+    ATTN(.dtype = XATTN_BF16, .hq = 2, .hkv = 1, .dqk = 64, .sq = 1023, .sk = 1024, CAUSAL);
+    ATTN(.dtype = XATTN_F32, .hq = 2, .hkv = 1, .dqk = 64, .sq = 2048, .sk = 2048, CAUSAL);
+    ATTN(.dtype = XATTN_BF16, .hq = 1, .hkv = 1, .dqk = 64, .sq = 2048, .sk = 2048);
+
+    /* Head dims: every multiple of 8 up to 256 once (dtype rotating), then
+     * the named ones and the MLA pairs in every dtype. */
+    for (int32_t d = 8, i = 0; d <= 256; d += 8, i++)
+        ATTN(.dtype = dtypes[i % 3], .hq = 2, .hkv = 1, .dqk = d, .sq = 37, .sk = 61, CAUSAL);
+    static const int32_t named[][2] = {{8, 8},   {40, 40},   {64, 64},   {72, 72},
+                                       {80, 80}, {96, 96},   {128, 128}, {160, 160},
+                                       {192, 192}, {256, 256}, {192, 128}};
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
+        for (int t = 0; t < 3; t++)
+            ATTN(.dtype = dtypes[t], .hq = 4, .hkv = 1, .dqk = named[i][0], .dv = named[i][1],
+                 .sq = 113, .sk = 203);
+    /* DeepSeek MLA with absorbed weights: one latent KV head, the softmax
+     * scale of the 192-wide q·k. */
+    for (int t = 0; t < 3; t++)
+        ATTN(.dtype = dtypes[t], .hq = 4, .hkv = 1, .dqk = 576, .dv = 512, .sq = 113, .sk = 203,
+             CAUSAL, .scale = 0.07216878f);
+    ATTN(.dtype = XATTN_BF16, .hq = 16, .hkv = 1, .dqk = 576, .dv = 512, .batch = 3,
+         PAGED(64), .sq = 1, .sk_list = {1000, 1, 129}, .scale = 0.07216878f);
+
+    /* GQA ratios, prefill in every dtype and decode. */
+    static const int32_t ratios[] = {1, 4, 7, 8, 16};
+    for (size_t r = 0; r < 5; r++) {
+        const int32_t hkv = ratios[r] == 16 ? 1 : 2;
+        for (int t = 0; t < 3; t++)
+            ATTN(.dtype = dtypes[t], .hq = ratios[r] * hkv, .hkv = hkv, .dqk = 128, .sq = 128,
+                 .sk = 217, CAUSAL);
+        ATTN(.dtype = dtypes[(r + 1) % 3], .hq = ratios[r] * hkv, .hkv = hkv, .dqk = 128,
+             .batch = 3, .sq = 1, .sk = 700);
+    }
+
+    /* Paged K/V: every page size, a shuffled block table, sequence lengths
+     * that are not page multiples, and an empty sequence. Decode (uniform
+     * Q, one token) and chunked prefill (ragged Q). */
+    static const int32_t page_sizes[] = {1, 3, 16, 64, 256};
+    for (int i = 0; i < 5; i++) {
+        ATTN(.dtype = dtypes[i % 3], .hq = 8, .hkv = 2, .dqk = 128, .batch = 5,
+             PAGED(page_sizes[i]), .sq = 1, .sk_list = {339, 0, 1024, 77, 1});
+        ATTN(.dtype = dtypes[(i + 1) % 3], .hq = 8, .hkv = 2, .dqk = 64, .batch = 5, RAGGED_Q,
+             PAGED(page_sizes[i]), CAUSAL, .sq_list = {113, 5, 0, 64, 1},
+             .sk_list = {203, 5, 17, 300, 0});
+    }
+    ATTN(.dtype = XATTN_F32, .hq = 8, .hkv = 2, .dqk = 128, .batch = 5, PAGED(16), .sq = 1,
+         .sk_list = {339, 0, 1024, 77, 1}, .flags = XATTN_ATTN_CAUSAL);
+    ATTN(.dtype = XATTN_BF16, .hq = 8, .hkv = 2, .dqk = 128, .batch = 4, PAGED(16), CAUSAL,
+         .sq = 16, .sk_list = {300, 40, 16, 5});
+    ATTN(.dtype = XATTN_F16, .hq = 8, .hkv = 2, .dqk = 128, .batch = 5, PAGED(16), .sq = 1,
+         .sk_list = {339, 0, 1024, 77, 1}, .mem = HX_MEM_HEAD_MAJOR);
+    ATTN(.dtype = XATTN_F32, .hq = 4, .hkv = 4, .dqk = 64, .batch = 3, PAGED(64), .sq = 1,
+         .sk_list = {500, 64, 65}, .mem = HX_MEM_PACKED);
+    ATTN(.dtype = XATTN_BF16, .hq = 8, .hkv = 2, .dqk = 64, .batch = 5, RAGGED_Q, PAGED(3),
+         CAUSAL, .sq_list = {113, 5, 0, 64, 1}, .sk_list = {203, 5, 17, 300, 0},
+         .mem = HX_MEM_PADDED);
+    ATTN(.dtype = XATTN_F16, .hq = 6, .hkv = 2, .dqk = 40, .batch = 3, RAGGED_Q, PAGED(16),
+         CAUSAL, .sq_list = {30, 7, 1}, .sk_list = {90, 7, 50}, .mem = HX_MEM_ODD);
+    ATTN(.dtype = XATTN_F16, .hq = 8, .hkv = 2, .dqk = 64, .batch = 4, RAGGED_Q, PAGED(16),
+         CAUSAL, .sq_list = {50, 1, 17, 0}, .sk_list = {120, 33, 17, 9}, .reuse = 1,
+         .bound_extra = 40);
+
+    /* Windows (bottom-right aligned), including rows that see no key. */
+    ATTN(.dtype = XATTN_F16, .hq = 2, .hkv = 1, .dqk = 64, .sq = 256, .sk = 512, WINDOW(64, 0));
+    ATTN(.dtype = XATTN_BF16, .hq = 2, .hkv = 1, .dqk = 64, .sq = 256, .sk = 512,
+         WINDOW(32, 32));
+    ATTN(.dtype = XATTN_F32, .hq = 2, .hkv = 1, .dqk = 64, .sq = 512, .sk = 256,
+         WINDOW(100, 0));
+    ATTN(.dtype = XATTN_F16, .hq = 2, .hkv = 1, .dqk = 64, .sq = 113, .sk = 203, WINDOW(0, 0));
+    ATTN(.dtype = XATTN_BF16, .hq = 4, .hkv = 2, .dqk = 128, .sq = 128, .sk = 217,
+         WINDOW(16, -1));
+    ATTN(.dtype = XATTN_F32, .hq = 4, .hkv = 2, .dqk = 128, .sq = 128, .sk = 217,
+         WINDOW(-1, 16));
+    ATTN(.dtype = XATTN_BF16, .hq = 2, .hkv = 1, .dqk = 64, .sq = 200, .sk = 50, WINDOW(10, 5));
+    ATTN(.dtype = XATTN_F16, .hq = 8, .hkv = 1, .dqk = 128, .batch = 2, .sq = 1, .sk = 339,
+         WINDOW(31, 0));
+    ATTN(.dtype = XATTN_F32, .hq = 8, .hkv = 2, .dqk = 64, .batch = 6, RAGGED_Q, RAGGED_K,
+         WINDOW(20, 0), .sq_list = {37, 0, 1, 130, 64, 0}, .sk_list = {100, 45, 339, 130, 0, 0});
+
+    /* Soft cap, with scores large enough that tanh bends them. */
+    ATTN(.dtype = XATTN_F32, .hq = 2, .hkv = 1, .dqk = 64, .sq = 113, .sk = 203, .softcap = 5.0f,
+         .qk_std = 2.5);
+    ATTN(.dtype = XATTN_F16, .hq = 4, .hkv = 2, .dqk = 128, .sq = 256, .sk = 512, CAUSAL,
+         .softcap = 30.0f, .qk_std = 3.0);
+    ATTN(.dtype = XATTN_BF16, .hq = 4, .hkv = 2, .dqk = 256, .batch = 2, .sq = 1, .sk = 2000,
+         .softcap = 50.0f, .qk_std = 3.5);
+    ATTN(.dtype = XATTN_BF16, .hq = 8, .hkv = 2, .dqk = 64, .batch = 6, RAGGED_Q, RAGGED_K,
+         CAUSAL, .softcap = 20.0f, .qk_std = 3.0, .sq_list = {37, 0, 1, 130, 64, 0},
+         .sk_list = {100, 45, 339, 130, 0, 0});
+
+    /* ALiBi, where Sq ≠ Sk makes the alignment visible. */
+    ATTN(.dtype = XATTN_F16, .hq = 4, .hkv = 1, .dqk = 64, .sq = 113, .sk = 203,
+         .flags = XATTN_ATTN_ALIBI);
+    ATTN(.dtype = XATTN_BF16, .hq = 4, .hkv = 1, .dqk = 64, .sq = 128, .sk = 217,
+         .flags = XATTN_ATTN_ALIBI | XATTN_ATTN_CAUSAL);
+    ATTN(.dtype = XATTN_F32, .hq = 4, .hkv = 4, .dqk = 64, .sq = 512, .sk = 256,
+         .flags = XATTN_ATTN_ALIBI | XATTN_ATTN_CAUSAL);
+    ATTN(.dtype = XATTN_BF16, .hq = 4, .hkv = 2, .dqk = 64, .sq = 512, .sk = 256,
+         .flags = XATTN_ATTN_ALIBI);
+    ATTN(.dtype = XATTN_F32, .hq = 4, .hkv = 1, .dqk = 64, .sq = 128, .sk = 217,
+         .flags = XATTN_ATTN_ALIBI | XATTN_ATTN_WINDOW, .window_left = 32, .window_right = 32);
+    ATTN(.dtype = XATTN_F16, .hq = 8, .hkv = 8, .dqk = 128, .batch = 2, .sq = 1, .sk = 339,
+         .flags = XATTN_ATTN_ALIBI);
+    ATTN(.dtype = XATTN_F32, .hq = 8, .hkv = 2, .dqk = 64, .batch = 6, RAGGED_Q, RAGGED_K,
+         .flags = XATTN_ATTN_ALIBI | XATTN_ATTN_CAUSAL, .sq_list = {37, 0, 1, 130, 64, 0},
+         .sk_list = {100, 45, 339, 130, 0, 0});
+    ATTN(.dtype = XATTN_BF16, .hq = 8, .hkv = 2, .dqk = 128, .batch = 5, PAGED(16), .sq = 1,
+         .sk_list = {339, 0, 1024, 77, 1}, .flags = XATTN_ATTN_ALIBI);
+
+    /* Sinks: denominator only; LSE includes them; with rows that see no key
+     * (O = 0, LSE = −inf: the sink alone is not a key). */
+    ATTN(.dtype = XATTN_F16, .hq = 4, .hkv = 1, .dqk = 64, .sq = 128, .sk = 217,
+         .flags = XATTN_ATTN_SINKS);
+    ATTN(.dtype = XATTN_BF16, .hq = 4, .hkv = 1, .dqk = 64, .sq = 128, .sk = 217,
+         .flags = XATTN_ATTN_SINKS | XATTN_ATTN_CAUSAL);
+    ATTN(.dtype = XATTN_F32, .hq = 4, .hkv = 1, .dqk = 64, .sq = 239, .sk = 1,
+         .flags = XATTN_ATTN_SINKS | XATTN_ATTN_CAUSAL);
+    ATTN(.dtype = XATTN_F16, .hq = 8, .hkv = 2, .dqk = 64, .batch = 6, RAGGED_Q, RAGGED_K,
+         .flags = XATTN_ATTN_SINKS | XATTN_ATTN_CAUSAL, .sq_list = {37, 0, 1, 130, 64, 0},
+         .sk_list = {100, 45, 339, 130, 0, 0});
+    /* GPT-OSS: sliding window 128 with sinks, paged decode. */
+    ATTN(.dtype = XATTN_BF16, .hq = 8, .hkv = 1, .dqk = 64, .batch = 3, PAGED(16), .sq = 1,
+         .sk_list = {2000, 150, 1},
+         .flags = XATTN_ATTN_SINKS | XATTN_ATTN_WINDOW, .window_left = 127, .window_right = 0);
+    /* Everything at once, on padded strides. */
+    ATTN(.dtype = XATTN_F32, .hq = 8, .hkv = 2, .dqk = 64, .batch = 2, .sq = 113, .sk = 203,
+         .flags = XATTN_ATTN_SINKS | XATTN_ATTN_WINDOW | XATTN_ATTN_ALIBI, .window_left = 50,
+         .window_right = 0, .softcap = 10.0f, .qk_std = 2.0, .mem = HX_MEM_PADDED);
+
+    /* Varlen batches with zero-length sequences: (0 queries, some keys),
+     * (some queries, 0 keys: every row sees nothing), (0, 0). */
+    for (int t = 0; t < 3; t++) {
+        ATTN(.dtype = dtypes[t], .hq = 8, .hkv = 2, .dqk = 64, .batch = 6, RAGGED_Q, RAGGED_K,
+             .sq_list = {37, 0, 1, 130, 64, 0}, .sk_list = {100, 45, 339, 130, 0, 0});
+        ATTN(.dtype = dtypes[t], .hq = 8, .hkv = 2, .dqk = 64, .batch = 6, RAGGED_Q, RAGGED_K,
+             CAUSAL, .sq_list = {37, 0, 1, 130, 64, 0}, .sk_list = {100, 45, 339, 130, 0, 0});
+    }
+    ATTN(.dtype = XATTN_F16, .hq = 4, .hkv = 2, .dqk = 96, .batch = 4, RAGGED_Q, CAUSAL,
+         .sq_list = {150, 1, 0, 77}, .sk = 150);
+    ATTN(.dtype = XATTN_BF16, .hq = 4, .hkv = 2, .dqk = 96, .batch = 4, RAGGED_K, CAUSAL,
+         .sq = 20, .sk_list = {150, 20, 0, 7});
+    ATTN(.dtype = XATTN_F16, .hq = 8, .hkv = 2, .dqk = 64, .batch = 6, RAGGED_Q, RAGGED_K,
+         CAUSAL, .sq_list = {37, 0, 1, 130, 64, 3}, .sk_list = {100, 45, 339, 130, 0, 3},
+         .reuse = 1, .bound_extra = 17);
+
+    /* Split-KV decode: long Sk, one query, few heads. */
+    for (int t = 0; t < 3; t++)
+        ATTN(.dtype = dtypes[t], .hq = 4, .hkv = 1, .dqk = 128, .sq = 1, .sk = 8192);
+    ATTN(.dtype = XATTN_F16, .hq = 2, .hkv = 1, .dqk = 64, .sq = 1, .sk = 32768);
+    ATTN(.dtype = XATTN_F32, .hq = 1, .hkv = 1, .dqk = 256, .sq = 1, .sk = 16384);
+    ATTN(.dtype = XATTN_BF16, .hq = 8, .hkv = 1, .dqk = 128, .batch = 2, .sq = 4, .sk = 16384,
+         CAUSAL);
+    ATTN(.dtype = XATTN_F16, .hq = 8, .hkv = 2, .dqk = 128, .batch = 2, PAGED(16), .sq = 1,
+         .sk_list = {20000, 3000});
+
+    /* Strides: slices of a packed QKV tensor, padded, odd (unaligned) and
+     * head-major ([B, H, S, D]) layouts. */
+    ATTN(.dtype = XATTN_F16, .hq = 8, .hkv = 2, .dqk = 64, .batch = 2, .sq = 128, .sk = 128,
+         CAUSAL, .mem = HX_MEM_PACKED);
+    ATTN(.dtype = XATTN_BF16, .hq = 4, .hkv = 4, .dqk = 128, .batch = 3, RAGGED_Q, RAGGED_K,
+         CAUSAL, .sq_list = {90, 1, 33}, .sk_list = {90, 1, 33}, .mem = HX_MEM_PACKED);
+    ATTN(.dtype = XATTN_F32, .hq = 4, .hkv = 1, .dqk = 64, .batch = 2, .sq = 113, .sk = 203,
+         .mem = HX_MEM_PADDED);
+    ATTN(.dtype = XATTN_F16, .hq = 4, .hkv = 2, .dqk = 40, .sq = 37, .sk = 61, CAUSAL,
+         .mem = HX_MEM_ODD);
+    ATTN(.dtype = XATTN_BF16, .hq = 2, .hkv = 1, .dqk = 80, .sq = 113, .sk = 203,
+         .mem = HX_MEM_ODD);
+    ATTN(.dtype = XATTN_BF16, .hq = 4, .hkv = 2, .dqk = 64, .batch = 2, .sq = 256, .sk = 512,
+         CAUSAL, .mem = HX_MEM_HEAD_MAJOR);
+    ATTN(.dtype = XATTN_F32, .hq = 8, .hkv = 2, .dqk = 64, .batch = 6, RAGGED_Q, RAGGED_K,
+         CAUSAL, .sq_list = {37, 0, 1, 130, 64, 0}, .sk_list = {100, 45, 339, 130, 0, 0},
+         .mem = HX_MEM_HEAD_MAJOR);
+
+    /* Decode through every head dim (split-KV and decode kernels are often
+     * specialised apart from prefill). */
+    for (int32_t d = 8, i = 0; d <= 256; d += 8, i++)
+        ATTN(.dtype = dtypes[(i + 1) % 3], .hq = 4, .hkv = 1, .dqk = d, .batch = 2, .sq = 1,
+             .sk = 777);
+    ATTN(.dtype = XATTN_F16, .hq = 16, .hkv = 1, .dqk = 192, .dv = 128, .batch = 2, .sq = 1,
+         .sk = 777);
+    ATTN(.dtype = XATTN_F32, .hq = 16, .hkv = 1, .dqk = 576, .dv = 512, .sq = 1, .sk = 4099,
+         .scale = 0.07216878f);
+
+    /* Features combined, on each K/V layout and in every dtype. */
+    static const struct {
+        uint32_t flags;
+        int32_t wl, wr;
+        float softcap;
+    } combos[] = {
+        {XATTN_ATTN_CAUSAL | XATTN_ATTN_SINKS, -1, -1, 15.0f},
+        {XATTN_ATTN_WINDOW | XATTN_ATTN_ALIBI, 40, 8, 0.0f},
+        {XATTN_ATTN_WINDOW | XATTN_ATTN_ALIBI | XATTN_ATTN_SINKS, 70, 0, 25.0f},
+    };
+    for (int f = 0; f < 3; f++)
+        for (int t = 0; t < 3; t++) {
+            ATTN(.dtype = dtypes[t], .hq = 6, .hkv = 2, .dqk = 80, .batch = 2, .sq = 113,
+                 .sk = 203, .flags = combos[f].flags, .window_left = combos[f].wl,
+                 .window_right = combos[f].wr, .softcap = combos[f].softcap, .qk_std = 2.0);
+            ATTN(.dtype = dtypes[t], .hq = 6, .hkv = 2, .dqk = 80, .batch = 6, RAGGED_Q,
+                 RAGGED_K, .sq_list = {37, 0, 1, 130, 64, 0},
+                 .sk_list = {100, 45, 339, 130, 0, 0}, .flags = combos[f].flags,
+                 .window_left = combos[f].wl, .window_right = combos[f].wr,
+                 .softcap = combos[f].softcap, .qk_std = 2.0);
+            ATTN(.dtype = dtypes[t], .hq = 7, .hkv = 1, .dqk = 128, .batch = 4, RAGGED_Q,
+                 PAGED(page_sizes[(f + t) % 5]), .sq_list = {113, 1, 0, 40},
+                 .sk_list = {203, 1000, 9, 40}, .flags = combos[f].flags,
+                 .window_left = combos[f].wl, .window_right = combos[f].wr,
+                 .softcap = combos[f].softcap, .qk_std = 2.0);
+        }
+
+    /* Explicit scale, no LSE, uniform batches. */
+    ATTN(.dtype = XATTN_F32, .hq = 2, .hkv = 1, .dqk = 64, .sq = 113, .sk = 203, .scale = 0.05f);
+    ATTN(.dtype = XATTN_F16, .hq = 4, .hkv = 1, .dqk = 128, .sq = 128, .sk = 217, CAUSAL,
+         .no_lse = 1);
+    ATTN(.dtype = XATTN_F32, .hq = 6, .hkv = 3, .dqk = 96, .batch = 3, .sq = 64, .sk = 96,
+         CAUSAL);
+    return ret;
+}
+
+/* ---- kv_append ------------------------------------------------------------ */
+
+static int kv_add(hx_catalogue *cat, hx_kv_case k)
+{
+    if (!k.dv) k.dv = k.dqk;
+    hx_case *c = push(cat);
+    if (!c) return -1;
+    c->kind = HX_KV_APPEND;
+    c->kv = k;
+    c->cost = (double)k.num_pages * k.page_size * k.hkv * (k.dqk + k.dv);
+    char dims[24], mem[24] = "";
+    if (k.dqk == k.dv) snprintf(dims, sizeof dims, "d%d", k.dqk);
+    else snprintf(dims, sizeof dims, "d%d_%d", k.dqk, k.dv);
+    if (mem_name(k.mem, 1)) snprintf(mem, sizeof mem, "/%s", mem_name(k.mem, 1));
+    snprintf(c->name, sizeof c->name, "kv_append/p%d/n%d%s/hkv%d/%s%s/%s", k.page_size, k.n,
+             k.skip_every ? "_skip" : "", k.hkv, dims, mem, dt_name(k.dtype));
+    return 0;
+}
+
+#define KV(...) ret |= kv_add(cat, (hx_kv_case){__VA_ARGS__})
+
+static int kv_cases(hx_catalogue *cat)
+{
+    int ret = 0;
+    static const int32_t page_sizes[] = {1, 3, 16, 64, 256};
+    for (int i = 0; i < 5; i++)
+        KV(.dtype = dtypes[i % 3], .n = 7, .hkv = 2, .dqk = 128, .page_size = page_sizes[i],
+           .num_pages = page_sizes[i] < 8 ? 16 : 4, .skip_every = 3);
+    KV(.dtype = XATTN_F16, .n = 1, .hkv = 8, .dqk = 128, .page_size = 16, .num_pages = 6);
+    KV(.dtype = XATTN_BF16, .n = 300, .hkv = 2, .dqk = 64, .page_size = 16, .num_pages = 24,
+       .skip_every = 7);
+    KV(.dtype = XATTN_F32, .n = 9, .hkv = 1, .dqk = 192, .dv = 128, .page_size = 64,
+       .num_pages = 3, .skip_every = 4);
+    KV(.dtype = XATTN_BF16, .n = 5, .hkv = 1, .dqk = 576, .dv = 512, .page_size = 64,
+       .num_pages = 2);
+    KV(.dtype = XATTN_F32, .n = 33, .hkv = 4, .dqk = 64, .page_size = 16, .num_pages = 5,
+       .skip_every = 5, .mem = HX_MEM_PADDED);
+    KV(.dtype = XATTN_F16, .n = 13, .hkv = 2, .dqk = 40, .page_size = 3, .num_pages = 9,
+       .skip_every = 4, .mem = HX_MEM_ODD);
+    KV(.dtype = XATTN_BF16, .n = 20, .hkv = 4, .dqk = 128, .page_size = 16, .num_pages = 4,
+       .mem = HX_MEM_HEAD_MAJOR);
+    KV(.dtype = XATTN_F16, .n = 20, .hkv = 2, .dqk = 128, .page_size = 16, .num_pages = 4,
+       .skip_every = 6, .mem = HX_MEM_PACKED);
+    for (int t = 0; t < 3; t++)
+        KV(.dtype = dtypes[t], .n = 64, .hkv = 8, .dqk = 96, .page_size = 32, .num_pages = 4,
+           .skip_every = 9);
+    return ret;
+}
+
+/* ---- merge_states ------------------------------------------------------------ */
+
+static int merge_add(hx_catalogue *cat, hx_merge_case m)
+{
+    hx_case *c = push(cat);
+    if (!c) return -1;
+    c->kind = HX_MERGE;
+    c->merge = m;
+    c->cost = (double)m.n * m.heads * m.dim;
+    static const char *const modes[] = {"finite_lse", "neg_inf_lse", "large_lse"};
+    char mem[24] = "";
+    if (mem_name(m.mem, 0)) snprintf(mem, sizeof mem, "/%s", mem_name(m.mem, 0));
+    snprintf(c->name, sizeof c->name, "merge/%s%s/n%d_h%d/d%d%s/%s", modes[m.lse_mode],
+             m.in_place ? "+in_place" : "", m.n, m.heads, m.dim, mem, dt_name(m.dtype));
+    return 0;
+}
+
+#define MERGE(...) ret |= merge_add(cat, (hx_merge_case){__VA_ARGS__})
+
+static int merge_cases(hx_catalogue *cat)
+{
+    int ret = 0;
+    for (int t = 0; t < 3; t++) {
+        MERGE(.dtype = dtypes[t], .n = 7, .heads = 8, .dim = 128);
+        MERGE(.dtype = dtypes[t], .n = 64, .heads = 8, .dim = 128, .lse_mode = HX_LSE_NEG_INF);
+        MERGE(.dtype = dtypes[t], .n = 64, .heads = 2, .dim = 64, .lse_mode = HX_LSE_LARGE);
+    }
+    MERGE(.dtype = XATTN_F32, .n = 1, .heads = 1, .dim = 8);
+    MERGE(.dtype = XATTN_F32, .n = 513, .heads = 4, .dim = 64);
+    MERGE(.dtype = XATTN_BF16, .n = 16, .heads = 16, .dim = 512);
+    MERGE(.dtype = XATTN_F16, .n = 33, .heads = 8, .dim = 128, .in_place = 1);
+    MERGE(.dtype = XATTN_BF16, .n = 33, .heads = 4, .dim = 64, .in_place = 1,
+          .lse_mode = HX_LSE_NEG_INF, .mem = HX_MEM_PADDED);
+    MERGE(.dtype = XATTN_F32, .n = 40, .heads = 4, .dim = 96, .lse_mode = HX_LSE_NEG_INF,
+          .mem = HX_MEM_PADDED);
+    MERGE(.dtype = XATTN_F16, .n = 40, .heads = 4, .dim = 40, .mem = HX_MEM_ODD);
+    MERGE(.dtype = XATTN_BF16, .n = 40, .heads = 4, .dim = 64, .mem = HX_MEM_HEAD_MAJOR);
+    return ret;
+}
+
+/* ---- the catalogue ------------------------------------------------------------ */
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(((const hx_case *)a)->name, ((const hx_case *)b)->name);
+}
+
+int hx_catalogue_build(hx_catalogue *cat)
+{
+    memset(cat, 0, sizeof *cat);
+    for (int i = 0; hx_ref_test_names[i]; i++) {
+        hx_case *c = push(cat);
+        if (!c) goto oom;
+        c->kind = HX_REF;
+        c->ref_test = i;
+        snprintf(c->name, sizeof c->name, "%s", hx_ref_test_names[i]);
+    }
+    if (attn_cases(cat) || kv_cases(cat) || merge_cases(cat)) goto oom;
+
+    /* Names identify cases (--filter, the seed of each case): no twins. */
+    hx_case *sorted = malloc(cat->count * sizeof *sorted);
+    if (!sorted) goto oom;
+    memcpy(sorted, cat->cases, cat->count * sizeof *sorted);
+    qsort(sorted, cat->count, sizeof *sorted, cmp_names);
+    for (size_t i = 1; i < cat->count; i++)
+        if (!strcmp(sorted[i - 1].name, sorted[i].name)) {
+            fprintf(stderr, "xattn check: catalogue bug: two cases named %s\n", sorted[i].name);
+            free(sorted);
+            hx_catalogue_free(cat);
+            return -1;
+        }
+    free(sorted);
+    return 0;
+oom:
+    fprintf(stderr, "xattn check: cannot build the catalogue (out of memory, or a bug above)\n");
+    hx_catalogue_free(cat);
+    return -1;
+}
+
+void hx_catalogue_free(hx_catalogue *cat)
+{
+    free(cat->cases);
+    memset(cat, 0, sizeof *cat);
+}

@@ -1,0 +1,409 @@
+/* xattn check: the conformance harness's command line. Runs the reference
+ * self-checks, then every case on every selected backend, prints a table
+ * and one summary line; exits non-zero on any failure. */
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "harness.h"
+
+int xattn_cmd_check(int argc, char **argv);
+
+enum { MAX_FILTERS = 32, NAME_WIDTH = 62, HX_EXIT_SKIPPED = 77 };
+
+static const xattn_backend_kind all_backends[] = {XATTN_BACKEND_CPU, XATTN_BACKEND_OPENCL,
+                                                  XATTN_BACKEND_CUDA, XATTN_BACKEND_HIP};
+#define NUM_BACKENDS (sizeof all_backends / sizeof all_backends[0])
+
+typedef struct options {
+    int selected[NUM_BACKENDS];
+    int required[NUM_BACKENDS];
+    const char *filters[MAX_FILTERS];
+    int num_filters;
+    uint64_t seed;
+    int list, verbose;
+} options;
+
+typedef struct tally {
+    long passed, failed, skipped;
+    long backend_runs; /* backends that ran their cases */
+    char **failures; /* repro lines, printed again at the end */
+    size_t num_failures;
+} tally;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: xattn check [--backend NAME]... [--filter SUBSTR]... [--seed N]\n"
+            "                   [--list] [-v]\n"
+            "\n"
+            "Runs every primitive on every selected backend against the float64\n"
+            "reference, on fresh random inputs from a printed seed, with outputs\n"
+            "poisoned (NaN) before each run.\n"
+            "\n"
+            "  --backend NAME   cpu, opencl, cuda or hip (repeat or comma-separate;\n"
+            "                   default: all). A backend with no device is SKIPPED.\n"
+            "  --filter SUBSTR  only cases whose name contains SUBSTR (repeatable: any)\n"
+            "  --seed N         reproduce a run (default: a fresh seed, printed)\n"
+            "  --list           print the case names and exit\n"
+            "  -v               plan descriptions, timings and the reference's cost\n"
+            "\n"
+            "environment: XATTN_REQUIRE_BACKEND=NAME[,NAME] turns a skip of a selected\n"
+            "             backend NAME into a failure.\n"
+            "tolerances:  NMSE f32 1e-10, f16 1e-6, bf16 4e-5 (one row: 1000x that);\n"
+            "             LSE abs f32 1e-4, else 2e-3; NaN/Inf must match the reference.\n"
+            "exit status: 0 all passed, 1 a failure, 2 bad usage, 77 every selected\n"
+            "             backend was skipped (no device).\n");
+}
+
+static int backend_index(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NUM_BACKENDS; i++) {
+        const char *n = xattn_backend_kind_name(all_backends[i]);
+        if (n && strlen(n) == len && !strncmp(n, name, len)) return (int)i;
+    }
+    return -1;
+}
+
+/* Parse "a,b,c" into flags; returns −1 (and says why) on an unknown name. */
+static int parse_backends(const char *list, int *flags, const char *what)
+{
+    const char *p = list;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        int i = backend_index(p, len);
+        if (i < 0) {
+            fprintf(stderr, "xattn check: %s: unknown backend '%.*s' (valid: cpu, opencl, "
+                            "cuda, hip)\n", what, (int)len, p);
+            return -1;
+        }
+        flags[i] = 1;
+        p += len;
+        if (*p == ',') p++;
+    }
+    return 0;
+}
+
+static int parse_seed(const char *s, uint64_t *out)
+{
+    char *end;
+    if (!*s || !isdigit((unsigned char)*s)) return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, options *o)
+{
+    int any_backend = 0, have_seed = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 1;
+        } else if (!strcmp(a, "--list")) {
+            o->list = 1;
+            continue;
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            o->verbose = 1;
+            continue;
+        }
+        /* Options with a value: "--opt VALUE" or "--opt=VALUE". */
+        static const char *const with_value[] = {"--backend", "--filter", "--seed"};
+        size_t k;
+        for (k = 0; k < 3; k++) {
+            size_t n = strlen(with_value[k]);
+            if (!strncmp(a, with_value[k], n) && (a[n] == '\0' || a[n] == '=')) {
+                if (a[n] == '=') val = a + n + 1;
+                else if (i + 1 < argc) val = argv[++i];
+                else {
+                    fprintf(stderr, "xattn check: %s needs a value\n", with_value[k]);
+                    return -1;
+                }
+                break;
+            }
+        }
+        if (k == 3) {
+            fprintf(stderr, "xattn check: unknown option '%s'\n\n", a);
+            usage(stderr);
+            return -1;
+        }
+        if (k == 0) {
+            if (parse_backends(val, o->selected, "--backend")) return -1;
+            any_backend = 1;
+        } else if (k == 1) {
+            if (o->num_filters == MAX_FILTERS) {
+                fprintf(stderr, "xattn check: at most %d --filter options\n", MAX_FILTERS);
+                return -1;
+            }
+            o->filters[o->num_filters++] = val;
+        } else {
+            if (parse_seed(val, &o->seed)) {
+                fprintf(stderr, "xattn check: --seed: '%s' is not a non-negative integer\n", val);
+                return -1;
+            }
+            have_seed = 1;
+        }
+    }
+    if (!any_backend)
+        for (size_t i = 0; i < NUM_BACKENDS; i++) o->selected[i] = 1;
+    const char *req = getenv("XATTN_REQUIRE_BACKEND");
+    if (req && *req && parse_backends(req, o->required, "XATTN_REQUIRE_BACKEND")) return -1;
+    if (!have_seed) {
+        /* Fresh inputs every run; the seed is printed so any run repeats. */
+        struct timespec ts;
+        timespec_get(&ts, TIME_UTC);
+        o->seed = hx_mix((uint64_t)ts.tv_sec * 1000000007ull, (uint64_t)ts.tv_nsec) % 1000000000ull;
+    }
+    return 0;
+}
+
+static int matches(const options *o, const char *name)
+{
+    if (o->num_filters == 0) return 1;
+    for (int i = 0; i < o->num_filters; i++)
+        if (strstr(name, o->filters[i])) return 1;
+    return 0;
+}
+
+static const char *case_dtype(const hx_case *c)
+{
+    xattn_dtype dt;
+    switch (c->kind) {
+    case HX_ATTN: dt = c->attn.dtype; break;
+    case HX_KV_APPEND: dt = c->kv.dtype; break;
+    case HX_MERGE: dt = c->merge.dtype; break;
+    default: return "f64";
+    }
+    return xattn_dtype_name(dt) ? xattn_dtype_name(dt) : "?";
+}
+
+static void fmt_num(char *buf, size_t size, double x)
+{
+    if (isnan(x)) snprintf(buf, size, "-");
+    else snprintf(buf, size, "%.2e", x);
+}
+
+static void print_row(const char *name, const char *backend, const char *dtype,
+                      const hx_result *r)
+{
+    char nmse[24], lse[24];
+    fmt_num(nmse, sizeof nmse, r->nmse);
+    fmt_num(lse, sizeof lse, r->lse_err);
+    static const char *const status[] = {"PASS", "FAIL", "SKIPPED"};
+    printf("%-*s %-7s %-5s %10s %10s  %s\n", NAME_WIDTH, name, backend, dtype, nmse, lse,
+           status[r->status]);
+}
+
+static void record_failure(tally *t, const char *line)
+{
+    char **f = realloc(t->failures, (t->num_failures + 1) * sizeof *f);
+    if (!f) return;
+    t->failures = f;
+    size_t n = strlen(line) + 1;
+    t->failures[t->num_failures] = malloc(n);
+    if (t->failures[t->num_failures]) memcpy(t->failures[t->num_failures++], line, n);
+}
+
+/* Print the result of one case and count it; a failure names the seed and
+ * the command that repeats it. */
+static void report(const options *o, tally *t, const hx_case *c, const char *backend,
+                   const hx_result *r)
+{
+    print_row(c->name, backend, case_dtype(c), r);
+    if (r->status == HX_FAIL) {
+        t->failed++;
+        char repro[512];
+        snprintf(repro, sizeof repro, "xattn check%s%s --seed %llu --filter '%s'",
+                 c->kind == HX_REF ? "" : " --backend ", c->kind == HX_REF ? "" : backend,
+                 (unsigned long long)o->seed, c->name);
+        printf("    FAIL %s [%s], seed %llu: %s\n    reproduce: %s\n", c->name, backend,
+               (unsigned long long)o->seed, r->message, repro);
+        char line[1024];
+        snprintf(line, sizeof line, "%s [%s]: %s", c->name, backend, repro);
+        record_failure(t, line);
+    } else {
+        t->passed++;
+        if (o->verbose) {
+            printf("    backend %.3f s, reference %.3f s, reference cost %.3g MAC\n", r->seconds,
+                   r->ref_seconds, c->cost);
+            /* The plan description, indented under its row. */
+            for (const char *p = r->message; *p;) {
+                size_t n = strcspn(p, "\n");
+                printf("    | %.*s\n", (int)n, p);
+                p += n;
+                if (*p) p++;
+            }
+        }
+    }
+    fflush(stdout);
+}
+
+static hx_result fresh_result(void)
+{
+    hx_result r;
+    memset(&r, 0, sizeof r);
+    r.status = HX_PASS;
+    r.nmse = NAN;
+    r.lse_err = NAN;
+    return r;
+}
+
+static uint64_t case_seed(const options *o, const hx_case *c)
+{
+    /* Per case, from the run's seed and the case's name: the same inputs
+     * whatever --filter selects, and on every backend. */
+    return hx_mix(o->seed, hx_hash(c->name));
+}
+
+static void run_backend(const options *o, tally *t, const hx_catalogue *cat, size_t bi,
+                        long num_cases)
+{
+    const xattn_backend_kind kind = all_backends[bi];
+    const char *bname = xattn_backend_kind_name(kind);
+    char reason[512] = "";
+    int32_t devices = 0;
+    xattn_status st = xattn_backend_probe(kind, &devices, reason, sizeof reason);
+    if (st != XATTN_OK) {
+        const char *d = xattn_last_error();
+        snprintf(reason, sizeof reason, "probe failed: %s%s%s", xattn_status_string(st),
+                 d && *d ? ": " : "", d ? d : "");
+        devices = 0;
+    }
+    if (devices <= 0) {
+        if (!reason[0]) snprintf(reason, sizeof reason, "no device");
+        hx_result r = fresh_result();
+        r.status = o->required[bi] ? HX_FAIL : HX_SKIP;
+        char label[64];
+        snprintf(label, sizeof label, "(%ld cases)", num_cases);
+        print_row(label, bname, "-", &r);
+        if (o->required[bi]) {
+            printf("    FAIL %s: no device (%s), and XATTN_REQUIRE_BACKEND requires it\n", bname,
+                   reason);
+            t->failed += num_cases;
+            char line[700];
+            snprintf(line, sizeof line, "backend %s: no device (%s); required", bname, reason);
+            record_failure(t, line);
+        } else {
+            printf("    SKIPPED %s: %s\n", bname, reason);
+            t->skipped += num_cases;
+        }
+        fflush(stdout);
+        return;
+    }
+
+    xattn_context_options opts;
+    memset(&opts, 0, sizeof opts);
+    opts.backend = kind;
+    xattn_context *ctx = NULL;
+    st = xattn_context_create_with(&opts, &ctx);
+    if (st != XATTN_OK) {
+        hx_result r = fresh_result();
+        hx_api_fail(&r, "xattn_context_create_with", st);
+        char label[64];
+        snprintf(label, sizeof label, "(%ld cases)", num_cases);
+        print_row(label, bname, "-", &r);
+        printf("    FAIL %s: %s (%d device(s) probed)\n", bname, r.message, devices);
+        t->failed += num_cases;
+        char line[1200];
+        snprintf(line, sizeof line, "backend %s: %s", bname, r.message);
+        record_failure(t, line);
+        fflush(stdout);
+        return;
+    }
+    t->backend_runs++;
+    if (o->verbose) printf("# %s: %s\n", bname, xattn_context_device_name(ctx));
+
+    for (size_t i = 0; i < cat->count; i++) {
+        const hx_case *c = &cat->cases[i];
+        if (c->kind == HX_REF || !matches(o, c->name)) continue;
+        hx_result r = fresh_result();
+        const uint64_t seed = case_seed(o, c);
+        switch (c->kind) {
+        case HX_ATTN: hx_run_attn(ctx, c, seed, o->verbose, &r); break;
+        case HX_KV_APPEND: hx_run_kv_append(ctx, c, seed, &r); break;
+        case HX_MERGE: hx_run_merge(ctx, c, seed, &r); break;
+        default: break;
+        }
+        report(o, t, c, bname, &r);
+    }
+    xattn_context_destroy(&ctx);
+}
+
+int xattn_cmd_check(int argc, char **argv)
+{
+    options o;
+    memset(&o, 0, sizeof o);
+    int pr = parse_args(argc, argv, &o);
+    if (pr) return pr > 0 ? 0 : 2;
+
+    hx_catalogue cat;
+    if (hx_catalogue_build(&cat)) return 2;
+
+    if (o.list) {
+        double total = 0;
+        for (size_t i = 0; i < cat.count; i++) {
+            const hx_case *c = &cat.cases[i];
+            if (!matches(&o, c->name)) continue;
+            total += c->cost;
+            if (o.verbose) printf("%-*s %10.3g\n", NAME_WIDTH, c->name, c->cost);
+            else printf("%s\n", c->name);
+        }
+        if (o.verbose) printf("reference cost: %.3g multiply-adds\n", total);
+        hx_catalogue_free(&cat);
+        return 0;
+    }
+
+    long num_ref = 0, num_cases = 0;
+    for (size_t i = 0; i < cat.count; i++) {
+        if (!matches(&o, cat.cases[i].name)) continue;
+        if (cat.cases[i].kind == HX_REF) num_ref++;
+        else num_cases++;
+    }
+    if (num_ref + num_cases == 0) {
+        fprintf(stderr, "xattn check: no case matches the filter ('xattn check --list')\n");
+        hx_catalogue_free(&cat);
+        return 1;
+    }
+
+    printf("xattn check: seed %llu (xattn check --seed %llu repeats this run)\n",
+           (unsigned long long)o.seed, (unsigned long long)o.seed);
+    printf("%-*s %-7s %-5s %10s %10s  %s\n", NAME_WIDTH, "case", "backend", "dtype", "NMSE",
+           "LSE err", "status");
+    fflush(stdout);
+
+    tally t;
+    memset(&t, 0, sizeof t);
+    const double t0 = hx_now();
+    for (size_t i = 0; i < cat.count; i++) {
+        const hx_case *c = &cat.cases[i];
+        if (c->kind != HX_REF || !matches(&o, c->name)) continue;
+        hx_result r = fresh_result();
+        hx_run_ref_test(c, case_seed(&o, c), &r);
+        report(&o, &t, c, "ref", &r);
+    }
+    if (num_cases > 0)
+        for (size_t b = 0; b < NUM_BACKENDS; b++)
+            if (o.selected[b]) run_backend(&o, &t, &cat, b, num_cases);
+
+    if (t.num_failures) {
+        printf("\nfailures (seed %llu):\n", (unsigned long long)o.seed);
+        for (size_t i = 0; i < t.num_failures; i++) printf("  %s\n", t.failures[i]);
+    }
+    if (o.verbose) printf("\nelapsed %.1f s\n", hx_now() - t0);
+    printf("%ld passed, %ld failed, %ld skipped\n", t.passed, t.failed, t.skipped);
+    fflush(stdout);
+    for (size_t i = 0; i < t.num_failures; i++) free(t.failures[i]);
+    free(t.failures);
+    hx_catalogue_free(&cat);
+    if (t.failed) return 1;
+    /* Every selected backend skipped: tell meson (and automake-style
+     * runners) that nothing was tested. */
+    return t.backend_runs == 0 && t.skipped > 0 ? HX_EXIT_SKIPPED : 0;
+}
