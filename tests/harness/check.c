@@ -24,6 +24,7 @@ typedef struct options {
     const char *filters[MAX_FILTERS];
     int num_filters;
     uint64_t seed;
+    int32_t device; /* XATTN_DEVICE */
     int list, verbose;
 } options;
 
@@ -53,6 +54,9 @@ static void usage(FILE *f)
             "\n"
             "environment: XATTN_REQUIRE_BACKEND=NAME[,NAME] turns a skip of a selected\n"
             "             backend NAME into a failure.\n"
+            "             XATTN_BACKEND=NAME (not auto), without --backend, selects and\n"
+            "             requires that backend: unavailable is a failure, not a skip.\n"
+            "             XATTN_DEVICE=N picks the device within each backend.\n"
             "tolerances:  NMSE f32 1e-10, f16 1e-6, bf16 4e-5 (one row: 1000x that);\n"
             "             LSE abs f32 1e-4, else 2e-3; NaN/Inf must match the reference.\n"
             "exit status: 0 all passed, 1 a failure, 2 bad usage, 77 every selected\n"
@@ -151,8 +155,26 @@ static int parse_args(int argc, char **argv, options *o)
             have_seed = 1;
         }
     }
-    if (!any_backend)
+    /* An explicitly named backend must run: never a silent skip, and never a
+     * silently ignored variable. */
+    const char *env_backend = getenv("XATTN_BACKEND");
+    if (!any_backend && env_backend && *env_backend && strcmp(env_backend, "auto")) {
+        if (parse_backends(env_backend, o->selected, "XATTN_BACKEND")) return -1;
+        for (size_t i = 0; i < NUM_BACKENDS; i++) o->required[i] |= o->selected[i];
+    } else if (!any_backend) {
         for (size_t i = 0; i < NUM_BACKENDS; i++) o->selected[i] = 1;
+    }
+    const char *env_device = getenv("XATTN_DEVICE");
+    if (env_device && *env_device) {
+        char *end = NULL;
+        long dev = strtol(env_device, &end, 10);
+        if (*end || dev < 0 || dev > INT32_MAX) {
+            fprintf(stderr, "xattn check: XATTN_DEVICE='%s' is not a device index (an integer "
+                            ">= 0)\n", env_device);
+            return -1;
+        }
+        o->device = (int32_t)dev;
+    }
     const char *req = getenv("XATTN_REQUIRE_BACKEND");
     if (req && *req && parse_backends(req, o->required, "XATTN_REQUIRE_BACKEND")) return -1;
     if (!have_seed) {
@@ -284,7 +306,7 @@ static void run_backend(const options *o, tally *t, const hx_catalogue *cat, siz
         snprintf(label, sizeof label, "(%ld cases)", num_cases);
         print_row(label, bname, "-", &r);
         if (o->required[bi]) {
-            printf("    FAIL %s: no device (%s), and XATTN_REQUIRE_BACKEND requires it\n", bname,
+            printf("    FAIL %s: no device (%s), and XATTN_BACKEND or XATTN_REQUIRE_BACKEND requires it\n", bname,
                    reason);
             t->failed += num_cases;
             char line[700];
@@ -301,6 +323,7 @@ static void run_backend(const options *o, tally *t, const hx_catalogue *cat, siz
     xattn_context_options opts;
     memset(&opts, 0, sizeof opts);
     opts.backend = kind;
+    opts.device = o->device;
     xattn_context *ctx = NULL;
     st = xattn_context_create_with(&opts, &ctx);
     if (st != XATTN_OK) {
