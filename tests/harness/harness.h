@@ -149,6 +149,8 @@ typedef struct hx_buf {
     xattn_buffer *dev;
     unsigned char *host;
     size_t bytes;
+    void *map;        /* host-visible backends: the mapping the buffer wraps */
+    size_t map_bytes;
 } hx_buf;
 
 /* A tensor view: what the API sees, plus which image it lives in. */
@@ -199,7 +201,8 @@ size_t hx_page_tensor(hx_tensor *t, hx_buf *buf, hx_mem mem, xattn_dtype dt, int
                       int64_t ps, int64_t h, int64_t d, int which);
 
 /* Allocate bytes (plus a guard) of device buffer and a host image poisoned
- * with HX_POISON. */
+ * with HX_POISON. On the cpu backend the buffer is host memory that ends
+ * against an inaccessible page, so a read or write past it faults. */
 int hx_buf_alloc(xattn_context *ctx, hx_buf *b, size_t bytes, hx_result *res);
 void hx_buf_free(hx_buf *b);
 int hx_buf_upload(hx_buf *b, hx_result *res);

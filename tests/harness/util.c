@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "half.h"
 #include "harness.h"
@@ -207,12 +209,41 @@ void hx_tensor_mark(const hx_tensor *t, unsigned char *mask)
     }
 }
 
+/* Host memory whose last byte sits (to f32 alignment) just before a
+ * PROT_NONE page, wrapped as the buffer: the allocator's rounding would
+ * otherwise hide a kernel reading past the end of its last tensor. */
+static int guarded_wrap(xattn_context *ctx, hx_buf *b, hx_result *res)
+{
+    enum { ALIGN = 4 }; /* the widest element; f32 loads stay aligned */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t bytes = (b->bytes + ALIGN - 1) / ALIGN * ALIGN;
+    size_t data_pages = (bytes + page - 1) / page;
+    b->map_bytes = (data_pages + 1) * page;
+    void *map = mmap(NULL, b->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    if (map == MAP_FAILED) {
+        hx_result_fail(res, "harness: cannot map %zu bytes", b->map_bytes);
+        return 1;
+    }
+    b->map = map;
+    unsigned char *guard = (unsigned char *)map + data_pages * page;
+    if (mprotect(guard, page, PROT_NONE) != 0) {
+        hx_result_fail(res, "harness: cannot protect the guard page");
+        return 1;
+    }
+    xattn_status st = xattn_buffer_wrap(ctx, guard - bytes, b->bytes, &b->dev);
+    if (st != XATTN_OK) return hx_api_fail(res, "xattn_buffer_wrap", st);
+    return 0;
+}
+
 int hx_buf_alloc(xattn_context *ctx, hx_buf *b, size_t bytes, hx_result *res)
 {
     memset(b, 0, sizeof *b);
     /* A poisoned guard after the last tensor: a write past the end shows as
-     * a stray byte, a read past it as NaN. */
-    bytes += HX_GUARD_BYTES;
+     * a stray byte, a read past it as NaN. Host memory gets a guard page
+     * instead, which also catches reads whose lanes are thrown away. */
+    const int host_visible = !strcmp(xattn_context_backend_name(ctx), "cpu");
+    if (!host_visible) bytes += HX_GUARD_BYTES;
     b->host = malloc(bytes);
     if (!b->host) {
         hx_result_fail(res, "harness: out of host memory (%zu bytes)", bytes);
@@ -220,6 +251,7 @@ int hx_buf_alloc(xattn_context *ctx, hx_buf *b, size_t bytes, hx_result *res)
     }
     memset(b->host, HX_POISON, bytes);
     b->bytes = bytes;
+    if (host_visible) return guarded_wrap(ctx, b, res);
     xattn_status st = xattn_buffer_alloc(ctx, bytes, &b->dev);
     if (st != XATTN_OK) return hx_api_fail(res, "xattn_buffer_alloc", st);
     return 0;
@@ -228,6 +260,8 @@ int hx_buf_alloc(xattn_context *ctx, hx_buf *b, size_t bytes, hx_result *res)
 void hx_buf_free(hx_buf *b)
 {
     xattn_buffer_free(&b->dev);
+    if (b->map) munmap(b->map, b->map_bytes);
+    b->map = NULL;
     free(b->host);
     b->host = NULL;
 }
