@@ -18,6 +18,9 @@
 extern "C" {
 #endif
 
+/* Alignment of xattn_attn_args.workspace_offset, in bytes. */
+#define XATTN_WORKSPACE_ALIGN 256
+
 /* How K and V are laid out. */
 typedef enum xattn_kv_layout {
     XATTN_KV_UNIFORM = 0, /* K [B, Sk, Hkv, Dqk], V [B, Sk, Hkv, Dv] */
@@ -39,8 +42,10 @@ typedef enum xattn_q_layout {
 #define XATTN_ATTN_SINKS (1u << 3)  /* args.sinks [Hq] f32 */
 #define XATTN_ATTN_LSE (1u << 4)    /* write args.lse [Hq, total_q] f32 */
 
-/* The problem a plan is made for. Zero-initialise, then fill. A plan made
- * for bounds (seqlen_q, seqlen_k) runs any batch within them. */
+/* The problem a plan is made for. Zero-initialise, then fill. Uniform
+ * layouts must match B, Sq and Sk exactly at run time; for ragged and paged
+ * layouts seqlen_q / seqlen_k are bounds, and the plan runs any batch of B
+ * sequences within them. */
 typedef struct xattn_attn_desc {
     xattn_dtype dtype;          /* of Q, K, V and O: f32, f16 or bf16 */
     int32_t batch;              /* B ≥ 1 */
@@ -74,8 +79,10 @@ typedef struct xattn_attn_args {
     xattn_tensor seqlens_k;     /* [B] i32, paged */
     xattn_tensor alibi_slopes;  /* [Hq] f32, with XATTN_ATTN_ALIBI */
     xattn_tensor sinks;         /* [Hq] f32, with XATTN_ATTN_SINKS */
-    xattn_buffer *workspace;    /* ≥ xattn_plan_workspace_size bytes */
-    size_t workspace_offset;    /* bytes, a multiple of 256 */
+    xattn_buffer *workspace;    /* ≥ xattn_plan_workspace_size bytes; may be
+                                   given (and is unused) when that is 0. Runs
+                                   in flight at once need disjoint workspaces. */
+    size_t workspace_offset;    /* bytes, a multiple of XATTN_WORKSPACE_ALIGN */
 } xattn_attn_args;
 
 typedef struct xattn_plan xattn_plan;
@@ -84,12 +91,15 @@ typedef struct xattn_plan xattn_plan;
  * chooses the kernel style and tiles, specialises and compiles kernels.
  * Errors: XATTN_ERR_INVALID_ARGUMENT (a field breaks a rule; the message
  * names it), XATTN_ERR_UNSUPPORTED (head dims or dtype the backend lacks),
- * XATTN_ERR_OUT_OF_MEMORY, XATTN_ERR_COMPILE. Thread-safety: safe. */
+ * XATTN_ERR_OUT_OF_MEMORY, XATTN_ERR_COMPILE, XATTN_ERR_INVALID_ENV (a
+ * backend setting such as XATTN_CPU_ISA has a bad value).
+ * Thread-safety: safe. */
 XATTN_API xattn_status xattn_plan_create(xattn_context *ctx,
                                          const xattn_attn_desc *desc,
                                          xattn_plan **out);
 
-/* Workspace bytes xattn_attn_run needs (may be 0). Thread-safety: safe. */
+/* Workspace bytes xattn_attn_run needs (may be 0; also 0 for a NULL plan).
+ * Errors: none. Thread-safety: safe. */
 XATTN_API size_t xattn_plan_workspace_size(const xattn_plan *plan);
 
 /* Human-readable plan into buf (always NUL-terminated when size > 0);
@@ -109,7 +119,8 @@ XATTN_API void xattn_plan_destroy(xattn_plan **plan);
  * Errors: XATTN_ERR_INVALID_ARGUMENT (shapes, dtypes, strides, overlaps,
  * cu_seqlens not monotonic, block-table entry out of range, ...),
  * XATTN_ERR_WORKSPACE_TOO_SMALL, XATTN_ERR_DEVICE.
- * Thread-safety: a plan may be run concurrently from several threads. */
+ * Thread-safety: a plan may be run concurrently from several threads, each
+ * run with its own workspace (or disjoint workspace_offset ranges). */
 XATTN_API xattn_status xattn_attn_run(const xattn_plan *plan,
                                       const xattn_attn_args *args);
 
@@ -118,7 +129,8 @@ XATTN_API xattn_status xattn_attn_run(const xattn_plan *plan,
  * k_cache/v_cache [num_pages, page_size, Hkv, D]; slot −1 skips the token.
  * Dtypes of new rows and caches match; slots are i32 [n].
  * Errors: XATTN_ERR_INVALID_ARGUMENT (shapes, dtypes; a slot out of range
- * or given to two tokens, when host-visible), XATTN_ERR_OUT_OF_MEMORY.
+ * or given to two tokens, when host-visible), XATTN_ERR_OUT_OF_MEMORY,
+ * XATTN_ERR_UNSUPPORTED (dtype on this backend), XATTN_ERR_DEVICE.
  * Thread-safety: safe on distinct caches. */
 XATTN_API xattn_status xattn_kv_append(xattn_context *ctx,
                                        const xattn_tensor *k_new,
@@ -131,7 +143,8 @@ XATTN_API xattn_status xattn_kv_append(xattn_context *ctx,
  * LSE = log(e^LSE_a + e^LSE_b), O = (e^LSE_a O_a + e^LSE_b O_b) / e^LSE.
  * O tensors [N, H, D] (one float dtype), LSE tensors [H, N] f32. o and lse
  * may be the same tensors as o_a and lse_a (in place), but must not
- * otherwise overlap an input. Errors: XATTN_ERR_INVALID_ARGUMENT.
+ * otherwise overlap an input. Errors: XATTN_ERR_INVALID_ARGUMENT,
+ * XATTN_ERR_UNSUPPORTED, XATTN_ERR_DEVICE.
  * Thread-safety: safe. */
 XATTN_API xattn_status xattn_merge_states(xattn_context *ctx,
                                           const xattn_tensor *o_a,

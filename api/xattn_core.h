@@ -135,7 +135,8 @@ typedef struct xattn_context_options {
     int32_t device;             /* device index within the backend */
     void *native_queue;         /* cudaStream_t / hipStream_t / cl_command_queue;
                                    NULL: the backend's default */
-    int32_t num_threads;        /* CPU backend worker threads, 0 = all cores */
+    int32_t num_threads;        /* CPU backend worker threads, 0 = all cores;
+                                   must be 0 for other backends */
 } xattn_context_options;
 
 /* Create a context from XATTN_BACKEND, XATTN_DEVICE and XATTN_LOG.
@@ -145,8 +146,9 @@ typedef struct xattn_context_options {
  * why), XATTN_ERR_OUT_OF_MEMORY. Thread-safety: safe. */
 XATTN_API xattn_status xattn_context_create(xattn_context **out);
 
-/* Create a context from explicit options; environment variables are not read
- * (except XATTN_BACKEND_DIR for module lookup and XATTN_LOG).
+/* Create a context from explicit options; XATTN_BACKEND and XATTN_DEVICE are
+ * not read (XATTN_BACKEND_DIR for module lookup, XATTN_LOG and backend
+ * settings such as XATTN_CPU_ISA still are).
  * Errors: as xattn_context_create, with XATTN_ERR_INVALID_ARGUMENT for bad
  * options. Thread-safety: safe. */
 XATTN_API xattn_status xattn_context_create_with(const xattn_context_options *opts,
@@ -157,7 +159,8 @@ XATTN_API xattn_status xattn_context_create_with(const xattn_context_options *op
 XATTN_API void xattn_context_destroy(xattn_context **ctx);
 
 /* Backend name ("cpu", "opencl", "cuda", "hip"), device name and caps.
- * Errors: XATTN_ERR_INVALID_ARGUMENT for NULL. Thread-safety: safe. */
+ * The names are NULL for a NULL context (xattn_last_error() says so); caps
+ * returns XATTN_ERR_INVALID_ARGUMENT for NULL. Thread-safety: safe. */
 XATTN_API const char *xattn_context_backend_name(const xattn_context *ctx);
 XATTN_API const char *xattn_context_device_name(const xattn_context *ctx);
 XATTN_API xattn_status xattn_context_caps(const xattn_context *ctx,
@@ -168,7 +171,8 @@ XATTN_API xattn_status xattn_context_caps(const xattn_context *ctx,
  * Thread-safety: safe. */
 XATTN_API xattn_status xattn_context_synchronize(xattn_context *ctx);
 
-/* Name of a backend kind ("auto", "cpu", ...) or NULL. Thread-safety: safe. */
+/* Name of a backend kind ("auto", "cpu", ...); NULL for a value outside the
+ * enum. Errors: none. Thread-safety: safe. */
 XATTN_API const char *xattn_backend_kind_name(xattn_backend_kind kind);
 
 /* Probe one backend without creating a context: number of devices (0 when
@@ -192,11 +196,13 @@ XATTN_API xattn_status xattn_buffer_alloc(xattn_context *ctx, size_t bytes,
 /* Wrap memory the caller owns without copying: a CUDA/HIP device pointer, a
  * cl_mem, or a host pointer on the CPU backend. The caller keeps ownership
  * and must keep it alive while the buffer is in use.
- * Errors: XATTN_ERR_INVALID_ARGUMENT (NULL, size 0). Thread-safety: safe. */
+ * Errors: XATTN_ERR_INVALID_ARGUMENT (NULL, size 0, size above PTRDIFF_MAX),
+ * XATTN_ERR_OUT_OF_MEMORY. Thread-safety: safe. */
 XATTN_API xattn_status xattn_buffer_wrap(xattn_context *ctx, void *native,
                                          size_t bytes, xattn_buffer **out);
 
-/* Free a buffer (wrapped memory is not freed). Accepts NULL. */
+/* Free a buffer (wrapped memory is not freed). Accepts NULL.
+ * Errors: none. Thread-safety: not concurrently with a run using it. */
 XATTN_API void xattn_buffer_free(xattn_buffer **buf);
 
 /* Copy host memory into a buffer / a buffer into host memory. Blocking.
@@ -234,8 +240,12 @@ typedef struct xattn_tensor {
     int64_t stride[XATTN_MAX_RANK];
 } xattn_tensor;
 
-/* Size of one element in bytes; 0 for an unknown dtype. Thread-safety: safe. */
+/* Size of one element in bytes; 0 for an unknown dtype.
+ * Errors: none. Thread-safety: safe. */
 XATTN_API size_t xattn_dtype_size(xattn_dtype dtype);
+
+/* Name of a dtype ("f32", "f16", "bf16", "i32"); "unknown" outside the enum.
+ * Errors: none. Thread-safety: safe. */
 XATTN_API const char *xattn_dtype_name(xattn_dtype dtype);
 
 /* A row-major contiguous tensor over buf at byte offset. rank is clamped to

@@ -11,7 +11,6 @@
 #define INVALID(...) xattn_error(XATTN_ERR_INVALID_ARGUMENT, __VA_ARGS__)
 
 enum {
-    WORKSPACE_ALIGN = 256,
     MLA_DQK = 576,
     MLA_DV = 512,
     MAX_HEAD_DIM = 256,
@@ -35,13 +34,18 @@ static int is_float_dtype(xattn_dtype t)
     return t == XATTN_F32 || t == XATTN_F16 || t == XATTN_BF16;
 }
 
-/* Product of non-negative factors, or -1 on int64 overflow. */
-static int64_t mul_checked(int n, const int64_t *f)
+/* Widest element any tensor may have, in bytes: element counts must stay
+ * addressable as byte offsets. */
+enum { MAX_ELEMENT_BYTES = 8 };
+
+/* 1 if the product of the non-negative factors, times MAX_ELEMENT_BYTES,
+ * fits an int64. */
+static int elems_fit(int n, const int64_t *f)
 {
-    int64_t r = 1;
+    int64_t r = MAX_ELEMENT_BYTES;
     for (int i = 0; i < n; i++)
-        if (f[i] < 0 || __builtin_mul_overflow(r, f[i], &r)) return -1;
-    return r;
+        if (f[i] < 0 || __builtin_mul_overflow(r, f[i], &r)) return 0;
+    return 1;
 }
 
 xattn_status xattn_attn_problem_init(const xattn_attn_desc *d, xattn_attn_problem *out)
@@ -76,9 +80,9 @@ xattn_status xattn_attn_problem_init(const xattn_attn_desc *d, xattn_attn_proble
     int64_t hd = d->head_dim_qk > d->head_dim_v ? d->head_dim_qk : d->head_dim_v;
     int64_t q_elems[] = {d->batch, d->seqlen_q, d->num_q_heads, hd};
     int64_t k_elems[] = {d->batch, d->seqlen_k, d->num_kv_heads, hd};
-    if (mul_checked(4, q_elems) < 0 || mul_checked(4, q_elems) > INT64_MAX / 8)
+    if (!elems_fit(4, q_elems))
         return INVALID("desc.seqlen_q: batch x seqlen_q x heads x head_dim overflows");
-    if (mul_checked(4, k_elems) < 0 || mul_checked(4, k_elems) > INT64_MAX / 8)
+    if (!elems_fit(4, k_elems))
         return INVALID("desc.seqlen_k: batch x seqlen_k x heads x head_dim overflows");
 
     if (d->kv_layout == XATTN_KV_PAGED) {
@@ -90,7 +94,7 @@ xattn_status xattn_attn_problem_init(const xattn_attn_desc *d, xattn_attn_proble
             return INVALID("desc.seqlen_k: %d exceeds max_pages_per_seq %d x page_size %d",
                            (int)d->seqlen_k, (int)d->max_pages_per_seq, (int)d->page_size);
         int64_t cache[] = {d->num_pages, d->page_size, d->num_kv_heads, hd};
-        if (mul_checked(4, cache) < 0 || mul_checked(4, cache) > INT64_MAX / 8)
+        if (!elems_fit(4, cache))
             return INVALID("desc.num_pages: num_pages x page_size x heads x head_dim overflows");
     } else if (d->page_size || d->num_pages || d->max_pages_per_seq) {
         return INVALID("desc.page_size/num_pages/max_pages_per_seq: set, but kv_layout is not "
@@ -320,12 +324,32 @@ static int views_interleave(const xattn_tensor *a, const xattn_tensor *b)
     return 0;
 }
 
+/* Where a span starts in one address space: the host address when the
+ * memory is host-visible (two wraps of one allocation then compare equal),
+ * else the buffer's own byte offsets, comparable only within one buffer. */
+static int span_base(const span *a, const span *b, uintptr_t *base_a, uintptr_t *base_b)
+{
+    if (a->buffer == b->buffer) {
+        *base_a = *base_b = 0;
+        return 1;
+    }
+    if (!a->buffer->host || !b->buffer->host) return 0;
+    *base_a = (uintptr_t)a->buffer->host;
+    *base_b = (uintptr_t)b->buffer->host;
+    return 1;
+}
+
 static int spans_overlap(const span *a, const span *b)
 {
-    if (!a->buffer || a->buffer != b->buffer || a->end <= a->begin || b->end <= b->begin)
-        return 0;
-    if (a->begin >= b->end || b->begin >= a->end) return 0;
-    return !(a->t && b->t && views_interleave(a->t, b->t));
+    if (!a->buffer || !b->buffer || a->end <= a->begin || b->end <= b->begin) return 0;
+    uintptr_t ba, bb;
+    if (!span_base(a, b, &ba, &bb)) return 0;
+    if (ba + a->begin >= bb + b->end || bb + b->begin >= ba + a->end) return 0;
+    if (!a->t || !b->t) return 1;
+    xattn_tensor ta = *a->t, tb = *b->t; /* offsets in the common address space */
+    ta.offset += ba;
+    tb.offset += bb;
+    return !views_interleave(&ta, &tb);
 }
 
 static const int32_t *host_i32(const xattn_tensor *t)
@@ -497,9 +521,9 @@ xattn_status xattn_attn_run(const xattn_plan *plan, const xattn_attn_args *a)
                                "workspace: missing; the plan needs %zu bytes", ws);
         if (a->workspace->ctx != ctx)
             return INVALID("workspace: buffer belongs to another context");
-        if (a->workspace_offset % WORKSPACE_ALIGN)
+        if (a->workspace_offset % XATTN_WORKSPACE_ALIGN)
             return INVALID("workspace_offset: %zu is not a multiple of %d", a->workspace_offset,
-                           WORKSPACE_ALIGN);
+                           XATTN_WORKSPACE_ALIGN);
         if (a->workspace_offset > a->workspace->size ||
             a->workspace->size - a->workspace_offset < ws)
             return xattn_error(XATTN_ERR_WORKSPACE_TOO_SMALL,
@@ -525,7 +549,7 @@ xattn_status xattn_attn_run(const xattn_plan *plan, const xattn_attn_args *a)
     for (size_t i = 0; i < XATTN_ARRAY_SIZE(outputs); i++) {
         for (size_t j = 0; j < XATTN_ARRAY_SIZE(inputs); j++)
             if (outputs[i] != inputs[j] && spans_overlap(outputs[i], inputs[j]))
-                return INVALID("%s: overlaps %s in the same buffer", output_names[i],
+                return INVALID("%s: overlaps %s in memory", output_names[i],
                                input_names[j]);
         if (i == 0 && spans_overlap(&so, &slse)) return INVALID("o: overlaps lse");
     }

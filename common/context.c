@@ -9,7 +9,11 @@
 #include "error.h"
 #include "registry.h"
 
-#define BACKEND_VALUES "auto|cpu|opencl|cuda|hip"
+enum {
+    REASON_BYTES = 512,
+    /* More worker threads than this is a mistake, not a machine. */
+    MAX_CPU_THREADS = 4096,
+};
 
 /* Order in which auto tries backends: GPU devices first, CPU last. */
 static const xattn_backend_kind auto_order[] = {
@@ -38,10 +42,10 @@ static xattn_status context_open(const xattn_backend_vtable *vt, xattn_backend_k
  * ("XATTN_BACKEND" or "options.backend") for messages. */
 static xattn_status open_explicit(xattn_backend_kind kind, const xattn_context_options *opts,
                                   const char *what, const char *device_what,
-                                  xattn_context **out)
+                                  xattn_status bad_device, xattn_context **out)
 {
     const char *name = xattn_backend_kind_name(kind);
-    char reason[512] = "";
+    char reason[REASON_BYTES] = "";
     const xattn_backend_vtable *vt = xattn_backend_get(kind, reason, sizeof reason);
     if (!vt)
         return xattn_error(XATTN_ERR_BACKEND_UNAVAILABLE, "%s=%s: backend unavailable: %s",
@@ -51,9 +55,8 @@ static xattn_status open_explicit(xattn_backend_kind kind, const xattn_context_o
         return xattn_error(XATTN_ERR_BACKEND_UNAVAILABLE, "%s=%s: no device: %s", what,
                            name, reason[0] ? reason : "the backend found none");
     if (opts->device >= n)
-        return xattn_error(
-            device_what[0] == 'X' ? XATTN_ERR_INVALID_ENV : XATTN_ERR_INVALID_ARGUMENT,
-            "%s=%d: backend %s has %d device%s (valid: 0..%d)", device_what,
+        return xattn_error(bad_device, "%s=%d: backend %s has %d device%s (valid: 0..%d)",
+                           device_what,
             (int)opts->device, name, (int)n, n == 1 ? "" : "s", (int)n - 1);
     xattn_status st = context_open(vt, kind, opts, out);
     if (st == XATTN_OK) xattn_log(XATTN_LOG_INFO, "backend %s, device %d: %s", name,
@@ -66,7 +69,7 @@ static xattn_status open_auto(const xattn_context_options *opts, xattn_context *
     for (size_t i = 0; i < XATTN_ARRAY_SIZE(auto_order); i++) {
         xattn_backend_kind kind = auto_order[i];
         const char *name = xattn_backend_kind_name(kind);
-        char reason[512] = "";
+        char reason[REASON_BYTES] = "";
         const xattn_backend_vtable *vt = xattn_backend_get(kind, reason, sizeof reason);
         int32_t n = vt ? vt->probe(reason, sizeof reason) : 0;
         if (n <= opts->device) {
@@ -119,22 +122,25 @@ xattn_status xattn_context_create(xattn_context **out)
 
     xattn_context_options opts = {0};
     const char *b = getenv("XATTN_BACKEND");
-    if (b && *b && xattn_backend_kind_parse(b, &opts.backend) != 0)
+    if (b && *b && xattn_backend_kind_parse(b, &opts.backend) != 0) {
+        char valid[128];
+        xattn_backend_values(valid, sizeof valid);
         return xattn_error(XATTN_ERR_INVALID_ENV,
-                           "XATTN_BACKEND='%s' is not a backend; valid values: " BACKEND_VALUES,
-                           b);
+                           "XATTN_BACKEND='%s' is not a backend; valid values: %s", b, valid);
+    }
     const char *d = getenv("XATTN_DEVICE");
     if (d && *d) {
         char *end = NULL;
         errno = 0;
         long v = strtol(d, &end, 10);
-        if (errno || *end || v < 0 || v > INT32_MAX)
+        if (errno || *end || v < 0 || v > INT32_MAX || d[0] < '0' || d[0] > '9')
             return xattn_error(XATTN_ERR_INVALID_ENV,
                                "XATTN_DEVICE='%s' is not a device index (an integer >= 0)", d);
         opts.device = (int32_t)v;
     }
     if (opts.backend == XATTN_BACKEND_AUTO) return open_auto(&opts, out);
-    return open_explicit(opts.backend, &opts, "XATTN_BACKEND", "XATTN_DEVICE", out);
+    return open_explicit(opts.backend, &opts, "XATTN_BACKEND", "XATTN_DEVICE",
+                         XATTN_ERR_INVALID_ENV, out);
 }
 
 xattn_status xattn_context_create_with(const xattn_context_options *opts, xattn_context **out)
@@ -143,19 +149,28 @@ xattn_status xattn_context_create_with(const xattn_context_options *opts, xattn_
     if (!out) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "out: must not be NULL");
     if (!opts) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "opts: must not be NULL");
     XATTN_TRY(check_log_env());
-    if (opts->backend != XATTN_BACKEND_AUTO && !xattn_backend_kind_name(opts->backend))
+    if (opts->backend != XATTN_BACKEND_AUTO && !xattn_backend_kind_name(opts->backend)) {
+        char valid[128];
+        xattn_backend_values(valid, sizeof valid);
         return xattn_error(XATTN_ERR_INVALID_ARGUMENT,
-                           "options.backend: %d is not an xattn_backend_kind (" BACKEND_VALUES ")",
-                           (int)opts->backend);
+                           "options.backend: %d is not an xattn_backend_kind (%s)",
+                           (int)opts->backend, valid);
+    }
     if (opts->device < 0)
         return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "options.device: %d is negative",
                            (int)opts->device);
-    if (opts->num_threads < 0)
+    if (opts->num_threads < 0 || opts->num_threads > MAX_CPU_THREADS)
         return xattn_error(XATTN_ERR_INVALID_ARGUMENT,
-                           "options.num_threads: %d is negative (0 = all cores)",
-                           (int)opts->num_threads);
+                           "options.num_threads: %d, must be in [0, %d] (0 = all cores)",
+                           (int)opts->num_threads, MAX_CPU_THREADS);
+    if (opts->num_threads && opts->backend != XATTN_BACKEND_CPU)
+        return xattn_error(XATTN_ERR_INVALID_ARGUMENT,
+                           "options.num_threads: %d, but only the cpu backend has worker "
+                           "threads (options.backend is %s)",
+                           (int)opts->num_threads, xattn_backend_kind_name(opts->backend));
     if (opts->backend == XATTN_BACKEND_AUTO) return open_auto(opts, out);
-    return open_explicit(opts->backend, opts, "options.backend", "options.device", out);
+    return open_explicit(opts->backend, opts, "options.backend", "options.device",
+                         XATTN_ERR_INVALID_ARGUMENT, out);
 }
 
 void xattn_context_destroy(xattn_context **ctx)

@@ -100,6 +100,9 @@ xattn_status xattn_log_set_level(xattn_log_level level)
 
 void xattn_log(xattn_log_level level, const char *fmt, ...)
 {
+    /* Modules call this too: keep a bad level inside the name table. */
+    if ((int)level < XATTN_LOG_ERROR) level = XATTN_LOG_ERROR;
+    if ((int)level > XATTN_LOG_DEBUG) level = XATTN_LOG_DEBUG;
     if (!xattn_log_enabled(level)) return;
     char msg[LOG_MESSAGE_SIZE];
     va_list ap;

@@ -252,11 +252,10 @@ static double host_hz(void)
 
 /* f32 lanes of the widest vector unit the OS lets us use, and the lanes each
  * FMA pipe retires per cycle (AMD before Zen 5 splits 512-bit ops in two). */
-static void host_simd(uint32_t *lanes, uint32_t *fma_lanes, uint32_t *has_f16)
+static void host_simd(uint32_t *lanes, uint32_t *fma_lanes)
 {
     *lanes = 4; /* SSE2 / NEON */
     *fma_lanes = 4;
-    *has_f16 = 0;
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) *lanes = 16;
@@ -264,13 +263,10 @@ static void host_simd(uint32_t *lanes, uint32_t *fma_lanes, uint32_t *has_f16)
     *fma_lanes = *lanes;
     unsigned eax, ebx, ecx, edx;
     if (__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
-        *has_f16 = (ecx >> 29) & 1u; /* F16C */
         unsigned family = (eax >> 8) & 0xfu;
         if (family == 0xfu) family += (eax >> 20) & 0xffu;
         if (__builtin_cpu_is("amd") && family < 0x1a && *lanes > 8) *fma_lanes = 8;
     }
-#elif defined(__aarch64__)
-    *has_f16 = 1;
 #endif
 }
 
@@ -280,8 +276,8 @@ void xattn_host_cpu_caps(int32_t num_threads, xattn_device_caps *out)
     memset(out, 0, sizeof *out);
     uint32_t cores = host_cores();
     uint32_t threads = num_threads > 0 ? (uint32_t)num_threads : cores;
-    uint32_t lanes, fma_lanes, has_f16;
-    host_simd(&lanes, &fma_lanes, &has_f16);
+    uint32_t lanes, fma_lanes;
+    host_simd(&lanes, &fma_lanes);
 
     snprintf(out->name, sizeof out->name, "host CPU, %u thread%s, %u-lane f32 SIMD", threads,
              threads == 1 ? "" : "s", lanes);
@@ -294,8 +290,10 @@ void xattn_host_cpu_caps(int32_t num_threads, xattn_device_caps *out)
     out->registers_per_group = 0;
     out->matrix_dtypes = 0;
     out->vector_bytes = lanes * 4u;
-    out->has_f16 = has_f16;
-    out->has_bf16 = 1; /* bf16 → f32 is a shift on any CPU */
+    /* Every kernel build converts f16 and bf16 (F16C where the ISA has it,
+     * bit arithmetic otherwise), so the built-in backend takes all dtypes. */
+    out->has_f16 = 1;
+    out->has_bf16 = 1;
 
     /* Peaks count the cores actually used, but never more than exist. */
     double used = threads < cores ? threads : cores;

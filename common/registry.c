@@ -15,6 +15,8 @@
 #  define XATTN_MODULE_DIR "/usr/local/lib/xattn"
 #endif
 
+enum { REASON_BYTES = 512 };
+
 typedef struct registry_entry {
     xattn_backend_kind kind;
     const char *name;
@@ -40,6 +42,14 @@ const char *xattn_backend_kind_name(xattn_backend_kind kind)
     if (kind == XATTN_BACKEND_AUTO) return "auto";
     const registry_entry *e = registry_find(kind);
     return e ? e->name : NULL;
+}
+
+void xattn_backend_values(char *buf, size_t size)
+{
+    if (!size) return;
+    size_t len = (size_t)snprintf(buf, size, "auto");
+    for (size_t i = 0; i < XATTN_ARRAY_SIZE(registry) && len < size; i++)
+        len += (size_t)snprintf(buf + len, size - len, "|%s", registry[i].name);
 }
 
 int xattn_backend_kind_parse(const char *name, xattn_backend_kind *kind)
@@ -78,6 +88,7 @@ const xattn_backend_vtable *xattn_module_load(const char *path, char *reason,
     if (!sym) {
         snprintf(reason, reason_size, "module %s has no entry point %s", path,
                  XATTN_BACKEND_ENTRY_SYMBOL);
+        dlclose(handle);
         return NULL;
     }
     xattn_backend_entry_fn entry;
@@ -85,6 +96,7 @@ const xattn_backend_vtable *xattn_module_load(const char *path, char *reason,
     const xattn_backend_vtable *vt = entry();
     if (!vt) {
         snprintf(reason, reason_size, "module %s returned no backend table", path);
+        dlclose(handle);
         return NULL;
     }
     if (vt->abi_version != XATTN_BACKEND_ABI_VERSION) {
@@ -92,6 +104,7 @@ const xattn_backend_vtable *xattn_module_load(const char *path, char *reason,
                  "module %s has backend ABI version %u, this libxattn needs %u "
                  "(rebuild the module with this libxattn)",
                  path, vt->abi_version, XATTN_BACKEND_ABI_VERSION);
+        dlclose(handle);
         return NULL;
     }
     return vt;
@@ -111,6 +124,23 @@ static int self_dir(char *out, size_t size)
     return 0;
 }
 
+/* Try dir/file: 1 and the result in *vt when the file exists (loaded or
+ * rejected, with reason), 0 when it does not (dir appended to tried). */
+static int try_dir(const char *dir, const char *file, const xattn_backend_vtable **vt,
+                   char *tried, size_t tried_size, char *reason, size_t reason_size)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    if (snprintf(path, sizeof path, "%s/%s", dir, file) < (int)sizeof path &&
+        stat(path, &st) == 0) {
+        *vt = xattn_module_load(path, reason, reason_size);
+        return 1;
+    }
+    size_t len = strlen(tried);
+    if (len < tried_size) snprintf(tried + len, tried_size - len, "%s%s", len ? ", " : "", dir);
+    return 0;
+}
+
 const xattn_backend_vtable *xattn_backend_get(xattn_backend_kind kind, char *reason,
                                               size_t reason_size)
 {
@@ -123,30 +153,23 @@ const xattn_backend_vtable *xattn_backend_get(xattn_backend_kind kind, char *rea
 
     char file[64];
     snprintf(file, sizeof file, "libxattn-%s.so", e->name);
-    char dirs[3][PATH_MAX];
-    int ndirs = 0;
+    char tried[1024] = "";
+    const xattn_backend_vtable *vt = NULL;
     const char *env_dir = getenv("XATTN_BACKEND_DIR");
     if (env_dir && *env_dir) {
         /* An explicit directory is the only place looked at. */
-        snprintf(dirs[ndirs++], PATH_MAX, "%s", env_dir);
+        if (try_dir(env_dir, file, &vt, tried, sizeof tried, reason, reason_size)) return vt;
     } else {
-        snprintf(dirs[ndirs++], PATH_MAX, "%s", XATTN_MODULE_DIR);
-        char self[PATH_MAX];
-        if (self_dir(self, sizeof self) == 0)
-            snprintf(dirs[ndirs++], PATH_MAX, "%.*s/backends/%s",
-                     PATH_MAX - 32, self, e->name);
-    }
-    char tried[3 * PATH_MAX + 16] = "";
-    for (int i = 0; i < ndirs; i++) {
-        char path[PATH_MAX + 64];
-        if (snprintf(path, sizeof path, "%s/%s", dirs[i], file) >= (int)sizeof path) continue;
-        struct stat st;
-        if (stat(path, &st) != 0) {
-            size_t len = strlen(tried);
-            snprintf(tried + len, sizeof tried - len, "%s%s", len ? ", " : "", dirs[i]);
-            continue;
+        if (try_dir(XATTN_MODULE_DIR, file, &vt, tried, sizeof tried, reason, reason_size))
+            return vt;
+        char dir[PATH_MAX];
+        if (self_dir(dir, sizeof dir) == 0) {
+            size_t len = strlen(dir);
+            if (snprintf(dir + len, sizeof dir - len, "/backends/%s", e->name) <
+                    (int)(sizeof dir - len) &&
+                try_dir(dir, file, &vt, tried, sizeof tried, reason, reason_size))
+                return vt;
         }
-        return xattn_module_load(path, reason, reason_size);
     }
     snprintf(reason, reason_size, "module %s not found in %s%s", file, tried,
              env_dir && *env_dir ? " (XATTN_BACKEND_DIR)" : "");
@@ -166,7 +189,7 @@ xattn_status xattn_backend_probe(xattn_backend_kind kind, int32_t *num_devices,
         return xattn_error(XATTN_ERR_INVALID_ARGUMENT,
                            "kind: %d is not a concrete backend (cpu|opencl|cuda|hip)",
                            (int)kind);
-    char local[512];
+    char local[REASON_BYTES];
     const xattn_backend_vtable *vt = xattn_backend_get(kind, local, sizeof local);
     int32_t n = 0;
     if (vt) {

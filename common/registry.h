@@ -1,7 +1,8 @@
 #pragma once
 /* Backend registry: one table of {kind, name, module or built-in entry}.
- * Modules are shared objects named libxattn-<name>.so, looked up in
- * XATTN_BACKEND_DIR, then the install directory, then beside libxattn. */
+ * Modules are shared objects named libxattn-<name>.so, looked up only in
+ * XATTN_BACKEND_DIR when it is set, else in the install directory and then
+ * in backends/<name>/ beside libxattn (a build tree). */
 #include <stddef.h>
 
 #include "backend.h"
@@ -10,15 +11,19 @@
  * Returns 0 and sets *kind, or -1 if unknown. */
 XATTN_API int xattn_backend_kind_parse(const char *name, xattn_backend_kind *kind);
 
-/* The vtable of a backend, loading its module on first use (thread-safe,
- * loaded once per process). NULL with a reason ("module libxattn-hip.so not
- * found in ...", "module ...: ABI version 7, expected 1", ...) on failure. */
+/* The vtable of a backend, loading its module when asked (dlopen keeps one
+ * copy of each file per process; modules are never unloaded). Thread-safe.
+ * NULL with a reason ("module libxattn-hip.so not found in ...", "module
+ * ...: backend ABI version 7, this libxattn needs 1", ...) on failure. */
 XATTN_API const xattn_backend_vtable *xattn_backend_get(xattn_backend_kind kind,
                                                         char *reason,
                                                         size_t reason_size);
 
+/* "auto|cpu|opencl|cuda|hip", from the registry table, into buf. */
+XATTN_API void xattn_backend_values(char *buf, size_t size);
+
 /* Load one module file and check its entry point and ABI version. Does not
- * cache. The handle is kept open (modules are never unloaded). Used by the
+ * cache. An accepted module stays loaded; a rejected one is closed. Used by the
  * registry and by the loader tests. */
 XATTN_API const xattn_backend_vtable *xattn_module_load(const char *path,
                                                         char *reason,

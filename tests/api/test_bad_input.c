@@ -20,6 +20,13 @@
 
 static xattn_context *g_ctx;
 
+/* A backend without kernels yet may answer a valid call with UNSUPPORTED;
+ * the built-in cpu backend must not. */
+static xattn_status unsupported_unless_cpu(void)
+{
+    return strcmp(xattn_context_backend_name(g_ctx), "cpu") ? XATTN_ERR_UNSUPPORTED : XATTN_OK;
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -514,7 +521,7 @@ static void test_plan_accepts_valid_descriptors(void **state)
     for (size_t i = 0; i < sizeof descs / sizeof descs[0]; i++) {
         xattn_plan *plan = NULL;
         xattn_status st = xattn_plan_create(g_ctx, &descs[i], &plan);
-        xt_check_status2(st, XATTN_OK, XATTN_ERR_UNSUPPORTED, "xattn_plan_create(valid)",
+        xt_check_status2(st, XATTN_OK, unsupported_unless_cpu(), "xattn_plan_create(valid)",
                          __FILE__, __LINE__);
         if (st == XATTN_OK) {
             assert_non_null(plan);
@@ -935,7 +942,7 @@ static void test_kv_append_accepts_valid_input(void **state)
 {
     (void)state;
     xattn_status st = kv_append();
-    xt_check_status2(st, XATTN_OK, XATTN_ERR_UNSUPPORTED, "kv_append(valid)", __FILE__,
+    xt_check_status2(st, XATTN_OK, unsupported_unless_cpu(), "kv_append(valid)", __FILE__,
                      __LINE__);
     if (st == XATTN_ERR_UNSUPPORTED) XT_ASSERT_ERROR_NAMES(xattn_context_backend_name(g_ctx));
 }
@@ -1106,7 +1113,7 @@ static void test_merge_states_accepts_valid_input(void **state)
 {
     (void)state;
     xattn_status st = merge();
-    xt_check_status2(st, XATTN_OK, XATTN_ERR_UNSUPPORTED, "merge(valid)", __FILE__, __LINE__);
+    xt_check_status2(st, XATTN_OK, unsupported_unless_cpu(), "merge(valid)", __FILE__, __LINE__);
     if (st == XATTN_ERR_UNSUPPORTED) XT_ASSERT_ERROR_NAMES(xattn_context_backend_name(g_ctx));
 }
 
@@ -1115,7 +1122,7 @@ static void test_merge_states_accepts_output_aliasing_input_a(void **state)
     (void)state;
     xattn_status st = xattn_merge_states(g_ctx, &g_mg.o_a, &g_mg.lse_a, &g_mg.o_b,
                                          &g_mg.lse_b, &g_mg.o_a, &g_mg.lse_a);
-    xt_check_status2(st, XATTN_OK, XATTN_ERR_UNSUPPORTED, "merge(in place)", __FILE__,
+    xt_check_status2(st, XATTN_OK, unsupported_unless_cpu(), "merge(in place)", __FILE__,
                      __LINE__);
 }
 
