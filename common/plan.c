@@ -36,6 +36,7 @@
 
 #include "error.h"
 #include "plan.h"
+#include "plan_cpu.h"
 
 enum {
     WORKSPACE_ALIGN = 256,
@@ -343,9 +344,16 @@ xattn_status xattn_plan_attention(const xattn_device_caps *caps, const xattn_att
     int64_t target = (int64_t)WORK_PER_UNIT * caps->compute_units;
     int64_t min_split = (int64_t)MIN_SPLIT_BLOCKS * p.block_k;
     if (min_split < MIN_SPLIT_KEYS) min_split = round_up(MIN_SPLIT_KEYS, p.block_k);
+    /* The CPU kernels run lockstep items on one thread (plan_cpu.h): only
+     * groups of them can fill the threads. */
+    int64_t streams = base_work;
+    if (p.style == XATTN_DEVICE_STYLE_CPU) {
+        int64_t together = xattn_cpu_lockstep_items(&p);
+        streams = base_work / p.head_groups * ceil_div(p.head_groups, together);
+    }
     int64_t splits = 1;
-    if (base_work > 0 && base_work < target) {
-        splits = ceil_div(target, base_work);
+    if (streams > 0 && streams < target) {
+        splits = ceil_div(target, streams);
         if (splits > sk / min_split) splits = sk / min_split;
         if (splits < 1) splits = 1;
     }

@@ -27,6 +27,21 @@ enum {
     XATTN_CPU_ROW_FIELDS
 };
 
+/* Narrow plans (decode) run the work items of every head group of one
+ * (sequence, query tile, KV split), at most XATTN_CPU_LOCKSTEP_MAX of them,
+ * in lockstep on one thread: key tile j of each head, then tile j + 1. One
+ * head's K row is a slice of each token's row (512 of 4096 bytes for
+ * Hkv = 8, D = 128, f32), and reading one slice per token leaves the
+ * hardware prefetchers idle (about half the bandwidth of a contiguous read
+ * on Zen 4); in lockstep the thread reads whole token rows within a short
+ * window. Such plans have stages > 1: the kernel prefetches the K and V
+ * rows `stages` key tiles ahead of the tile it computes. */
+#define XATTN_CPU_LOCKSTEP_MAX 16
+
+/* Work items one thread runs in lockstep under plan p (1 for wide plans);
+ * needs p->stages and p->head_groups. */
+int32_t xattn_cpu_lockstep_items(const xattn_attn_plan_params *p);
+
 /* Byte offsets of the regions inside one thread's slice, each 64-byte
  * aligned. Sizes in f32 elements:
  *   q    dqk_pad · bq_pad     Q tile, scaled (transposed for the wide kernel)
@@ -42,9 +57,11 @@ enum {
 typedef struct xattn_cpu_scratch {
     int32_t bq_pad, bk_pad;
     size_t q, k, v, s, o, row, stat, idx;
-    size_t total;
+    size_t item_bytes;  /* one work item's regions; item i's start at i · item_bytes */
+    int32_t items;      /* xattn_cpu_lockstep_items */
+    size_t total;       /* items · item_bytes */
 } xattn_cpu_scratch;
 
-/* Layout for tiles (block_q, block_k, dqk_pad, dv_pad) of params. Returns 0
- * when the sizes overflow. */
+/* Layout for tiles (block_q, block_k, dqk_pad, dv_pad, stages, head_groups)
+ * of params. Returns 0 when the sizes overflow. */
 int xattn_cpu_scratch_layout(const xattn_attn_plan_params *params, xattn_cpu_scratch *out);

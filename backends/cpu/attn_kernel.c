@@ -276,7 +276,9 @@ INLINE vf load_cvt(const void *src, xattn_dtype dt, int64_t i, int n)
 INLINE int lane_mask(int n) { return n; }
 INLINE vf load_dt_m(const int DT, const void *src, int64_t i, vmask m)
 {
-    (void)m;
+    /* A vector wholly in the padding (Dv = 8 padded to 16) reads nothing:
+     * its bytes may lie past the end of the buffer. */
+    if (m <= 0) return vzero();
     if (DT == XATTN_F32) return _mm256_loadu_ps((const float *)src + i);
     __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)src + i));
     if (DT == XATTN_F16) return _mm256_cvtph_ps(h);
@@ -406,6 +408,7 @@ typedef struct run_ctx {
     int32_t hq, group, pack, dqk, dv, dqk_pad, dv_pad, block_q, block_k;
     int32_t wl, wr; /* window, −1 unbounded */
     int narrow;
+    int prefetch_tiles; /* narrow: tiles between the one computed and the one prefetched */
     float scale, softcap;
     char *o;
     float *lse;
@@ -777,17 +780,18 @@ INLINE void s_narrow_all(const int RP, const int DT, const int DQK, const float 
 #define SN_RP(rp) ((rp) < VW / 2 ? (rp) : VW / 2)
 #define SN_CASE(rp, dt, dq)                                                               \
     case ((rp) * 4 + (dt)) * 512 + (dq):                                                  \
-        s_narrow_all(SN_RP(rp), dt, dq, t->q, c->dqk_pad, kr, c->dqk, t->s, nk_pad, vr,   \
-                     vbytes);                                                             \
+        s_narrow_all(SN_RP(rp), dt, dq, t->q, c->dqk_pad, kr, c->dqk, t->s, nk_pad, pf,   \
+                     pf_bytes);                                                           \
         break;
 /* Head dims whose d loop is unrolled whole (the common ones); others run
  * the same code with a counted loop. */
 #define SN_CASES(rp, dt) SN_CASE(rp, dt, 0) SN_CASE(rp, dt, 64) SN_CASE(rp, dt, 128) SN_CASE(rp, dt, 256)
 
+/* pf[0 .. nk_pad) (or NULL): K rows of a later tile, prefetched on the way. */
 static void s_narrow_rows(const run_ctx *c, const tile_mem *t, int rp, const char *const *kr,
-                          const char *const *vr, int nk_pad)
+                          const char *const *pf, int nk_pad)
 {
-    const int64_t vbytes = c->dv * c->esize;
+    const int64_t pf_bytes = pf ? c->dqk * c->esize : 0;
     const int dq = c->dqk == 64 || c->dqk == 128 || c->dqk == 256 ? c->dqk : 0;
     switch ((rp * 4 + (int)c->dt) * 512 + dq) {
         SN_CASES(1, XATTN_F32) SN_CASES(1, XATTN_F16) SN_CASES(1, XATTN_BF16)
@@ -807,11 +811,11 @@ static void s_narrow_rows(const run_ctx *c, const tile_mem *t, int rp, const cha
         break;
 #define PN_CASES(mr, nv) PN_CASE(mr, nv, XATTN_F32) PN_CASE(mr, nv, XATTN_F16) PN_CASE(mr, nv, XATTN_BF16)
 
-/* pf[0 .. pf_n): the next tile's K rows, prefetched during the first pass. */
+/* pf[0 .. pf_n): V rows of a later tile, prefetched during the first pass. */
 static void pv_narrow_rows(const run_ctx *c, const tile_mem *t, int rp, const char *const *vr,
                            int nk, const char *const *pf, int pf_n)
 {
-    const int64_t kbytes = c->dqk * c->esize;
+    const int64_t kbytes = c->dv * c->esize; /* bytes of a prefetched row */
     const int64_t ldo = c->dv_pad, ldp = rp;
     const int nvec = c->dv_pad / VW;
     const int mr = rp < PN_MAX_ROWS ? rp : PN_MAX_ROWS;
@@ -831,7 +835,7 @@ static void pv_narrow_rows(const run_ctx *c, const tile_mem *t, int rp, const ch
             }
         }
     }
-    /* K rows longer than the passes have vectors (wide Dqk, small Dv). */
+    /* Rows longer than the passes have vectors. */
     for (int64_t line = (int64_t)nvec * CACHE_LINE; line < kbytes; line += CACHE_LINE)
         for (int n = 0; n < pf_n; n++) __builtin_prefetch(pf[n] + line, 0, PREFETCH_LOCALITY);
 }
@@ -967,6 +971,7 @@ static void pack_kv(const run_ctx *c, const tile_mem *t, kv_cursor *cur, int nk,
         memset(t->k + (int64_t)n * dqk_pad, 0, (size_t)dqk_pad * sizeof(float));
 }
 
+#if VW >= 8
 /* Narrow tiles: the addresses of a tile's K and V rows, into buffer
  * `which` (0 or 1: this tile and the next) of the K region of scratch,
  * which the narrow kernel does not otherwise use. Padding keys repeat the
@@ -996,6 +1001,7 @@ static void row_addresses(const run_ctx *c, const tile_mem *t, int which, kv_cur
     *kr = k;
     *vr = v;
 }
+#endif
 
 /* Write row r's result: final O and LSE, or this split's partials. */
 static void finish_row(const run_ctx *c, const tile_mem *t, const seq_info *sq, int r, int split)
@@ -1041,145 +1047,191 @@ static void finish_row(const run_ctx *c, const tile_mem *t, const seq_info *sq, 
     if (c->lse) c->lse[h * l->lse_sh + grow * l->lse_st] = lse;
 }
 
-static void run_item(const run_ctx *c, int64_t w, char *scratch)
+/* One work item in progress: its rows, its key range and where its K and V
+ * cursor stands; its tiles live in its scratch slice. */
+typedef struct work_item {
+    int64_t b, hkv;
+    int split;
+    seq_info sq;
+    int nrows, nmv, rp, rows_pad, key_quantum;
+    int64_t kb, ke;      /* keys [kb, ke) */
+    kv_cursor cur;       /* next key to read */
+    kv_cursor ahead;     /* wide: next key to prefetch */
+    int64_t ahead_left;  /* wide: keys left for the prefetch cursor */
+    tile_mem t;
+} work_item;
+
+/* Set item w up in scratch: rows, scaled Q, statistics. Returns 0 when the
+ * item has no rows (a ragged sequence shorter than the plan's). */
+static int item_begin(const run_ctx *c, int64_t w, char *scratch, work_item *it)
 {
     const xattn_attn_plan_params *pp = c->pp;
-    const int split = (int)(w % pp->kv_splits);
+    it->split = (int)(w % pp->kv_splits);
     w /= pp->kv_splits;
     const int64_t tile = w % pp->q_tiles;
     w /= pp->q_tiles;
     const int64_t g = w % pp->head_groups;
-    const int64_t b = w / pp->head_groups;
+    it->b = w / pp->head_groups;
 
-    seq_info sq;
-    seq_get(c, b, &sq);
-    const int64_t rows_total = sq.sq * c->pack;
+    seq_info *sq = &it->sq;
+    seq_get(c, it->b, sq);
+    const int64_t rows_total = sq->sq * c->pack;
     const int64_t r0 = tile * c->block_q;
-    if (r0 >= rows_total) return; /* a ragged sequence shorter than the plan's */
+    if (r0 >= rows_total) return 0;
     const int nrows = (int)(rows_total - r0 < c->block_q ? rows_total - r0 : c->block_q);
-    const int nmv = (nrows + VW - 1) / VW;
+    it->nrows = nrows;
+    it->nmv = (nrows + VW - 1) / VW;
     /* Rows the kernel computes: narrow pads to a power of two, wide to whole
      * vectors; padding rows have Q = 0 and see no key. */
     int rp = 1;
     while (rp < nrows) rp *= 2;
-    const int rows_pad = c->narrow ? rp : nmv * VW;
+    it->rp = rp;
+    it->rows_pad = c->narrow ? rp : it->nmv * VW;
     const int64_t ldq = c->narrow ? c->dqk_pad : c->lay.bq_pad;
-    const int64_t hkv = g * c->pack / c->group;
+    it->hkv = g * c->pack / c->group;
 
-    tile_mem t;
-    tile_mem_get(c, scratch, &t);
+    tile_mem *t = &it->t;
+    tile_mem_get(c, scratch, t);
     const xattn_attn_launch *l = c->l;
 
     /* Rows: token, head, Q (scaled; transposed for the wide kernel). */
     int64_t kb = INT64_MAX, ke = 0;
-    for (int r = 0; r < rows_pad; r++) {
-        t.m[r] = -INFINITY;
-        t.l[r] = 0.0f;
-        t.slope[r] = 0.0f;
+    for (int r = 0; r < it->rows_pad; r++) {
+        t->m[r] = -INFINITY;
+        t->l[r] = 0.0f;
+        t->slope[r] = 0.0f;
         if (r >= nrows) {
             if (c->narrow)
-                memset(t.q + r * ldq, 0, (size_t)c->dqk_pad * sizeof(float));
+                memset(t->q + r * ldq, 0, (size_t)c->dqk_pad * sizeof(float));
             else
-                for (int d = 0; d < c->dqk; d++) t.q[d * ldq + r] = 0.0f;
+                for (int d = 0; d < c->dqk; d++) t->q[d * ldq + r] = 0.0f;
             continue;
         }
         const int64_t flat = r0 + r;
         const int64_t i = flat / c->pack, h = g * c->pack + flat % c->pack;
-        t.tok[r] = (int32_t)i;
-        t.head[r] = (int32_t)h;
-        if (c->slopes) t.slope[r] = c->slopes[h];
-        const char *qr = ref_ptr(l->q.ref) + (sq.q_elem0 + i * l->q.st + h * l->q.sh) * c->esize;
+        t->tok[r] = (int32_t)i;
+        t->head[r] = (int32_t)h;
+        if (c->slopes) t->slope[r] = c->slopes[h];
+        const char *qr = ref_ptr(l->q.ref) + (sq->q_elem0 + i * l->q.st + h * l->q.sh) * c->esize;
         if (c->narrow) {
-            cvt_row(t.q + r * ldq, qr, c->dt, c->dqk, c->dqk_pad, c->scale);
+            cvt_row(t->q + r * ldq, qr, c->dt, c->dqk, c->dqk_pad, c->scale);
         } else {
-            cvt_row(t.row, qr, c->dt, c->dqk, c->dqk_pad, c->scale);
-            for (int d = 0; d < c->dqk; d++) t.q[d * ldq + r] = t.row[d];
+            cvt_row(t->row, qr, c->dt, c->dqk, c->dqk_pad, c->scale);
+            for (int d = 0; d < c->dqk; d++) t->q[d * ldq + r] = t->row[d];
         }
         int64_t lo, hi;
-        row_range(c, &sq, i, &lo, &hi);
+        row_range(c, sq, i, &lo, &hi);
         if (lo <= hi) {
             if (lo < kb) kb = lo;
             if (hi + 1 > ke) ke = hi + 1;
         }
     }
-    memset(t.o, 0, (size_t)rows_pad * (size_t)c->dv_pad * sizeof(float));
+    memset(t->o, 0, (size_t)it->rows_pad * (size_t)c->dv_pad * sizeof(float));
     if (pp->kv_splits > 1) {
-        int64_t s0 = (int64_t)split * pp->kv_split_len, s1 = s0 + pp->kv_split_len;
+        int64_t s0 = (int64_t)it->split * pp->kv_split_len, s1 = s0 + pp->kv_split_len;
         if (kb < s0) kb = s0;
         if (ke > s1) ke = s1;
     }
+    it->kb = kb;
+    it->ke = ke;
 
-    const int key_quantum = c->narrow ? VW / rp : S_KEYS;
-    kv_cursor cur, ahead;
-    memset(&cur, 0, sizeof cur);
-    memset(&ahead, 0, sizeof ahead);
-    int64_t ahead_left = 0; /* wide: keys left for the prefetch cursor */
+    it->key_quantum = c->narrow ? VW / rp : S_KEYS;
+    memset(&it->cur, 0, sizeof it->cur);
+    memset(&it->ahead, 0, sizeof it->ahead);
+    it->ahead_left = 0;
     if (kb < ke) {
-        cursor_init(c, &cur, b, &sq, hkv, kb);
+        cursor_init(c, &it->cur, it->b, sq, it->hkv, kb);
         if (!c->narrow && ke - kb > c->block_k) {
-            cursor_init(c, &ahead, b, &sq, hkv, kb + c->block_k);
-            ahead_left = ke - kb - c->block_k;
+            cursor_init(c, &it->ahead, it->b, sq, it->hkv, kb + c->block_k);
+            it->ahead_left = ke - kb - c->block_k;
         }
     }
-    /* Narrow: addresses of this tile's rows (built one tile ahead). */
-    const char **krows = NULL, **vrows = NULL;
-    int which = 0;
-    if (c->narrow && kb < ke) {
-        int nk = (int)(ke - kb < c->block_k ? ke - kb : c->block_k);
-        row_addresses(c, &t, which, &cur, nk, (nk + key_quantum - 1) / key_quantum * key_quantum,
-                      &krows, &vrows);
-    }
-    for (int64_t k0 = kb; k0 < ke; k0 += c->block_k) {
-        const int nk = (int)(ke - k0 < c->block_k ? ke - k0 : c->block_k);
-        const int nk_pad = (nk + key_quantum - 1) / key_quantum * key_quantum;
-        if (!c->narrow) pack_kv(c, &t, &cur, nk, nk_pad, &ahead, &ahead_left);
+    return 1;
+}
 
-        /* Mask terms relative to the tile; exact in f32 since |values| ≤ nk
-         * (positions further out are clamped, which changes no comparison). */
-        int need_mask = 0;
-        for (int r = 0; r < rows_pad; r++) {
-            if (r >= nrows) {
-                t.lo[r] = 1.0f; /* padding rows see nothing */
-                t.hi[r] = 0.0f;
-                t.diag[r] = 0.0f;
-                continue;
-            }
-            int64_t lo, hi;
-            row_range(c, &sq, t.tok[r], &lo, &hi);
-            lo -= k0;
-            hi -= k0;
-            if (lo > 0 || hi < nk - 1) need_mask = 1;
-            t.lo[r] = (float)(lo < 0 ? 0 : lo > nk ? nk : lo);
-            t.hi[r] = (float)(hi > nk - 1 ? nk - 1 : hi < -1 ? -1 : hi);
-            t.diag[r] = (float)(t.tok[r] + sq.sk - sq.sq - k0);
+/* Keys [k0, k0 + block_k) ∩ [kb, ke) of an item: S, softmax, P·V. */
+static void item_tile(const run_ctx *c, work_item *it, int64_t k0)
+{
+    tile_mem *t = &it->t;
+    const seq_info *sq = &it->sq;
+    const int nrows = it->nrows, rows_pad = it->rows_pad, q = it->key_quantum;
+    const int nk = (int)(it->ke - k0 < c->block_k ? it->ke - k0 : c->block_k);
+    const int nk_pad = (nk + q - 1) / q * q;
+    if (!c->narrow) pack_kv(c, t, &it->cur, nk, nk_pad, &it->ahead, &it->ahead_left);
+
+    /* Mask terms relative to the tile; exact in f32 since |values| ≤ nk
+     * (positions further out are clamped, which changes no comparison). */
+    int need_mask = 0;
+    for (int r = 0; r < rows_pad; r++) {
+        if (r >= nrows) {
+            t->lo[r] = 1.0f; /* padding rows see nothing */
+            t->hi[r] = 0.0f;
+            t->diag[r] = 0.0f;
+            continue;
         }
+        int64_t lo, hi;
+        row_range(c, sq, t->tok[r], &lo, &hi);
+        lo -= k0;
+        hi -= k0;
+        if (lo > 0 || hi < nk - 1) need_mask = 1;
+        t->lo[r] = (float)(lo < 0 ? 0 : lo > nk ? nk : lo);
+        t->hi[r] = (float)(hi > nk - 1 ? nk - 1 : hi < -1 ? -1 : hi);
+        t->diag[r] = (float)(t->tok[r] + sq->sk - sq->sq - k0);
+    }
 
-        if (c->narrow) {
+    if (c->narrow) {
 #if VW >= 8
-            s_narrow_rows(c, &t, rp, krows, vrows, nk_pad);
-            softmax_narrow(c, &t, rp, nk_pad);
-            const char **knext = NULL, **vnext = NULL;
-            int nk_next = 0;
-            if (k0 + c->block_k < ke) {
-                int64_t k1 = k0 + c->block_k;
-                nk_next = (int)(ke - k1 < c->block_k ? ke - k1 : c->block_k);
-                row_addresses(c, &t, which ^ 1, &cur, nk_next,
-                              (nk_next + key_quantum - 1) / key_quantum * key_quantum, &knext,
-                              &vnext);
-            }
-            pv_narrow_rows(c, &t, rp, vrows, nk, knext, nk_next);
-            krows = knext;
-            vrows = vnext;
-            which ^= 1;
-#endif
-        } else {
-            s_rows(c, &t, nmv, nk_pad);
-            softmax_wide(c, &t, nmv, nk, need_mask);
-            pv_rows(c, &t, nrows, nk);
+        /* This tile's rows (buffer 0), and the rows of the tile `stages`
+         * tiles ahead (buffer 1), prefetched while this one is computed:
+         * their K during S, their V during P·V. */
+        const char **krows, **vrows, **kpf = NULL, **vpf = NULL;
+        row_addresses(c, t, 0, &it->cur, nk, nk_pad, &krows, &vrows);
+        const int64_t k1 = k0 + (int64_t)c->prefetch_tiles * c->block_k;
+        int nk_pf = 0;
+        if (k1 < it->ke) {
+            kv_cursor pf;
+            cursor_init(c, &pf, it->b, sq, it->hkv, k1);
+            nk_pf = (int)(it->ke - k1 < c->block_k ? it->ke - k1 : c->block_k);
+            row_addresses(c, t, 1, &pf, nk_pf, nk_pad, &kpf, &vpf); /* nk_pf ≤ nk */
         }
+        s_narrow_rows(c, t, it->rp, krows, kpf, nk_pad);
+        softmax_narrow(c, t, it->rp, nk_pad);
+        pv_narrow_rows(c, t, it->rp, vrows, nk, vpf, nk_pf);
+#endif
+    } else {
+        s_rows(c, t, it->nmv, nk_pad);
+        softmax_wide(c, t, it->nmv, nk, need_mask);
+        pv_rows(c, t, nrows, nk);
     }
+}
 
-    for (int r = 0; r < nrows; r++) finish_row(c, &t, &sq, r, split);
+static void item_end(const run_ctx *c, const work_item *it)
+{
+    for (int r = 0; r < it->nrows; r++) finish_row(c, &it->t, &it->sq, r, it->split);
+}
+
+static void run_item(const run_ctx *c, int64_t w, char *scratch)
+{
+    work_item it;
+    if (!item_begin(c, w, scratch, &it)) return;
+    for (int64_t k0 = it.kb; k0 < it.ke; k0 += c->block_k) item_tile(c, &it, k0);
+    item_end(c, &it);
+}
+
+/* Lockstep (plan_cpu.h): items w0, w0 + stride, … (n of them: consecutive
+ * head groups of one sequence, query tile and split, which share their key
+ * range), each in its own scratch slice, one key tile of each in turn. */
+static void run_lockstep(const run_ctx *c, int64_t w0, int64_t stride, int n, char *scratch)
+{
+    work_item items[XATTN_CPU_LOCKSTEP_MAX];
+    int live = 0;
+    for (int i = 0; i < n; i++)
+        live += item_begin(c, w0 + i * stride, scratch + (size_t)i * c->lay.item_bytes,
+                           &items[live]);
+    if (!live) return;
+    for (int64_t k0 = items[0].kb; k0 < items[0].ke; k0 += c->block_k)
+        for (int i = 0; i < live; i++) item_tile(c, &items[i], k0);
+    for (int i = 0; i < live; i++) item_end(c, &items[i]);
 }
 
 /* Combine the splits of global query row grow, head h (split-KV). */
@@ -1249,6 +1301,7 @@ void KERNEL_ENTRY(const struct xattn_plan *plan, const xattn_attn_launch *l)
     c.wl = prob->window_left;
     c.wr = prob->window_right;
     c.narrow = 2 * pp->block_q <= VW;
+    c.prefetch_tiles = pp->stages > 1 ? pp->stages : 1;
     c.scale = prob->scale;
     c.softcap = d->softcap;
     c.o = (char *)l->o.ref.native + l->o.ref.offset;
@@ -1272,8 +1325,26 @@ void KERNEL_ENTRY(const struct xattn_plan *plan, const xattn_attn_launch *l)
 #pragma omp parallel num_threads(pp->threads)
     {
         char *scratch = c.scratch + (size_t)omp_get_thread_num() * pp->local_mem_bytes;
+        if (c.narrow && c.lay.items > 1) {
+            /* Batches of lockstep items: (sequence, chunk of head groups,
+             * query tile, split), splits innermost so that the threads
+             * start on different key ranges. */
+            const int64_t splits = pp->kv_splits, tiles = pp->q_tiles, hg = pp->head_groups;
+            const int64_t chunks = (hg + c.lay.items - 1) / c.lay.items;
+            const int64_t batches = num_work / hg * chunks;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t w = 0; w < num_work; w++) run_item(&c, w, scratch);
+            for (int64_t x = 0; x < batches; x++) {
+                const int64_t s = x % splits, t = x / splits % tiles;
+                const int64_t ch = x / splits / tiles % chunks, b = x / splits / tiles / chunks;
+                const int64_t g0 = ch * c.lay.items;
+                const int n = (int)(hg - g0 < c.lay.items ? hg - g0 : c.lay.items);
+                run_lockstep(&c, ((b * hg + g0) * tiles + t) * splits + s, tiles * splits, n,
+                             scratch);
+            }
+        } else {
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t w = 0; w < num_work; w++) run_item(&c, w, scratch);
+        }
         if (c.part_o) {
 #pragma omp for schedule(static)
             for (int64_t x = 0; x < total_q * c.hq; x++) merge_row(&c, x / c.hq, x % c.hq);
