@@ -82,10 +82,15 @@ typedef struct bench_result {
     double median_s, min_s; /* per run */
     int repeats;
     int runs_per_repeat; /* runs timed together in one repeat */
+    /* The read ceiling measured in this workload's window (passes right
+     * before and right after its runs); 0 when not measured. */
+    double window_best, window_median;
+    int window_passes;
 } bench_result;
 
 typedef struct bench_ceilings {
     int measured; /* 1: this host, 0: backend caps estimates */
+    xattn_bench_reader *reader; /* measured: the read probe kept for the windows */
     xattn_bench_rate flops, read, copy;
     double flop_rate, byte_rate; /* the denominators of the % columns */
 } bench_ceilings;
@@ -524,6 +529,7 @@ static int measure_ceilings(const bench_options *o, const xattn_device_caps *cap
      * rate is the bytes/s ceiling; the copy rate is printed for reference. */
     c->flop_rate = c->flops.best;
     c->byte_rate = c->read.best;
+    c->reader = xattn_bench_reader_create(threads, o->bandwidth_bytes);
     return 0;
 }
 
@@ -608,9 +614,18 @@ static int run_batch(xattn_context *ctx, const xattn_plan *plan, const xattn_att
     return 0;
 }
 
-static void run_attn_case(xattn_context *ctx, const bench_options *o, const bench_case *c,
-                          bench_result *r)
+/* Passes of the read probe around a workload's runs, so its percentage
+ * compares with the bandwidth of the same moment. */
+static void window_passes(xattn_bench_reader *reader, int n, double *rates, int *count)
 {
+    for (int i = 0; i < n; i++) rates[(*count)++] = xattn_bench_reader_pass(reader);
+}
+
+static void run_attn_case(xattn_context *ctx, const bench_options *o, const bench_case *c,
+                          xattn_bench_reader *reader, bench_result *r)
+{
+    double window[2 * CEILING_MIN_REPEATS];
+    int nwin = 0;
     memset(r, 0, sizeof *r);
     const xattn_attn_desc *d = &c->desc;
     count_work(d, &r->flop, &r->bytes);
@@ -651,6 +666,7 @@ static void run_attn_case(xattn_context *ctx, const bench_options *o, const benc
         args.workspace = b.workspace;
     }
 
+    if (reader) window_passes(reader, CEILING_MIN_REPEATS, window, &nwin);
     double t = 0.0;
     for (int i = 0; i < o->warmup; i++) {
         if (run_batch(ctx, plan, &args, 1, &t, r)) goto done;
@@ -680,6 +696,12 @@ static void run_attn_case(xattn_context *ctx, const bench_options *o, const benc
     r->median_s = xattn_bench_median(secs, o->repeats);
     r->repeats = o->repeats;
     r->status = RUN_OK;
+    if (reader) {
+        window_passes(reader, CEILING_MIN_REPEATS, window, &nwin);
+        r->window_passes = nwin;
+        r->window_median = xattn_bench_median(window, nwin); /* sorts */
+        r->window_best = window[nwin - 1];
+    }
 done:
     end_progress(o);
     free(secs);
@@ -708,6 +730,14 @@ static void print_ceiling(const char *label, const xattn_bench_rate *r, double u
     snprintf(best, sizeof best, "%.1f %s", r->best / unit, unit_name);
     printf("%-16s %14s %14s  %s, %d thread%s%s\n", label, best, med, r->method, r->threads,
            r->threads == 1 ? "" : "s", note);
+}
+
+/* The bytes/s a workload is compared with: the best read pass of its own
+ * window when measured (other load only lowers a rate), else the global
+ * ceiling. */
+static double byte_ceiling(const bench_ceilings *c, const bench_result *r)
+{
+    return r->window_passes ? r->window_best : c->byte_rate;
 }
 
 static void print_pct(double achieved, double ceiling)
@@ -773,8 +803,13 @@ static void print_table(const bench_options *o, xattn_context *ctx,
         printf(" %10.3f %9.1f", 1e3 * r->median_s, flops / FLOPS_PER_GFLOP);
         print_pct(flops, o->ceilings ? c->flop_rate : 0);
         printf(" %8.1f", bps / BYTES_PER_GB);
-        print_pct(bps, o->ceilings ? c->byte_rate : 0);
+        print_pct(bps, o->ceilings ? byte_ceiling(c, r) : 0);
         printf("  %s\n", o->ceilings ? bound_of(c, r->flop, r->bytes) : "-");
+        if (r->window_passes)
+            printf("    %%BW against the read ceiling of this workload's window: best %.1f GB/s, "
+                   "median %.1f GB/s of %d passes just before and after its runs\n",
+                   r->window_best / BYTES_PER_GB, r->window_median / BYTES_PER_GB,
+                   r->window_passes);
         if (o->verbose && r->plan[0]) print_indented(r->plan);
     }
 }
@@ -891,8 +926,18 @@ static void print_json(const bench_options *o, xattn_context *ctx, const bench_c
         if (o->ceilings && c->flop_rate > 0) json_number(100.0 * flops / c->flop_rate);
         else printf("null");
         printf(", \"bytes_pct\": ");
-        if (o->ceilings && c->byte_rate > 0) json_number(100.0 * bps / c->byte_rate);
+        if (o->ceilings && byte_ceiling(c, r) > 0) json_number(100.0 * bps / byte_ceiling(c, r));
         else printf("null");
+        printf(", \"window_bytes_per_s\": ");
+        if (r->window_passes) {
+            printf("{\"best\": ");
+            json_number(r->window_best);
+            printf(", \"median\": ");
+            json_number(r->window_median);
+            printf(", \"passes\": %d}", r->window_passes);
+        } else {
+            printf("null");
+        }
         printf(", \"bound\": ");
         json_string(o->ceilings ? bound_of(c, r->flop, r->bytes) : "-");
         printf(", \"plan\": ");
@@ -954,7 +999,7 @@ int xattn_cmd_bench(int argc, char **argv)
     bench_result res[MAX_CASES];
     int errors = 0, skipped = 0;
     for (int i = 0; i < n; i++) {
-        run_attn_case(ctx, &o, &cases[i], &res[i]);
+        run_attn_case(ctx, &o, &cases[i], ceil.reader, &res[i]);
         errors += res[i].status == RUN_ERROR;
         skipped += res[i].status == RUN_UNSUPPORTED;
     }
@@ -968,6 +1013,7 @@ int xattn_cmd_bench(int argc, char **argv)
                    n, skipped, errors);
     }
     fflush(stdout);
+    xattn_bench_reader_destroy(&ceil.reader);
     xattn_context_destroy(&ctx);
     return errors ? 1 : 0;
 }

@@ -32,6 +32,22 @@ int xattn_bench_bytes(int threads, int repeats, size_t array_bytes,
                       xattn_bench_rate *read, xattn_bench_rate *copy,
                       xattn_bench_progress_fn progress, void *user);
 
+/* A read probe kept between measurements: an array_bytes array (2 MiB
+ * pages advised, first touched by its readers) that `threads` OpenMP
+ * threads sum, each its own slice. The bench reads it right before and
+ * after each workload, so a percentage compares rates from the same few
+ * seconds of a shared machine. */
+typedef struct xattn_bench_reader xattn_bench_reader;
+
+/* NULL when the array cannot be allocated. Runs one untimed pass. */
+xattn_bench_reader *xattn_bench_reader_create(int threads, size_t array_bytes);
+/* One timed pass; returns bytes/s. */
+double xattn_bench_reader_pass(xattn_bench_reader *r);
+/* "read 512 MiB, avx512f 16 accumulators, ..." */
+void xattn_bench_reader_describe(const xattn_bench_reader *r, char *buf, size_t size);
+/* Accepts NULL; clears *r. */
+void xattn_bench_reader_destroy(xattn_bench_reader **r);
+
 /* Why this build's ceilings cannot be trusted (a sanitizer, no
  * optimisation), or NULL. */
 const char *xattn_bench_build_note(void);
