@@ -1160,7 +1160,9 @@ static void item_tile(const run_ctx *c, work_item *it, int64_t k0)
     if (!c->narrow) pack_kv(c, t, &it->cur, nk, nk_pad, &it->ahead, &it->ahead_left);
 
     /* Mask terms relative to the tile; exact in f32 since |values| ≤ nk
-     * (positions further out are clamped, which changes no comparison). */
+     * (positions further out are clamped, which changes no comparison).
+     * The ALiBi distance is not clamped: exact for sequences below 2^24
+     * keys, rounded like any other f32 beyond. */
     int need_mask = 0;
     for (int r = 0; r < rows_pad; r++) {
         if (r >= nrows) {

@@ -1,4 +1,5 @@
 /* Built-in CPU backend: host glue (device, buffers) and kernel dispatch. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,7 +14,32 @@
 
 struct xattn_device {
     int32_t num_threads;
+    const xattn_cpu_isa *isa; /* the kernel build every plan of this device uses */
 };
+
+/* XATTN_CPU_ISA (auto | avx512 | avx2 | generic) pins the kernel build, so
+ * the portable builds can be tested on a machine that has the wide ones. */
+#define CPU_ISA_ENV "XATTN_CPU_ISA"
+
+/* The widest kernel build this CPU runs, or the one XATTN_CPU_ISA names. */
+static xattn_status pick_isa(const xattn_cpu_isa **out)
+{
+    const char *want = getenv(CPU_ISA_ENV);
+    if (want && (!*want || !strcmp(want, "auto"))) want = NULL;
+    if (want && strcmp(want, "avx512") && strcmp(want, "avx2") && strcmp(want, "generic"))
+        return xattn_error(XATTN_ERR_INVALID_ENV,
+                           "%s=%s: valid values are auto, avx512, avx2, generic", CPU_ISA_ENV,
+                           want);
+    const xattn_cpu_isa *isas;
+    int n = xattn_cpu_isa_list(&isas); /* runnable builds, widest first */
+    for (int i = 0; i < n; i++)
+        if (!want || !strcmp(want, isas[i].name)) {
+            *out = &isas[i];
+            return XATTN_OK;
+        }
+    return xattn_error(XATTN_ERR_UNSUPPORTED, "%s=%s: this CPU cannot run that kernel build",
+                       CPU_ISA_ENV, want);
+}
 
 static int32_t cpu_probe(char *reason, size_t reason_size)
 {
@@ -28,10 +54,18 @@ static xattn_status cpu_device_open(int32_t index, const xattn_context_options *
     if (opts->native_queue)
         return xattn_error(XATTN_ERR_INVALID_ARGUMENT,
                            "options.native_queue: the cpu backend has no queue; pass NULL");
+    const xattn_cpu_isa *isa = NULL;
+    XATTN_TRY(pick_isa(&isa));
     xattn_device *dev = calloc(1, sizeof *dev);
     if (!dev) return xattn_error(XATTN_ERR_OUT_OF_MEMORY, "cpu: out of memory");
     xattn_host_cpu_caps(opts->num_threads, caps);
+    /* Plans pad head dims to the vectors of the build that will run them. */
+    caps->simd_width = (uint32_t)isa->lanes;
+    caps->vector_bytes = (uint32_t)isa->lanes * 4u;
+    snprintf(caps->name, sizeof caps->name, "host CPU, %u thread%s, %s kernels",
+             caps->compute_units, caps->compute_units == 1 ? "" : "s", isa->name);
     dev->num_threads = (int32_t)caps->compute_units;
+    dev->isa = isa;
     *out = dev;
     return XATTN_OK;
 }
@@ -100,14 +134,9 @@ typedef struct cpu_attn_state {
     const xattn_cpu_isa *isa;
 } cpu_attn_state;
 
-/* XATTN_CPU_ISA (auto | avx512 | avx2 | generic) pins the kernel build, so
- * the portable builds can be tested on a machine that has the wide ones. */
-#define CPU_ISA_ENV "XATTN_CPU_ISA"
-
 static xattn_status cpu_attn_prepare(xattn_device *dev, const struct xattn_plan *plan,
                                      void **state)
 {
-    (void)dev;
     *state = NULL;
     const xattn_attn_plan_params *p = &plan->params;
     xattn_cpu_scratch lay = {0};
@@ -120,27 +149,13 @@ static xattn_status cpu_attn_prepare(xattn_device *dev, const struct xattn_plan 
                            "scratch %zu of %zu bytes)",
                            (int)p->style, (int)p->gqa_pack, lay.total, p->local_mem_bytes);
 
-    const char *want = getenv(CPU_ISA_ENV);
-    if (want && (!*want || !strcmp(want, "auto"))) want = NULL;
-    if (want && strcmp(want, "avx512") && strcmp(want, "avx2") && strcmp(want, "generic"))
-        return xattn_error(XATTN_ERR_INVALID_ENV,
-                           "%s=%s: valid values are auto, avx512, avx2, generic", CPU_ISA_ENV,
-                           want);
-
-    const xattn_cpu_isa *isas;
-    int n = xattn_cpu_isa_list(&isas);
-    const xattn_cpu_isa *pick = NULL;
-    for (int i = 0; i < n && !pick; i++) {
-        if (want && strcmp(want, isas[i].name)) continue;
-        /* The kernel's vectors must tile the plan's padded head dims. */
-        if (p->dqk_pad % isas[i].lanes || p->dv_pad % isas[i].lanes) continue;
-        pick = &isas[i];
-    }
-    if (!pick)
-        return xattn_error(XATTN_ERR_UNSUPPORTED,
-                           "cpu: kernel build %s cannot run this plan on this CPU (not "
-                           "supported, or head dims padded to %d/%d)",
-                           want ? want : "auto", (int)p->dqk_pad, (int)p->dv_pad);
+    const xattn_cpu_isa *pick = dev->isa;
+    /* The kernel's vectors must tile the plan's padded head dims; the caps
+     * the planner saw say so, this only guards the contract. */
+    if (p->dqk_pad % pick->lanes || p->dv_pad % pick->lanes)
+        return xattn_error(XATTN_ERR_INTERNAL,
+                           "cpu: head dims padded to %d/%d do not fit the %s kernels' %d lanes",
+                           (int)p->dqk_pad, (int)p->dv_pad, pick->name, (int)pick->lanes);
 
     cpu_attn_state *st = calloc(1, sizeof *st);
     if (!st) return xattn_error(XATTN_ERR_OUT_OF_MEMORY, "cpu: out of memory");
