@@ -200,6 +200,11 @@ size_t hx_packed_tensor(hx_tensor *t, hx_buf *buf, xattn_dtype dt, int uniform, 
 size_t hx_page_tensor(hx_tensor *t, hx_buf *buf, hx_mem mem, xattn_dtype dt, int64_t pages,
                       int64_t ps, int64_t h, int64_t d, int which);
 
+/* After a launch returned st: fail res naming call, else synchronise and add
+ * the seconds since t0 to res. Returns 1 on failure. */
+int hx_complete(xattn_context *ctx, xattn_status st, const char *call, double t0,
+                hx_result *res);
+
 /* Allocate bytes (plus a guard) of device buffer and a host image poisoned
  * with HX_POISON. On the cpu backend the buffer is host memory that ends
  * against an inaccessible page, so a read or write past it faults. */

@@ -566,16 +566,7 @@ static void attn_once(xattn_context *ctx, const xattn_plan *plan, const hx_attn_
 
     double t0 = hx_now();
     xattn_status st = xattn_attn_run(plan, &args);
-    if (st != XATTN_OK) {
-        hx_api_fail(res, "xattn_attn_run", st);
-        goto done;
-    }
-    st = xattn_context_synchronize(ctx);
-    if (st != XATTN_OK) {
-        hx_api_fail(res, "xattn_context_synchronize", st);
-        goto done;
-    }
-    res->seconds += hx_now() - t0;
+    if (hx_complete(ctx, st, "xattn_attn_run", t0, res)) goto done;
     if (hx_buf_download(&op.o_buf, res)) goto done;
     if (op.has_lse && hx_buf_download(&op.lse_buf, res)) goto done;
 

@@ -139,16 +139,7 @@ void hx_run_kv_append(xattn_context *ctx, const hx_case *c, uint64_t seed, hx_re
     const xattn_tensor k_cache = hx_tensor_api(&kct), v_cache = hx_tensor_api(&vct);
     double t0 = hx_now();
     xattn_status s = xattn_kv_append(ctx, &k_new, &v_new, &slot_t, &k_cache, &v_cache);
-    if (s != XATTN_OK) {
-        hx_api_fail(res, "xattn_kv_append", s);
-        goto done;
-    }
-    s = xattn_context_synchronize(ctx);
-    if (s != XATTN_OK) {
-        hx_api_fail(res, "xattn_context_synchronize", s);
-        goto done;
-    }
-    res->seconds += hx_now() - t0;
+    if (hx_complete(ctx, s, "xattn_kv_append", t0, res)) goto done;
     if (hx_buf_download(&kc_buf, res) || (vc_buf.dev && hx_buf_download(&vc_buf, res)))
         goto done;
 
@@ -324,16 +315,7 @@ void hx_run_merge(xattn_context *ctx, const hx_case *c, uint64_t seed, hx_result
     const xattn_tensor xo = hx_tensor_api(&ot), xl = hx_tensor_api(&lt);
     double t0 = hx_now();
     xattn_status s = xattn_merge_states(ctx, &xoa, &xla, &xob, &xlb, &xo, &xl);
-    if (s != XATTN_OK) {
-        hx_api_fail(res, "xattn_merge_states", s);
-        goto done;
-    }
-    s = xattn_context_synchronize(ctx);
-    if (s != XATTN_OK) {
-        hx_api_fail(res, "xattn_context_synchronize", s);
-        goto done;
-    }
-    res->seconds += hx_now() - t0;
+    if (hx_complete(ctx, s, "xattn_merge_states", t0, res)) goto done;
     if (hx_buf_download(out_o, res) || hx_buf_download(out_l, res)) goto done;
 
     t0 = hx_now();

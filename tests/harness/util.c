@@ -209,6 +209,16 @@ void hx_tensor_mark(const hx_tensor *t, unsigned char *mask)
     }
 }
 
+int hx_complete(xattn_context *ctx, xattn_status st, const char *call, double t0,
+                hx_result *res)
+{
+    if (st != XATTN_OK) return hx_api_fail(res, call, st);
+    st = xattn_context_synchronize(ctx);
+    if (st != XATTN_OK) return hx_api_fail(res, "xattn_context_synchronize", st);
+    res->seconds += hx_now() - t0;
+    return 0;
+}
+
 /* Host memory whose last byte sits (to f32 alignment) just before a
  * PROT_NONE page, wrapped as the buffer: the allocator's rounding would
  * otherwise hide a kernel reading past the end of its last tensor. */
