@@ -39,7 +39,7 @@
 #include "plan_cpu.h"
 
 enum {
-    WORKSPACE_ALIGN = 256,
+    WORKSPACE_ALIGN = XATTN_WORKSPACE_ALIGN,
     CPU_SLICE_ALIGN = 64,  /* per-thread scratch slices never share a cache line */
     LOCAL_ALIGN = 16,      /* one 128-bit vector load */
     /* A device is full with about this many work items per compute unit. */
@@ -102,18 +102,6 @@ static size_t add_size(size_t a, size_t b, int *ok)
         return 0;
     }
     return r;
-}
-
-static int dtype_bytes(xattn_dtype t) { return t == XATTN_F32 ? 4 : 2; }
-
-static const char *dtype_label(xattn_dtype t)
-{
-    switch (t) {
-    case XATTN_F32: return "f32";
-    case XATTN_F16: return "f16";
-    case XATTN_BF16: return "bf16";
-    default: return "?";
-    }
 }
 
 /* Matrix units take this problem's dtype (never f32: no TF32 shortcuts). */
@@ -236,7 +224,7 @@ static xattn_status plan_gpu_tiles(const xattn_device_caps *caps, const xattn_at
 
     gpu_shape s;
     s.mm = uses_matrix_units(caps, d->dtype);
-    s.esize = dtype_bytes(d->dtype);
+    s.esize = (int)xattn_dtype_size(d->dtype);
     int64_t pad = s.mm ? lcm64(caps->matrix_k, caps->matrix_n)
                        : (caps->vector_bytes / (uint32_t)s.esize > 1
                               ? caps->vector_bytes / (uint32_t)s.esize : 1);
@@ -286,7 +274,7 @@ static xattn_status plan_gpu_tiles(const xattn_device_caps *caps, const xattn_at
         return xattn_error(XATTN_ERR_UNSUPPORTED,
                            "planner: no attention tile for head dims (%d, %d) %s fits %s "
                            "(%u bytes of local memory, %u threads per group)",
-                           (int)d->head_dim_qk, (int)d->head_dim_v, dtype_label(d->dtype),
+                           (int)d->head_dim_qk, (int)d->head_dim_v, xattn_dtype_name(d->dtype),
                            caps->name, caps->local_mem_bytes, caps->max_threads_per_group);
 
     out->block_q = best.block_q;
@@ -433,7 +421,7 @@ int xattn_plan_params_format(const xattn_attn_problem *prob, const xattn_attn_pl
     const char *kl = (unsigned)d->kv_layout < 3 ? kv_layouts[d->kv_layout] : "?";
 
     put(buf, size, &n, "problem      %s B=%d Sq=%d Sk=%d Hq=%d Hkv=%d Dqk=%d Dv=%d, Q %s, KV %s",
-        dtype_label(d->dtype), (int)d->batch, (int)d->seqlen_q, (int)d->seqlen_k,
+        xattn_dtype_name(d->dtype), (int)d->batch, (int)d->seqlen_q, (int)d->seqlen_k,
         (int)d->num_q_heads, (int)d->num_kv_heads, (int)d->head_dim_qk, (int)d->head_dim_v, ql,
         kl);
     if (d->kv_layout == XATTN_KV_PAGED) put(buf, size, &n, " (page %d)", (int)d->page_size);

@@ -2,6 +2,7 @@
 /* The vendor-neutral planner: device caps + problem in, immutable plan out.
  * Pure: no I/O, no globals, no allocation beyond the plan it returns. */
 #include "xattn_attn.h"
+#include "internal_api.h"
 
 /* The problem after validation, with defaults resolved. */
 typedef struct xattn_attn_problem {
@@ -15,7 +16,7 @@ typedef struct xattn_attn_problem {
 /* Validate a descriptor and resolve its defaults (front end, common/attn.c).
  * Errors: XATTN_ERR_INVALID_ARGUMENT naming the field, XATTN_ERR_UNSUPPORTED
  * for head dims outside the contract. */
-XATTN_API xattn_status xattn_attn_problem_init(const xattn_attn_desc *desc,
+XATTN_INTERNAL xattn_status xattn_attn_problem_init(const xattn_attn_desc *desc,
                                                xattn_attn_problem *out);
 
 /* Planner output. Every size a kernel uses comes from here.
@@ -58,28 +59,28 @@ typedef struct xattn_attn_plan_params {
 
 /* Plan attention for a device. The problem must already be validated.
  * Errors: XATTN_ERR_UNSUPPORTED when no tile fits the device. */
-XATTN_API xattn_status xattn_plan_attention(const xattn_device_caps *caps,
+XATTN_INTERNAL xattn_status xattn_plan_attention(const xattn_device_caps *caps,
                                             const xattn_attn_problem *prob,
                                             xattn_attn_plan_params *out);
 
 /* Caps of a named preset ("h100", "a100", "mi300x", "mi250x", "rx7900xtx",
  * "pocl-cpu", "host"); "host" reads this machine's CPU. Returns 0 if unknown. */
-XATTN_API int xattn_preset_caps(const char *name, xattn_device_caps *out);
+XATTN_INTERNAL int xattn_preset_caps(const char *name, xattn_device_caps *out);
 
 /* NULL-terminated list of preset names. */
-XATTN_API const char *const *xattn_preset_names(void);
+XATTN_INTERNAL const char *const *xattn_preset_names(void);
 
 /* Caps of this machine's CPU with num_threads workers (0 = all cores). */
-XATTN_API void xattn_host_cpu_caps(int32_t num_threads, xattn_device_caps *out);
+XATTN_INTERNAL void xattn_host_cpu_caps(int32_t num_threads, xattn_device_caps *out);
 
 /* Format params as text (snprintf semantics). */
-XATTN_API int xattn_plan_params_format(const xattn_attn_problem *prob,
+XATTN_INTERNAL int xattn_plan_params_format(const xattn_attn_problem *prob,
                                        const xattn_attn_plan_params *p,
                                        char *buf, size_t size);
 
 /* Tiles for CPU-style devices (common/plan_cpu.c). Fills block_q, block_k,
  * gqa_pack, dqk_pad, dv_pad, stages and local_mem_bytes (the per-thread
  * scratch the CPU kernels need); xattn_plan_attention does the rest. */
-XATTN_API xattn_status xattn_plan_cpu_tiles(const xattn_device_caps *caps,
+XATTN_INTERNAL xattn_status xattn_plan_cpu_tiles(const xattn_device_caps *caps,
                                             const xattn_attn_problem *prob,
                                             xattn_attn_plan_params *out);
