@@ -393,6 +393,106 @@ static void test_log_set_level_accepts_every_level(void **state)
     XT_ASSERT_STATUS(xattn_log_set_level(XATTN_LOG_WARN), XATTN_OK);
 }
 
+/* ---- concurrency: one plan, two threads (xattn_attn_run's contract) ---- */
+
+enum { CC_SQ = 96, CC_SK = 777, CC_HQ = 4, CC_HKV = 2, CC_D = 64, CC_RUNS = 100 };
+
+typedef struct cc_job {
+    const xattn_plan *plan;
+    xattn_attn_args args;
+    xattn_status st;
+} cc_job;
+
+static void *cc_run(void *arg)
+{
+    cc_job *j = arg;
+    j->st = XATTN_OK;
+    for (int i = 0; i < CC_RUNS && j->st == XATTN_OK; i++) j->st = xattn_attn_run(j->plan, &j->args);
+    return NULL;
+}
+
+/* Inputs of job j (distinct per job, so a mixed-up workspace shows). */
+static void cc_args(xattn_context *ctx, size_t ws_bytes, int j, xattn_attn_args *a)
+{
+    const int64_t qs[4] = {1, CC_SQ, CC_HQ, CC_D}, ks[4] = {1, CC_SK, CC_HKV, CC_D};
+    size_t qn = (size_t)CC_SQ * CC_HQ * CC_D, kn = (size_t)CC_SK * CC_HKV * CC_D;
+    float *q = malloc(qn * sizeof *q), *k = malloc(kn * sizeof *k), *v = malloc(kn * sizeof *v);
+    assert_non_null(q);
+    assert_non_null(k);
+    assert_non_null(v);
+    for (size_t i = 0; i < qn; i++) q[i] = (float)((i * 7 + (size_t)j * 13) % 17) / 17.0f - 0.5f;
+    for (size_t i = 0; i < kn; i++) k[i] = (float)((i * 5 + (size_t)j * 3) % 19) / 19.0f - 0.5f;
+    for (size_t i = 0; i < kn; i++) v[i] = (float)((i * 11 + (size_t)j) % 23) / 23.0f - 0.5f;
+    xattn_buffer *bq = xt_buffer(ctx, qn * 4, 0), *bk = xt_buffer(ctx, kn * 4, 0);
+    xattn_buffer *bv = xt_buffer(ctx, kn * 4, 0), *bo = xt_buffer(ctx, qn * 4, 0);
+    XT_ASSERT_STATUS(xattn_buffer_write(bq, 0, q, qn * 4), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_buffer_write(bk, 0, k, kn * 4), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_buffer_write(bv, 0, v, kn * 4), XATTN_OK);
+    free(q);
+    free(k);
+    free(v);
+    memset(a, 0, sizeof *a);
+    a->q = xattn_tensor_contiguous(bq, 0, XATTN_F32, 4, qs);
+    a->k = xattn_tensor_contiguous(bk, 0, XATTN_F32, 4, ks);
+    a->v = xattn_tensor_contiguous(bv, 0, XATTN_F32, 4, ks);
+    a->o = xattn_tensor_contiguous(bo, 0, XATTN_F32, 4, qs);
+    a->workspace = ws_bytes ? xt_buffer(ctx, ws_bytes, 0) : NULL;
+}
+
+static void cc_free(xattn_attn_args *a)
+{
+    xattn_buffer *bufs[] = {a->q.buffer, a->k.buffer, a->v.buffer, a->o.buffer, a->workspace};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) xattn_buffer_free(&bufs[i]);
+}
+
+static void test_plan_runs_concurrently_with_own_workspaces(void **state)
+{
+    (void)state;
+    xattn_context *ctx = xt_context();
+    xattn_attn_desc d = {0};
+    d.dtype = XATTN_F32;
+    d.batch = 1;
+    d.num_q_heads = CC_HQ;
+    d.num_kv_heads = CC_HKV;
+    d.head_dim_qk = d.head_dim_v = CC_D;
+    d.seqlen_q = CC_SQ;
+    d.seqlen_k = CC_SK;
+    d.flags = XATTN_ATTN_CAUSAL;
+    xattn_plan *plan = NULL;
+    XT_ASSERT_STATUS(xattn_plan_create(ctx, &d, &plan), XATTN_OK);
+    size_t ws = xattn_plan_workspace_size(plan);
+
+    enum { JOBS = 2 };
+    size_t on = (size_t)CC_SQ * CC_HQ * CC_D;
+    float *serial[JOBS], *concurrent = malloc(on * sizeof *concurrent);
+    assert_non_null(concurrent);
+    cc_job jobs[JOBS];
+    for (int j = 0; j < JOBS; j++) {
+        jobs[j].plan = plan;
+        cc_args(ctx, ws, j, &jobs[j].args);
+        XT_ASSERT_STATUS(xattn_attn_run(plan, &jobs[j].args), XATTN_OK);
+        serial[j] = malloc(on * sizeof *serial[j]);
+        assert_non_null(serial[j]);
+        XT_ASSERT_STATUS(xattn_buffer_read(jobs[j].args.o.buffer, 0, serial[j], on * 4),
+                         XATTN_OK);
+    }
+    pthread_t th[JOBS];
+    for (int j = 0; j < JOBS; j++) assert_int_equal(pthread_create(&th[j], NULL, cc_run, &jobs[j]), 0);
+    for (int j = 0; j < JOBS; j++) assert_int_equal(pthread_join(th[j], NULL), 0);
+    for (int j = 0; j < JOBS; j++) {
+        XT_ASSERT_STATUS(jobs[j].st, XATTN_OK);
+        XT_ASSERT_STATUS(xattn_buffer_read(jobs[j].args.o.buffer, 0, concurrent, on * 4),
+                         XATTN_OK);
+        /* Same plan, same inputs: bit-identical to the serial run. */
+        assert_memory_equal(concurrent, serial[j], on * sizeof *concurrent);
+        free(serial[j]);
+        cc_free(&jobs[j].args);
+    }
+    free(concurrent);
+    xattn_plan_destroy(&plan);
+    xattn_context_destroy(&ctx);
+}
+
 #define T(f) cmocka_unit_test_teardown(f, xt_env_teardown)
 
 int main(void)
@@ -421,6 +521,7 @@ int main(void)
         T(test_tensor_contiguous_is_row_major),
         T(test_tensor_contiguous_clamps_rank),
         T(test_log_set_level_accepts_every_level),
+        T(test_plan_runs_concurrently_with_own_workspaces),
     };
     return cmocka_run_group_tests_name("api behaviour", tests, NULL, NULL);
 }
