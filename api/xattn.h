@@ -6,5 +6,6 @@
 
 #include "xattn_core.h"
 #include "xattn_attn.h"
+#include "xattn_moe.h"
 
 #endif /* XATTN_H */

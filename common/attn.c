@@ -7,6 +7,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "tensor_check.h"
 
 #define INVALID(...) xattn_error(XATTN_ERR_INVALID_ARGUMENT, __VA_ARGS__)
 
@@ -200,176 +201,12 @@ void xattn_plan_destroy(xattn_plan **plan)
     *plan = NULL;
 }
 
-/* ---- tensor checks -------------------------------------------------------- */
-
-/* Expected shape entry meaning "any size >= 0; the caller reads it back". */
-#define ANY (-1)
-
-typedef struct span {
-    const xattn_buffer *buffer;
-    size_t begin, end;     /* bytes [begin, end) */
-    const xattn_tensor *t; /* the tensor, for the finer interleave test */
-} span;
-
-/* Check one tensor: presence, context, dtype, rank, shape, strides (innermost
- * 1, positive, non-overlapping), alignment and bounds. shape entries equal
- * to ANY accept any size and receive it. */
-static xattn_status check_tensor(const xattn_context *ctx, const xattn_tensor *t,
-                                 const char *name, xattn_dtype dtype, int32_t rank,
-                                 int64_t *shape, span *sp)
-{
-    if (!t->buffer) return INVALID("%s: missing (buffer is NULL)", name);
-    if (t->buffer->ctx != ctx)
-        return INVALID("%s: buffer belongs to another context", name);
-    if (t->dtype != dtype)
-        return INVALID("%s: dtype %s, expected %s", name, xattn_dtype_name(t->dtype),
-                       xattn_dtype_name(dtype));
-    if (t->rank != rank) return INVALID("%s: rank %d, expected %d", name, (int)t->rank, (int)rank);
-    for (int i = 0; i < rank; i++) {
-        if (t->shape[i] < 0) return INVALID("%s: shape[%d] = %lld is negative", name, i,
-                                            (long long)t->shape[i]);
-        if (shape[i] == ANY)
-            shape[i] = t->shape[i];
-        else if (t->shape[i] != shape[i])
-            return INVALID("%s: shape[%d] = %lld, expected %lld", name, i,
-                           (long long)t->shape[i], (long long)shape[i]);
-    }
-    size_t es = xattn_dtype_size(dtype);
-    if (t->offset % es)
-        return INVALID("%s: byte offset %zu is not a multiple of the element size %zu", name,
-                       t->offset, es);
-    int64_t elems = 1;
-    for (int i = 0; i < rank; i++)
-        if (__builtin_mul_overflow(elems, t->shape[i], &elems))
-            return INVALID("%s: element count overflows", name);
-    sp->buffer = t->buffer;
-    sp->begin = sp->end = t->offset;
-    sp->t = t;
-    if (elems == 0) return XATTN_OK;
-    if (rank > 0 && t->stride[rank - 1] != 1 && t->shape[rank - 1] > 1)
-        return INVALID("%s: innermost stride is %lld, must be 1", name,
-                       (long long)t->stride[rank - 1]);
-    /* Extent, and no two elements at one address: each stride (dims of size
-     * > 1, ordered by stride) must step past everything inside it. */
-    int order[XATTN_MAX_RANK];
-    int n = 0;
-    for (int i = 0; i < rank; i++) {
-        if (t->shape[i] <= 1) continue;
-        if (t->stride[i] <= 0)
-            return INVALID("%s: stride[%d] = %lld, must be > 0", name, i,
-                           (long long)t->stride[i]);
-        int j = n++;
-        while (j > 0 && t->stride[order[j - 1]] > t->stride[i]) {
-            order[j] = order[j - 1];
-            j--;
-        }
-        order[j] = i;
-    }
-    int64_t extent = 1; /* elements spanned by the dims seen so far */
-    for (int k = 0; k < n; k++) {
-        int i = order[k];
-        if (t->stride[i] < extent)
-            return INVALID("%s: stride[%d] = %lld overlaps the %lld elements inside it", name, i,
-                           (long long)t->stride[i], (long long)extent);
-        int64_t span_i;
-        if (__builtin_mul_overflow(t->shape[i] - 1, t->stride[i], &span_i) ||
-            __builtin_add_overflow(extent, span_i, &extent))
-            return INVALID("%s: extent overflows", name);
-    }
-    int64_t bytes;
-    if (__builtin_mul_overflow(extent, (int64_t)es, &bytes) ||
-        (uint64_t)bytes > t->buffer->size || t->offset > t->buffer->size - (uint64_t)bytes)
-        return INVALID("%s: elements [%zu, %zu + %lld bytes) lie outside the %zu-byte buffer",
-                       name, t->offset, t->offset, (long long)bytes, t->buffer->size);
-    sp->end = t->offset + (size_t)bytes;
-    return XATTN_OK;
-}
-
-static xattn_status check_absent(const xattn_tensor *t, const char *name, const char *why)
-{
-    if (t->buffer) return INVALID("%s: given, but %s (it would be ignored)", name, why);
-    return XATTN_OK;
-}
-
-/* Two views of one layout, offset by d elements, interleave without sharing
- * an element when some stride s_k, a multiple-divisor of every larger stride,
- * fits both inner blocks side by side: with E_k the extent of the dims inside
- * it and r = d mod s_k, that is E_k <= r <= s_k - E_k. This accepts packed
- * layouts such as K and V in one [pages, page_size, 2, Hkv, D] cache. */
-static int views_interleave(const xattn_tensor *a, const xattn_tensor *b)
-{
-    size_t es = xattn_dtype_size(a->dtype);
-    if (a->rank != b->rank || es != xattn_dtype_size(b->dtype)) return 0;
-    for (int i = 0; i < a->rank; i++)
-        if (a->shape[i] != b->shape[i] || a->stride[i] != b->stride[i]) return 0;
-    size_t lo = a->offset < b->offset ? a->offset : b->offset;
-    size_t hi = a->offset < b->offset ? b->offset : a->offset;
-    if ((hi - lo) % es) return 0;
-    int64_t d = (int64_t)((hi - lo) / es);
-    for (int k = 0; k < a->rank; k++) {
-        int64_t sk = a->stride[k];
-        if (a->shape[k] <= 1 || sk <= 0) continue;
-        int64_t inner = 1; /* extent of the dims with smaller strides */
-        int divides = 1;
-        for (int i = 0; i < a->rank; i++) {
-            if (i == k || a->shape[i] <= 1) continue;
-            if (a->stride[i] < sk)
-                inner += (a->shape[i] - 1) * a->stride[i];
-            else if (a->stride[i] % sk)
-                divides = 0;
-        }
-        int64_t r = d % sk;
-        if (divides && inner <= r && r <= sk - inner) return 1;
-    }
-    return 0;
-}
-
-/* Where a span starts in one address space: the host address when the
- * memory is host-visible (two wraps of one allocation then compare equal),
- * else the buffer's own byte offsets, comparable only within one buffer. */
-static int span_base(const span *a, const span *b, uintptr_t *base_a, uintptr_t *base_b)
-{
-    if (a->buffer == b->buffer) {
-        *base_a = *base_b = 0;
-        return 1;
-    }
-    if (!a->buffer->host || !b->buffer->host) return 0;
-    *base_a = (uintptr_t)a->buffer->host;
-    *base_b = (uintptr_t)b->buffer->host;
-    return 1;
-}
-
-static int spans_overlap(const span *a, const span *b)
-{
-    if (!a->buffer || !b->buffer || a->end <= a->begin || b->end <= b->begin) return 0;
-    uintptr_t ba, bb;
-    if (!span_base(a, b, &ba, &bb)) return 0;
-    if (ba + a->begin >= bb + b->end || bb + b->begin >= ba + a->end) return 0;
-    if (!a->t || !b->t) return 1;
-    xattn_tensor ta = *a->t, tb = *b->t; /* offsets in the common address space */
-    ta.offset += ba;
-    tb.offset += bb;
-    return !views_interleave(&ta, &tb);
-}
-
-static const int32_t *host_i32(const xattn_tensor *t)
-{
-    if (!t->buffer || !t->buffer->host) return NULL;
-    return (const int32_t *)((const char *)t->buffer->host + t->offset);
-}
-
-static xattn_ref ref_of(const xattn_tensor *t)
-{
-    xattn_ref r = {t->buffer ? t->buffer->native : NULL, t->offset};
-    return r;
-}
-
 /* cu_seqlens [B+1]: starts at 0, non-decreasing, each length <= max_len,
  * ends at rows. Only checked when host-visible. */
 static xattn_status check_cu_seqlens(const xattn_tensor *t, const char *name, int32_t batch,
                                      int32_t max_len, const char *max_name, int64_t rows)
 {
-    const int32_t *cu = host_i32(t);
+    const int32_t *cu = xattn_host_i32(t);
     if (!cu) return XATTN_OK;
     int64_t s = t->stride[0];
     if (cu[0] != 0) return INVALID("%s: element 0 is %d, must be 0", name, (int)cu[0]);
@@ -391,8 +228,8 @@ static xattn_status check_cu_seqlens(const xattn_tensor *t, const char *name, in
 static xattn_status check_paged_tables(const xattn_attn_desc *d, const xattn_tensor *bt,
                                        const xattn_tensor *sk)
 {
-    const int32_t *lens = host_i32(sk);
-    const int32_t *table = host_i32(bt);
+    const int32_t *lens = xattn_host_i32(sk);
+    const int32_t *table = xattn_host_i32(bt);
     if (!lens) return XATTN_OK;
     for (int32_t b = 0; b < d->batch; b++) {
         int32_t len = lens[b * sk->stride[0]];
@@ -413,7 +250,7 @@ static xattn_status check_paged_tables(const xattn_attn_desc *d, const xattn_ten
 
 static void operand(xattn_attn_operand *op, const xattn_tensor *t, int batched)
 {
-    op->ref = ref_of(t);
+    op->ref = xattn_ref_of(t);
     if (batched) {
         op->sb = t->stride[0];
         op->st = t->stride[1];
@@ -437,121 +274,98 @@ xattn_status xattn_attn_run(const xattn_plan *plan, const xattn_attn_args *a)
     const int q_uniform = d->q_layout == XATTN_Q_UNIFORM;
 
     /* Q and O */
-    span sq, sk, sv, so, slse = {0}, sp[6] = {{0}};
+    xattn_span sq, sk, sv, so, slse = {0}, sp[6] = {{0}};
     int64_t total_q;
     if (q_uniform) {
         int64_t qs[] = {B, d->seqlen_q, Hq, Dqk}, os[] = {B, d->seqlen_q, Hq, Dv};
-        XATTN_TRY(check_tensor(ctx, &a->q, "q", d->dtype, 4, qs, &sq));
-        XATTN_TRY(check_tensor(ctx, &a->o, "o", d->dtype, 4, os, &so));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->q, "q", d->dtype, 4, qs, &sq));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->o, "o", d->dtype, 4, os, &so));
         total_q = B * d->seqlen_q;
     } else {
         int64_t qs[] = {ANY, Hq, Dqk};
-        XATTN_TRY(check_tensor(ctx, &a->q, "q", d->dtype, 3, qs, &sq));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->q, "q", d->dtype, 3, qs, &sq));
         total_q = qs[0];
         int64_t os[] = {total_q, Hq, Dv};
-        XATTN_TRY(check_tensor(ctx, &a->o, "o", d->dtype, 3, os, &so));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->o, "o", d->dtype, 3, os, &so));
     }
 
     /* K and V */
     int64_t total_k = 0;
     if (d->kv_layout == XATTN_KV_UNIFORM) {
         int64_t ks[] = {B, d->seqlen_k, Hkv, Dqk}, vs[] = {B, d->seqlen_k, Hkv, Dv};
-        XATTN_TRY(check_tensor(ctx, &a->k, "k", d->dtype, 4, ks, &sk));
-        XATTN_TRY(check_tensor(ctx, &a->v, "v", d->dtype, 4, vs, &sv));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->k, "k", d->dtype, 4, ks, &sk));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->v, "v", d->dtype, 4, vs, &sv));
     } else if (d->kv_layout == XATTN_KV_RAGGED) {
         int64_t ks[] = {ANY, Hkv, Dqk};
-        XATTN_TRY(check_tensor(ctx, &a->k, "k", d->dtype, 3, ks, &sk));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->k, "k", d->dtype, 3, ks, &sk));
         total_k = ks[0];
         int64_t vs[] = {total_k, Hkv, Dv};
-        XATTN_TRY(check_tensor(ctx, &a->v, "v", d->dtype, 3, vs, &sv));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->v, "v", d->dtype, 3, vs, &sv));
     } else {
         int64_t ks[] = {d->num_pages, d->page_size, Hkv, Dqk};
         int64_t vs[] = {d->num_pages, d->page_size, Hkv, Dv};
-        XATTN_TRY(check_tensor(ctx, &a->k, "k", d->dtype, 4, ks, &sk));
-        XATTN_TRY(check_tensor(ctx, &a->v, "v", d->dtype, 4, vs, &sv));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->k, "k", d->dtype, 4, ks, &sk));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->v, "v", d->dtype, 4, vs, &sv));
     }
 
     /* Optional operands: present exactly when the plan uses them. */
     if (d->flags & XATTN_ATTN_LSE) {
         int64_t ls[] = {Hq, total_q};
-        XATTN_TRY(check_tensor(ctx, &a->lse, "lse", XATTN_F32, 2, ls, &slse));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->lse, "lse", XATTN_F32, 2, ls, &slse));
     } else {
-        XATTN_TRY(check_absent(&a->lse, "lse", "desc.flags lacks XATTN_ATTN_LSE"));
+        XATTN_TRY(xattn_check_absent(&a->lse, "lse", "desc.flags lacks XATTN_ATTN_LSE"));
     }
     if (!q_uniform) {
         int64_t s[] = {B + 1};
-        XATTN_TRY(check_tensor(ctx, &a->cu_seqlens_q, "cu_seqlens_q", XATTN_I32, 1, s, &sp[0]));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->cu_seqlens_q, "cu_seqlens_q", XATTN_I32, 1, s, &sp[0]));
     } else {
-        XATTN_TRY(check_absent(&a->cu_seqlens_q, "cu_seqlens_q", "desc.q_layout is uniform"));
+        XATTN_TRY(xattn_check_absent(&a->cu_seqlens_q, "cu_seqlens_q", "desc.q_layout is uniform"));
     }
     if (d->kv_layout == XATTN_KV_RAGGED) {
         int64_t s[] = {B + 1};
-        XATTN_TRY(check_tensor(ctx, &a->cu_seqlens_k, "cu_seqlens_k", XATTN_I32, 1, s, &sp[1]));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->cu_seqlens_k, "cu_seqlens_k", XATTN_I32, 1, s, &sp[1]));
     } else {
-        XATTN_TRY(check_absent(&a->cu_seqlens_k, "cu_seqlens_k", "desc.kv_layout is not ragged"));
+        XATTN_TRY(xattn_check_absent(&a->cu_seqlens_k, "cu_seqlens_k", "desc.kv_layout is not ragged"));
     }
     if (d->kv_layout == XATTN_KV_PAGED) {
         int64_t bs[] = {B, d->max_pages_per_seq}, ss[] = {B};
-        XATTN_TRY(check_tensor(ctx, &a->block_table, "block_table", XATTN_I32, 2, bs, &sp[2]));
-        XATTN_TRY(check_tensor(ctx, &a->seqlens_k, "seqlens_k", XATTN_I32, 1, ss, &sp[3]));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->block_table, "block_table", XATTN_I32, 2, bs, &sp[2]));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->seqlens_k, "seqlens_k", XATTN_I32, 1, ss, &sp[3]));
     } else {
-        XATTN_TRY(check_absent(&a->block_table, "block_table", "desc.kv_layout is not paged"));
-        XATTN_TRY(check_absent(&a->seqlens_k, "seqlens_k", "desc.kv_layout is not paged"));
+        XATTN_TRY(xattn_check_absent(&a->block_table, "block_table", "desc.kv_layout is not paged"));
+        XATTN_TRY(xattn_check_absent(&a->seqlens_k, "seqlens_k", "desc.kv_layout is not paged"));
     }
     if (d->flags & XATTN_ATTN_ALIBI) {
         int64_t s[] = {Hq};
-        XATTN_TRY(check_tensor(ctx, &a->alibi_slopes, "alibi_slopes", XATTN_F32, 1, s, &sp[4]));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->alibi_slopes, "alibi_slopes", XATTN_F32, 1, s, &sp[4]));
     } else {
-        XATTN_TRY(check_absent(&a->alibi_slopes, "alibi_slopes",
+        XATTN_TRY(xattn_check_absent(&a->alibi_slopes, "alibi_slopes",
                                "desc.flags lacks XATTN_ATTN_ALIBI"));
     }
     if (d->flags & XATTN_ATTN_SINKS) {
         int64_t s[] = {Hq};
-        XATTN_TRY(check_tensor(ctx, &a->sinks, "sinks", XATTN_F32, 1, s, &sp[5]));
+        XATTN_TRY(xattn_check_tensor(ctx, &a->sinks, "sinks", XATTN_F32, 1, s, &sp[5]));
     } else {
-        XATTN_TRY(check_absent(&a->sinks, "sinks", "desc.flags lacks XATTN_ATTN_SINKS"));
+        XATTN_TRY(xattn_check_absent(&a->sinks, "sinks", "desc.flags lacks XATTN_ATTN_SINKS"));
     }
 
     /* Workspace */
     size_t ws = plan->params.workspace_bytes;
-    span sws = {0};
-    if (ws) {
-        if (!a->workspace)
-            return xattn_error(XATTN_ERR_WORKSPACE_TOO_SMALL,
-                               "workspace: missing; the plan needs %zu bytes", ws);
-        if (a->workspace->ctx != ctx)
-            return INVALID("workspace: buffer belongs to another context");
-        if (a->workspace_offset % XATTN_WORKSPACE_ALIGN)
-            return INVALID("workspace_offset: %zu is not a multiple of %d", a->workspace_offset,
-                           XATTN_WORKSPACE_ALIGN);
-        if (a->workspace_offset > a->workspace->size ||
-            a->workspace->size - a->workspace_offset < ws)
-            return xattn_error(XATTN_ERR_WORKSPACE_TOO_SMALL,
-                               "workspace: %zu bytes from offset %zu, the plan needs %zu",
-                               a->workspace_offset < a->workspace->size
-                                   ? a->workspace->size - a->workspace_offset
-                                   : (size_t)0,
-                               a->workspace_offset, ws);
-        sws.buffer = a->workspace;
-        sws.begin = a->workspace_offset;
-        sws.end = a->workspace_offset + ws;
-    } else if (a->workspace_offset) {
-        return INVALID("workspace_offset: %zu given, but the plan needs no workspace",
-                       a->workspace_offset);
-    }
+    xattn_span sws = {0};
+    XATTN_TRY(xattn_check_workspace(ctx, a->workspace, a->workspace_offset, ws, &sws));
 
     /* Outputs must not overlap anything else the kernel touches. */
-    const span *inputs[] = {&sq, &sk, &sv, &sp[0], &sp[1], &sp[2], &sp[3], &sp[4], &sp[5], &sws};
+    const xattn_span *inputs[] = {&sq, &sk, &sv, &sp[0], &sp[1], &sp[2], &sp[3], &sp[4], &sp[5], &sws};
     const char *input_names[] = {"q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "block_table",
                                  "seqlens_k", "alibi_slopes", "sinks", "workspace"};
-    const span *outputs[] = {&so, &slse, &sws};
+    const xattn_span *outputs[] = {&so, &slse, &sws};
     const char *output_names[] = {"o", "lse", "workspace"};
     for (size_t i = 0; i < XATTN_ARRAY_SIZE(outputs); i++) {
         for (size_t j = 0; j < XATTN_ARRAY_SIZE(inputs); j++)
-            if (outputs[i] != inputs[j] && spans_overlap(outputs[i], inputs[j]))
+            if (outputs[i] != inputs[j] && xattn_spans_overlap(outputs[i], inputs[j]))
                 return INVALID("%s: overlaps %s in memory", output_names[i],
                                input_names[j]);
-        if (i == 0 && spans_overlap(&so, &slse)) return INVALID("o: overlaps lse");
+        if (i == 0 && xattn_spans_overlap(&so, &slse)) return INVALID("o: overlaps lse");
     }
 
     /* Contents, where the memory is host-visible. */
@@ -570,17 +384,17 @@ xattn_status xattn_attn_run(const xattn_plan *plan, const xattn_attn_args *a)
     operand(&l.o, &a->o, q_uniform);
     operand(&l.k, &a->k, d->kv_layout != XATTN_KV_RAGGED);
     operand(&l.v, &a->v, d->kv_layout != XATTN_KV_RAGGED);
-    l.lse = ref_of(&a->lse);
+    l.lse = xattn_ref_of(&a->lse);
     l.lse_sh = a->lse.buffer ? a->lse.stride[0] : 0;
     l.lse_st = a->lse.buffer ? a->lse.stride[1] : 0;
     l.total_q = total_q;
-    l.cu_seqlens_q = ref_of(&a->cu_seqlens_q);
-    l.cu_seqlens_k = ref_of(&a->cu_seqlens_k);
-    l.block_table = ref_of(&a->block_table);
+    l.cu_seqlens_q = xattn_ref_of(&a->cu_seqlens_q);
+    l.cu_seqlens_k = xattn_ref_of(&a->cu_seqlens_k);
+    l.block_table = xattn_ref_of(&a->block_table);
     l.block_table_stride = a->block_table.buffer ? a->block_table.stride[0] : 0;
-    l.seqlens_k = ref_of(&a->seqlens_k);
-    l.alibi_slopes = ref_of(&a->alibi_slopes);
-    l.sinks = ref_of(&a->sinks);
+    l.seqlens_k = xattn_ref_of(&a->seqlens_k);
+    l.alibi_slopes = xattn_ref_of(&a->alibi_slopes);
+    l.sinks = xattn_ref_of(&a->sinks);
     if (ws) {
         l.workspace.native = a->workspace->native;
         l.workspace.offset = a->workspace_offset;
@@ -601,7 +415,7 @@ static int cmp_i32(const void *a, const void *b)
  * row would be a silent wrong answer). Only checked when host-visible. */
 static xattn_status check_slots(const xattn_tensor *slots, int64_t n, int64_t capacity)
 {
-    const int32_t *sh = host_i32(slots);
+    const int32_t *sh = xattn_host_i32(slots);
     if (!sh || n == 0) return XATTN_OK;
     int32_t *sorted = malloc((size_t)n * sizeof *sorted);
     if (!sorted) return xattn_error(XATTN_ERR_OUT_OF_MEMORY, "slots: out of memory");
@@ -640,29 +454,29 @@ xattn_status xattn_kv_append(xattn_context *ctx, const xattn_tensor *k_new,
     xattn_dtype dt = k_cache->dtype;
     if (!is_float_dtype(dt))
         return INVALID("k_cache: dtype %s is not f32, f16 or bf16", xattn_dtype_name(dt));
-    span s_kn, s_vn, s_sl, s_kc, s_vc;
+    xattn_span s_kn, s_vn, s_sl, s_kc, s_vc;
     int64_t kc[] = {ANY, ANY, ANY, ANY};
-    XATTN_TRY(check_tensor(ctx, k_cache, "k_cache", dt, 4, kc, &s_kc));
+    XATTN_TRY(xattn_check_tensor(ctx, k_cache, "k_cache", dt, 4, kc, &s_kc));
     if (kc[0] < 1 || kc[1] < 1 || kc[2] < 1 || kc[3] < 1)
         return INVALID("k_cache: shape [%lld, %lld, %lld, %lld] has an empty dimension",
                        (long long)kc[0], (long long)kc[1], (long long)kc[2], (long long)kc[3]);
     int64_t vc[] = {kc[0], kc[1], kc[2], ANY};
-    XATTN_TRY(check_tensor(ctx, v_cache, "v_cache", dt, 4, vc, &s_vc));
+    XATTN_TRY(xattn_check_tensor(ctx, v_cache, "v_cache", dt, 4, vc, &s_vc));
     if (vc[3] < 1) return INVALID("v_cache: head dim is 0");
     int64_t kn[] = {ANY, kc[2], kc[3]};
-    XATTN_TRY(check_tensor(ctx, k_new, "k_new", dt, 3, kn, &s_kn));
+    XATTN_TRY(xattn_check_tensor(ctx, k_new, "k_new", dt, 3, kn, &s_kn));
     int64_t vn[] = {kn[0], kc[2], vc[3]};
-    XATTN_TRY(check_tensor(ctx, v_new, "v_new", dt, 3, vn, &s_vn));
+    XATTN_TRY(xattn_check_tensor(ctx, v_new, "v_new", dt, 3, vn, &s_vn));
     int64_t sl[] = {kn[0]};
-    XATTN_TRY(check_tensor(ctx, slots, "slots", XATTN_I32, 1, sl, &s_sl));
-    const span *outs[] = {&s_kc, &s_vc};
-    const span *ins[] = {&s_kn, &s_vn, &s_sl};
+    XATTN_TRY(xattn_check_tensor(ctx, slots, "slots", XATTN_I32, 1, sl, &s_sl));
+    const xattn_span *outs[] = {&s_kc, &s_vc};
+    const xattn_span *ins[] = {&s_kn, &s_vn, &s_sl};
     const char *in_names[] = {"k_new", "v_new", "slots"};
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 3; j++)
-            if (spans_overlap(outs[i], ins[j]))
+            if (xattn_spans_overlap(outs[i], ins[j]))
                 return INVALID("%s: overlaps %s", i ? "v_cache" : "k_cache", in_names[j]);
-    if (spans_overlap(&s_kc, &s_vc)) return INVALID("v_cache: overlaps k_cache");
+    if (xattn_spans_overlap(&s_kc, &s_vc)) return INVALID("v_cache: overlaps k_cache");
 
     XATTN_TRY(check_slots(slots, kn[0], kc[0] * kc[1]));
     if (kn[0] == 0) return XATTN_OK;
@@ -670,8 +484,8 @@ xattn_status xattn_kv_append(xattn_context *ctx, const xattn_tensor *k_new,
     xattn_kv_append_launch l = {
         .dtype = dt, .n = kn[0], .num_kv_heads = kc[2], .dqk = kc[3], .dv = vc[3],
         .page_size = kc[1], .num_pages = kc[0],
-        .k_new = ref_of(k_new), .v_new = ref_of(v_new), .slots = ref_of(slots),
-        .k_cache = ref_of(k_cache), .v_cache = ref_of(v_cache),
+        .k_new = xattn_ref_of(k_new), .v_new = xattn_ref_of(v_new), .slots = xattn_ref_of(slots),
+        .k_cache = xattn_ref_of(k_cache), .v_cache = xattn_ref_of(v_cache),
         .kn_st = k_new->stride[0], .kn_sh = k_new->stride[1],
         .vn_st = v_new->stride[0], .vn_sh = v_new->stride[1],
         .kc_sp = k_cache->stride[0], .kc_st = k_cache->stride[1], .kc_sh = k_cache->stride[2],
@@ -704,29 +518,29 @@ xattn_status xattn_merge_states(xattn_context *ctx, const xattn_tensor *o_a,
     xattn_dtype dt = o_a->dtype;
     if (!is_float_dtype(dt))
         return INVALID("o_a: dtype %s is not f32, f16 or bf16", xattn_dtype_name(dt));
-    span s[6];
+    xattn_span s[6];
     int64_t os[] = {ANY, ANY, ANY};
-    XATTN_TRY(check_tensor(ctx, o_a, "o_a", dt, 3, os, &s[0]));
+    XATTN_TRY(xattn_check_tensor(ctx, o_a, "o_a", dt, 3, os, &s[0]));
     int64_t ls[] = {os[1], os[0]};
-    XATTN_TRY(check_tensor(ctx, lse_a, "lse_a", XATTN_F32, 2, ls, &s[1]));
-    XATTN_TRY(check_tensor(ctx, o_b, "o_b", dt, 3, os, &s[2]));
-    XATTN_TRY(check_tensor(ctx, lse_b, "lse_b", XATTN_F32, 2, ls, &s[3]));
-    XATTN_TRY(check_tensor(ctx, o, "o", dt, 3, os, &s[4]));
-    XATTN_TRY(check_tensor(ctx, lse, "lse", XATTN_F32, 2, ls, &s[5]));
+    XATTN_TRY(xattn_check_tensor(ctx, lse_a, "lse_a", XATTN_F32, 2, ls, &s[1]));
+    XATTN_TRY(xattn_check_tensor(ctx, o_b, "o_b", dt, 3, os, &s[2]));
+    XATTN_TRY(xattn_check_tensor(ctx, lse_b, "lse_b", XATTN_F32, 2, ls, &s[3]));
+    XATTN_TRY(xattn_check_tensor(ctx, o, "o", dt, 3, os, &s[4]));
+    XATTN_TRY(xattn_check_tensor(ctx, lse, "lse", XATTN_F32, 2, ls, &s[5]));
     /* In place (output == an input, element for element) is fine; any
      * other overlap of an output with an input is not. */
     for (int out = 4; out < 6; out++)
         for (int in = 0; in < 4; in++)
-            if (spans_overlap(&s[out], &s[in]) && !same_view(ts[out], ts[in]))
+            if (xattn_spans_overlap(&s[out], &s[in]) && !same_view(ts[out], ts[in]))
                 return INVALID("%s: overlaps %s without being the same tensor", names[out],
                                names[in]);
-    if (spans_overlap(&s[4], &s[5])) return INVALID("o: overlaps lse");
+    if (xattn_spans_overlap(&s[4], &s[5])) return INVALID("o: overlaps lse");
     if (os[0] == 0 || os[1] == 0 || os[2] == 0) return XATTN_OK;
 
     xattn_merge_launch l = {
         .dtype = dt, .n = os[0], .heads = os[1], .dim = os[2],
-        .o_a = ref_of(o_a), .o_b = ref_of(o_b), .o = ref_of(o),
-        .lse_a = ref_of(lse_a), .lse_b = ref_of(lse_b), .lse = ref_of(lse),
+        .o_a = xattn_ref_of(o_a), .o_b = xattn_ref_of(o_b), .o = xattn_ref_of(o),
+        .lse_a = xattn_ref_of(lse_a), .lse_b = xattn_ref_of(lse_b), .lse = xattn_ref_of(lse),
         .oa_st = o_a->stride[0], .oa_sh = o_a->stride[1],
         .ob_st = o_b->stride[0], .ob_sh = o_b->stride[1],
         .o_st = o->stride[0], .o_sh = o->stride[1],

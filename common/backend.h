@@ -5,9 +5,11 @@
 #include <stdint.h>
 
 #include "plan.h"
+#include "plan_moe.h"
 #include "xattn_attn.h"
+#include "xattn_moe.h"
 
-#define XATTN_BACKEND_ABI_VERSION 1u
+#define XATTN_BACKEND_ABI_VERSION 2u
 #define XATTN_BACKEND_ENTRY_SYMBOL "xattn_backend_entry"
 
 typedef struct xattn_device xattn_device; /* backend-defined */
@@ -59,7 +61,34 @@ typedef struct xattn_merge_launch {
     int64_t la_sh, la_st, lb_sh, lb_st, l_sh, l_st;
 } xattn_merge_launch;
 
+/* The four MoE primitives; xattn_moe_forward runs them in this order. */
+typedef enum xattn_moe_op {
+    XATTN_MOE_OP_ROUTE = 0,
+    XATTN_MOE_OP_DISPATCH = 1,
+    XATTN_MOE_OP_EXPERTS = 2,
+    XATTN_MOE_OP_COMBINE = 3
+} xattn_moe_op;
+
+/* One MoE call, validated. Operands the op does not use are absent
+ * (native == NULL). Row strides are in elements; the innermost is 1.
+ * Index contents are trusted: topk_ids in [-1, E), token_row in [-1, rows),
+ * expert_offsets monotonic, aligned, ending at most at rows. */
+typedef struct xattn_moe_launch {
+    int64_t tokens;            /* T of this call, ≥ 1 (0 for experts, which sees rows) */
+    int64_t rows;              /* R: rows of x_perm, row_token and y */
+    xattn_ref logits, bias, topk_ids, topk_weights, x, expert_offsets;
+    xattn_ref x_perm, row_token, token_row, w1, w2, y, out;
+    int64_t logits_st, ids_st, weights_st, x_st, token_row_st; /* per token */
+    int64_t x_perm_st, row_token_st, y_st, out_st;             /* per row / token */
+    int64_t offsets_st;        /* between expert_offsets elements */
+    int64_t w1_se, w1_sn;      /* W1: per expert, per output row */
+    int64_t w2_se, w2_sn;      /* W2: per expert, per output row */
+    int32_t accumulate;        /* combine: out += result */
+    xattn_ref workspace;       /* plan.params.workspace_bytes available */
+} xattn_moe_launch;
+
 struct xattn_plan;
+struct xattn_moe_plan;
 
 typedef struct xattn_backend_vtable {
     uint32_t abi_version;      /* XATTN_BACKEND_ABI_VERSION */
@@ -97,6 +126,16 @@ typedef struct xattn_backend_vtable {
                              const void *state, const xattn_attn_launch *launch);
     xattn_status (*kv_append)(xattn_device *dev, const xattn_kv_append_launch *l);
     xattn_status (*merge_states)(xattn_device *dev, const xattn_merge_launch *l);
+
+    /* ---- ABI 2: MoE ---- */
+    /* Specialise and compile the MoE kernels of a plan; freed by
+     * moe_release. NULL: the backend has no MoE (plans are UNSUPPORTED). */
+    xattn_status (*moe_prepare)(xattn_device *dev, const struct xattn_moe_plan *plan,
+                                void **state);
+    void (*moe_release)(xattn_device *dev, void *state);
+    /* Launch one primitive: no allocation, no compilation, no host sync. */
+    xattn_status (*moe_run)(xattn_device *dev, const struct xattn_moe_plan *plan,
+                            const void *state, xattn_moe_op op, const xattn_moe_launch *l);
 } xattn_backend_vtable;
 
 typedef const xattn_backend_vtable *(*xattn_backend_entry_fn)(void);
@@ -123,6 +162,13 @@ struct xattn_plan {
     xattn_attn_problem prob;
     xattn_attn_plan_params params;
     void *state;     /* backend's, from attn_prepare */
+};
+
+struct xattn_moe_plan {
+    xattn_context *ctx;
+    xattn_moe_problem prob;
+    xattn_moe_plan_params params;
+    void *state;     /* backend's, from moe_prepare */
 };
 
 /* The built-in CPU backend. */

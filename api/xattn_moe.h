@@ -1,0 +1,193 @@
+/*
+ * xattn — Mixture-of-Experts: route, dispatch, expert GEMMs, combine, and a
+ * fused forward that runs all four (see DESIGN §5).
+ *
+ * Shapes: T tokens (0 ≤ T ≤ desc.max_tokens), hidden H, E experts, top-k,
+ * expert FFN size I, R permuted rows with xattn_moe_rows(plan, T) ≤ R ≤
+ * xattn_moe_rows(plan, max_tokens).
+ *
+ *   route     logits [T, E] (+ bias [E] f32)   → topk_ids [T, k] i32,
+ *                                                topk_weights [T, k] f32
+ *   dispatch  topk_ids, x [T, H]                → expert_offsets [E+1] i32,
+ *                                                x_perm [R, H], row_token [R],
+ *                                                token_row [T, k] i32
+ *   experts   x_perm, expert_offsets, W1 [E, 2I, H], W2 [E, H, I] → y [R, H]
+ *   combine   y, topk_weights, token_row        → out [T, H]
+ *   forward   logits (+ bias), x, W1, W2        → out (all four, intermediates
+ *                                                in the workspace)
+ *
+ * Route. Every mode picks k distinct experts per token and orders them by
+ * their selection score, highest first; equal scores order (and win) by
+ * the lower expert index, so results are deterministic. Weights are then
+ * optionally renormalised to sum 1 (XATTN_MOE_RENORMALIZE) and multiplied by
+ * routed_scaling_factor (0 means 1), in every mode.
+ *   SOFTMAX_TOPK     p = softmax(logits); select by p; weight p.
+ *   TOPK_SOFTMAX     select by logit; weights = softmax over the k picked
+ *                    logits (GPT-OSS).
+ *   SIGMOID_GROUPED  s = sigmoid(logit), b = s + bias (bias 0 without
+ *                    XATTN_MOE_BIAS). Experts form n_group equal groups of
+ *                    E / n_group; a group's score is the sum of its top two
+ *                    b (its one b when groups have one expert); the
+ *                    topk_group best groups are kept (ties: lower group);
+ *                    select by b among the kept experts; weight s
+ *                    (DeepSeek-V3: E 256, k 8, n_group 8, topk_group 4,
+ *                    bias, renormalise, scale 2.5).
+ *   TOPK_SIGMOID     select by logit; weight sigmoid(logit) (Llama-4).
+ *
+ * Dispatch. Expert e's segment is rows [expert_offsets[e],
+ * expert_offsets[e+1]); it holds the (token, slot) pairs routed to e with
+ * tokens in ascending order, and is padded with zero rows to a multiple of
+ * the plan's alignment (xattn_moe_alignment). expert_offsets[0] = 0.
+ * row_token[r] is the token of row r, −1 for padding and for rows past
+ * expert_offsets[E] (every one of the R entries is written). token_row[t, j]
+ * is the row of (t, j), −1 when topk_ids[t, j] is −1 (dropped: an expert
+ * that lives on another device). x_perm rows past expert_offsets[E] are not
+ * written.
+ *
+ * Experts. For each row r of expert e's segment:
+ *   h = act(x_r · W1_eᵀ)   W1_e rows 0..I−1 gate g, rows I..2I−1 up u;
+ *                          SWIGLU: silu(g)·u; GEGLU: gelu_tanh(g)·u
+ *   y_r = h · W2_eᵀ
+ * with fp32 accumulation. Padding rows of y are written as 0; rows past
+ * expert_offsets[E] are not written.
+ *
+ * Combine. out[t] = Σ_j topk_weights[t, j] · y[token_row[t, j]] over j with
+ * token_row[t, j] ≥ 0, added to the existing out when args.accumulate is
+ * set (e.g. after a shared expert), computed in fp32 and rounded once.
+ *
+ * T = 0 is a valid no-op for every call: nothing is read or written, not
+ * even expert_offsets or row_token, so outputs of an earlier call stay as
+ * they were (a caller with no tokens skips the later calls too).
+ */
+#ifndef XATTN_MOE_H
+#define XATTN_MOE_H
+
+#include "xattn_attn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum xattn_moe_route_mode {
+    XATTN_MOE_ROUTE_SOFTMAX_TOPK = 0,
+    XATTN_MOE_ROUTE_TOPK_SOFTMAX = 1,
+    XATTN_MOE_ROUTE_SIGMOID_GROUPED = 2,
+    XATTN_MOE_ROUTE_TOPK_SIGMOID = 3
+} xattn_moe_route_mode;
+
+typedef enum xattn_moe_activation {
+    XATTN_MOE_SWIGLU = 0, /* silu(g)·u */
+    XATTN_MOE_GEGLU = 1   /* gelu(g)·u, GELU in its tanh approximation */
+} xattn_moe_activation;
+
+/* xattn_moe_desc.flags */
+#define XATTN_MOE_RENORMALIZE (1u << 0) /* route weights renormalised to sum 1 */
+#define XATTN_MOE_BIAS (1u << 1)        /* SIGMOID_GROUPED: args.bias [E] f32 */
+
+/* Largest segment alignment a descriptor may ask for. */
+#define XATTN_MOE_MAX_ALIGN 1024
+
+/* The problem a MoE plan is made for. Zero-initialise, then fill. */
+typedef struct xattn_moe_desc {
+    int32_t max_tokens;         /* T bound, ≥ 1; a run takes any T ≤ it */
+    int32_t hidden;             /* H ≥ 1 */
+    int32_t num_experts;        /* E ≥ 1 (any value, not only powers of two) */
+    int32_t top_k;              /* 1 ≤ k ≤ E */
+    int32_t inter;              /* I ≥ 1, expert FFN size */
+    xattn_dtype dtype;          /* x, x_perm, y, out: f32, f16 or bf16 */
+    xattn_dtype weight_dtype;   /* W1, W2: f32, f16 or bf16 */
+    xattn_dtype logits_dtype;   /* gate logits: f32, f16 or bf16 */
+    xattn_moe_route_mode route;
+    xattn_moe_activation activation;
+    uint32_t flags;             /* XATTN_MOE_* */
+    int32_t n_group;            /* SIGMOID_GROUPED: ≥ 1, divides E; else 0 */
+    int32_t topk_group;         /* SIGMOID_GROUPED: 1..n_group; else 0 */
+    float routed_scaling_factor;/* weights ×= this; 0 means 1 */
+    int32_t align;              /* segment alignment 1..XATTN_MOE_MAX_ALIGN;
+                                   0: the planner picks for the device */
+} xattn_moe_desc;
+
+/* Tensors of one MoE call. Each call reads and writes only the fields its
+ * comment lists; a field the call does not use must be absent (buffer ==
+ * NULL), so nothing is ignored silently. Row strides are free; the innermost
+ * stride is 1. */
+typedef struct xattn_moe_args {
+    xattn_tensor logits;         /* [T, E] logits_dtype      route, forward */
+    xattn_tensor bias;           /* [E] f32, with XATTN_MOE_BIAS  route, forward */
+    xattn_tensor topk_ids;       /* [T, k] i32   out: route; in: dispatch */
+    xattn_tensor topk_weights;   /* [T, k] f32   out: route; in: combine */
+    xattn_tensor x;              /* [T, H] dtype          dispatch, forward */
+    xattn_tensor expert_offsets; /* [E+1] i32    out: dispatch; in: experts */
+    xattn_tensor x_perm;         /* [R, H] dtype out: dispatch; in: experts */
+    xattn_tensor row_token;      /* [R] i32      out: dispatch */
+    xattn_tensor token_row;      /* [T, k] i32   out: dispatch; in: combine */
+    xattn_tensor w1;             /* [E, 2I, H] weight_dtype  experts, forward */
+    xattn_tensor w2;             /* [E, H, I] weight_dtype   experts, forward */
+    xattn_tensor y;              /* [R, H] dtype out: experts; in: combine */
+    xattn_tensor out;            /* [T, H] dtype out: combine, forward */
+    int32_t accumulate;          /* combine, forward: out += result */
+    xattn_buffer *workspace;     /* every call: ≥ xattn_moe_workspace_size
+                                    bytes (may be NULL when that is 0); runs
+                                    in flight at once need disjoint ones */
+    size_t workspace_offset;     /* bytes, a multiple of XATTN_WORKSPACE_ALIGN */
+} xattn_moe_args;
+
+typedef struct xattn_moe_plan xattn_moe_plan;
+
+/* Plan a MoE layer for the context's device: validates desc, picks the
+ * segment alignment, GEMM tiles and workspace, and prepares the kernels.
+ * Errors: XATTN_ERR_INVALID_ARGUMENT (a field breaks a rule: k > E, n_group
+ * not dividing E, topk_group > n_group, k larger than the kept groups hold,
+ * ...; the message names it), XATTN_ERR_UNSUPPORTED (a dtype the device
+ * lacks), XATTN_ERR_OUT_OF_MEMORY, XATTN_ERR_COMPILE.
+ * Thread-safety: safe. */
+XATTN_API xattn_status xattn_moe_plan_create(xattn_context *ctx, const xattn_moe_desc *desc,
+                                             xattn_moe_plan **out);
+
+/* Workspace bytes every MoE call of the plan needs (0 for a NULL plan).
+ * Errors: none. Thread-safety: safe. */
+XATTN_API size_t xattn_moe_workspace_size(const xattn_moe_plan *plan);
+
+/* Segment alignment the plan pads every expert's rows to (0 for NULL).
+ * Errors: none. Thread-safety: safe. */
+XATTN_API int32_t xattn_moe_alignment(const xattn_moe_plan *plan);
+
+/* Permuted rows R that x_perm, row_token and y need for T tokens:
+ * T·k + min(E, T·k)·(alignment − 1). −1 for a NULL plan or T outside
+ * [0, max_tokens]. Errors: none. Thread-safety: safe. */
+XATTN_API int64_t xattn_moe_rows(const xattn_moe_plan *plan, int64_t num_tokens);
+
+/* Human-readable plan into buf (always NUL-terminated when size > 0);
+ * *needed, if not NULL, receives the full length.
+ * Errors: XATTN_ERR_INVALID_ARGUMENT. Thread-safety: safe. */
+XATTN_API xattn_status xattn_moe_plan_describe(const xattn_moe_plan *plan, char *buf,
+                                               size_t size, size_t *needed);
+
+/* Destroy a plan. Accepts NULL. Thread-safety: not concurrently with a run
+ * of the same plan. */
+XATTN_API void xattn_moe_plan_destroy(xattn_moe_plan **plan);
+
+/* The five calls. Launch-only (no allocation, no compilation; asynchronous
+ * on GPU backends). Tensors are checked against the plan first; index
+ * contents (topk_ids in [−1, E), expert_offsets, token_row in [−1, R)) are
+ * checked when their memory is host-visible.
+ * Errors: XATTN_ERR_INVALID_ARGUMENT (T > max_tokens, shapes, dtypes,
+ * strides, overlaps, ids out of range, a field the call does not use),
+ * XATTN_ERR_WORKSPACE_TOO_SMALL, XATTN_ERR_DEVICE.
+ * Thread-safety: a plan may run concurrently from several threads, each run
+ * with its own workspace. */
+XATTN_API xattn_status xattn_moe_route(const xattn_moe_plan *plan, const xattn_moe_args *args);
+XATTN_API xattn_status xattn_moe_dispatch(const xattn_moe_plan *plan,
+                                          const xattn_moe_args *args);
+XATTN_API xattn_status xattn_moe_experts(const xattn_moe_plan *plan,
+                                         const xattn_moe_args *args);
+XATTN_API xattn_status xattn_moe_combine(const xattn_moe_plan *plan,
+                                         const xattn_moe_args *args);
+XATTN_API xattn_status xattn_moe_forward(const xattn_moe_plan *plan,
+                                         const xattn_moe_args *args);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* XATTN_MOE_H */
