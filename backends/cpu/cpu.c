@@ -193,6 +193,51 @@ static xattn_status cpu_merge_states(xattn_device *dev, const xattn_merge_launch
     return XATTN_OK;
 }
 
+/* MoE: the expert GEMMs come from the device's kernel build; route,
+ * dispatch and combine are portable C. */
+typedef struct cpu_moe_state {
+    const xattn_cpu_isa *isa;
+} cpu_moe_state;
+
+static xattn_status cpu_moe_prepare(xattn_device *dev, const struct xattn_moe_plan *plan,
+                                    void **state)
+{
+    *state = NULL;
+    const xattn_moe_plan_params *p = &plan->params;
+    if (p->style != XATTN_DEVICE_STYLE_CPU || p->threads < 1 || p->align < 1 ||
+        p->scratch_bytes < (size_t)p->threads * p->scratch_per_thread)
+        return xattn_error(XATTN_ERR_INTERNAL,
+                           "cpu: MoE plan does not fit the CPU kernels (style %d, threads %d, "
+                           "scratch %zu for %zu per thread)",
+                           (int)p->style, (int)p->threads, p->scratch_bytes,
+                           p->scratch_per_thread);
+    cpu_moe_state *st = calloc(1, sizeof *st);
+    if (!st) return xattn_error(XATTN_ERR_OUT_OF_MEMORY, "cpu: out of memory");
+    st->isa = dev->isa;
+    *state = st;
+    return XATTN_OK;
+}
+
+static void cpu_moe_release(xattn_device *dev, void *state)
+{
+    (void)dev;
+    free(state);
+}
+
+static xattn_status cpu_moe_run(xattn_device *dev, const struct xattn_moe_plan *plan,
+                                const void *state, xattn_moe_op op, const xattn_moe_launch *l)
+{
+    (void)dev;
+    const cpu_moe_state *st = state;
+    switch (op) {
+    case XATTN_MOE_OP_ROUTE: xattn_cpu_moe_route(plan, l); return XATTN_OK;
+    case XATTN_MOE_OP_DISPATCH: xattn_cpu_moe_dispatch(plan, l); return XATTN_OK;
+    case XATTN_MOE_OP_EXPERTS: st->isa->moe_experts(plan, l); return XATTN_OK;
+    case XATTN_MOE_OP_COMBINE: xattn_cpu_moe_combine(plan, l); return XATTN_OK;
+    }
+    return xattn_error(XATTN_ERR_INTERNAL, "cpu: unknown MoE op %d", (int)op);
+}
+
 static const xattn_backend_vtable cpu_vtable = {
     .abi_version = XATTN_BACKEND_ABI_VERSION,
     .name = "cpu",
@@ -210,6 +255,9 @@ static const xattn_backend_vtable cpu_vtable = {
     .attn_run = cpu_attn_run,
     .kv_append = cpu_kv_append,
     .merge_states = cpu_merge_states,
+    .moe_prepare = cpu_moe_prepare,
+    .moe_release = cpu_moe_release,
+    .moe_run = cpu_moe_run,
 };
 
 const xattn_backend_vtable *xattn_cpu_backend_entry(void) { return &cpu_vtable; }
