@@ -3,6 +3,7 @@
  *   attn/<kv layout>/<mask+features>/<memory>/<lengths>/<head dims>/<gqa>/<dtype>
  *   kv_append/<page size>/<rows>/<heads>/<dims>[/<memory>]/<dtype>
  *   merge/<lse kind>/<shape>/<dim>[/<memory>]/<dtype>
+ *   moe/<call>/<model>/t<tokens>[+options]/<what the call depends on>/<dtypes>
  * Budget: the float64 reference is the cost; hx_case.cost counts its
  * multiply-adds and `xattn check --list -v` prints it. */
 #include <math.h>
@@ -478,6 +479,231 @@ static int merge_cases(hx_catalogue *cat)
     return ret;
 }
 
+/* ---- MoE ------------------------------------------------------------------------ */
+
+/* The routing of a model (DESIGN §5 and §6 name them). */
+typedef struct moe_model {
+    const char *name;
+    int32_t experts, top_k;
+    xattn_moe_route_mode route;
+    uint32_t flags;
+    int32_t n_group, topk_group;
+    float scale;
+} moe_model;
+
+#define RENORM XATTN_MOE_RENORMALIZE
+#define BIAS XATTN_MOE_BIAS
+static const moe_model mixtral = {"mixtral", 8, 2, XATTN_MOE_ROUTE_SOFTMAX_TOPK, RENORM, 0, 0, 0};
+static const moe_model qwen3 = {"qwen3-moe", 128, 8, XATTN_MOE_ROUTE_SOFTMAX_TOPK, RENORM, 0, 0,
+                                0};
+static const moe_model deepseek = {"deepseek-v3", 256, 8, XATTN_MOE_ROUTE_SIGMOID_GROUPED,
+                                   RENORM | BIAS, 8, 4, 2.5f};
+static const moe_model gpt_oss = {"gpt-oss", 128, 4, XATTN_MOE_ROUTE_TOPK_SOFTMAX, 0, 0, 0, 0};
+static const moe_model llama4 = {"llama-4", 16, 1, XATTN_MOE_ROUTE_TOPK_SIGMOID, 0, 0, 0, 0};
+/* E = 60 and softmax_topk without renormalisation (Qwen1.5-MoE-A2.7B). */
+static const moe_model qwen15 = {"qwen1.5-moe", 60, 4, XATTN_MOE_ROUTE_SOFTMAX_TOPK, 0, 0, 0, 0};
+/* Grouped routing off the DeepSeek path: no bias, no renormalisation,
+ * groups of 10; groups of one expert (group score = its b); one group. */
+static const moe_model grouped60 = {"grouped-e60-g6", 60, 6, XATTN_MOE_ROUTE_SIGMOID_GROUPED, 0,
+                                    6, 2, 0};
+static const moe_model singletons = {"grouped-singletons", 16, 4,
+                                     XATTN_MOE_ROUTE_SIGMOID_GROUPED, RENORM | BIAS, 16, 6, 1.5f};
+static const moe_model one_group = {"grouped-one-group", 32, 3, XATTN_MOE_ROUTE_SIGMOID_GROUPED,
+                                    BIAS, 1, 1, 0};
+#undef RENORM
+#undef BIAS
+
+static const char *act_name(xattn_moe_activation a)
+{
+    return a == XATTN_MOE_GEGLU ? "geglu" : "swiglu";
+}
+
+/* Rows the reference computes for T tokens (align 0, the planner's choice,
+ * counted as 1). */
+static double moe_rows(const xattn_moe_desc *d, int32_t T)
+{
+    const double pairs = (double)T * d->top_k;
+    const double align = d->align > 0 ? d->align : 1;
+    return pairs + (pairs < d->num_experts ? pairs : d->num_experts) * (align - 1);
+}
+
+static int moe_add(hx_catalogue *cat, const moe_model *model, hx_moe_case m)
+{
+    xattn_moe_desc *d = &m.desc;
+    d->num_experts = model->experts;
+    d->top_k = model->top_k;
+    d->route = model->route;
+    d->flags |= model->flags;
+    d->n_group = model->n_group;
+    d->topk_group = model->topk_group;
+    d->routed_scaling_factor = model->scale;
+    if (!d->hidden) d->hidden = 64;
+    if (!d->inter) d->inter = 32;
+    hx_case *c = push(cat);
+    if (!c) return -1;
+    c->kind = HX_MOE;
+    c->moe = m;
+
+    const double T = m.tokens, E = d->num_experts, k = d->top_k, H = d->hidden;
+    const double route = T * E * (k + 3), rows = moe_rows(d, m.tokens);
+    const double experts = rows * 3.0 * H * d->inter, combine = T * k * H;
+    static const char *const calls[] = {"route", "dispatch", "experts", "combine", "forward"};
+    const double costs[] = {route, rows * H, experts, combine,
+                            route + rows * H + experts + combine};
+    c->cost = costs[m.op];
+
+    char opts[64], shape[32] = "", act[16] = "", align[16] = "", dts[48];
+    char bound[24] = "";
+    if (d->max_tokens) snprintf(bound, sizeof bound, "_of%d", d->max_tokens);
+    snprintf(opts, sizeof opts, "t%d%s%s%s%s", m.tokens, bound, m.ties ? "+ties" : "",
+             m.drop_every ? "+dropped" : "", m.accumulate ? "+accumulate" : "");
+    const int gemm = m.op == HX_MOE_EXPERTS || m.op == HX_MOE_FORWARD;
+    if (m.op != HX_MOE_ROUTE) {
+        if (gemm) snprintf(shape, sizeof shape, "/h%d_i%d", d->hidden, d->inter);
+        else snprintf(shape, sizeof shape, "/h%d", d->hidden);
+    }
+    if (gemm) snprintf(act, sizeof act, "/%s", act_name(d->activation));
+    if (m.op != HX_MOE_ROUTE && m.op != HX_MOE_COMBINE) {
+        if (d->align) snprintf(align, sizeof align, "/align%d", d->align);
+        else snprintf(align, sizeof align, "/align_auto");
+    }
+    /* Dtypes: the call's main one, then weights and logits where they
+     * differ and matter. */
+    if (m.op == HX_MOE_ROUTE) {
+        snprintf(dts, sizeof dts, "%s", dt_name(d->logits_dtype));
+    } else {
+        size_t n = (size_t)snprintf(dts, sizeof dts, "%s", dt_name(d->dtype));
+        if (gemm && d->weight_dtype != d->dtype)
+            n += (size_t)snprintf(dts + n, sizeof dts - n, "_w%s", dt_name(d->weight_dtype));
+        if (m.op == HX_MOE_FORWARD && d->logits_dtype != d->dtype)
+            snprintf(dts + n, sizeof dts - n, "_logits%s", dt_name(d->logits_dtype));
+    }
+    char name[2 * HX_NAME_MAX];
+    snprintf(name, sizeof name, "moe/%s/%s/%s%s%s%s%s/%s", calls[m.op], model->name, opts, shape,
+             act, align, m.strided ? "/strided" : "", dts);
+    return set_name(c, name);
+}
+
+#define MOE(model, ...) ret |= moe_add(cat, &(model), (hx_moe_case){__VA_ARGS__})
+
+static int moe_cases(hx_catalogue *cat)
+{
+    int ret = 0;
+    const moe_model *models[] = {&mixtral, &qwen3, &deepseek, &gpt_oss, &llama4,
+                                 &qwen15, &grouped60, &singletons, &one_group};
+    const int num_models = (int)(sizeof models / sizeof models[0]);
+
+    /* Route: every model at T = 0, 1, 7 and 513, every logits dtype, with
+     * deliberate ties; strided on some. */
+    for (int i = 0; i < num_models; i++) {
+        const moe_model *mo = models[i];
+        MOE(*mo, .op = HX_MOE_ROUTE, .tokens = 0);
+        MOE(*mo, .op = HX_MOE_ROUTE, .tokens = 1, .desc.logits_dtype = dtypes[i % 3]);
+        MOE(*mo, .op = HX_MOE_ROUTE, .tokens = 7, .desc.logits_dtype = dtypes[(i + 1) % 3],
+            .strided = i % 2);
+        MOE(*mo, .op = HX_MOE_ROUTE, .tokens = 513, .desc.logits_dtype = dtypes[(i + 2) % 3]);
+        MOE(*mo, .op = HX_MOE_ROUTE, .tokens = 513, .ties = 1,
+            .desc.logits_dtype = dtypes[i % 3]);
+    }
+    MOE(deepseek, .op = HX_MOE_ROUTE, .tokens = 64, .ties = 1, .strided = 1,
+        .desc.logits_dtype = XATTN_BF16);
+
+    /* Dispatch: T = 0, 1, 7, 513; alignment 1, 16, 64 and the planner's;
+     * every dtype; dropped ids; experts from one to 256, most of them empty
+     * when T·k is small. */
+    static const int32_t aligns[] = {1, 16, 64};
+    static const int32_t lengths[] = {0, 1, 7, 513};
+    for (int t = 0; t < 4; t++)
+        for (int a = 0; a < 3; a++)
+            MOE(mixtral, .op = HX_MOE_DISPATCH, .tokens = lengths[t], .desc.align = aligns[a],
+                .desc.dtype = dtypes[(t + a) % 3], .drop_every = t % 2 ? 5 : 0);
+    MOE(deepseek, .op = HX_MOE_DISPATCH, .tokens = 513, .desc.align = 16, .drop_every = 7,
+        .desc.dtype = XATTN_BF16, .desc.hidden = 128);
+    MOE(deepseek, .op = HX_MOE_DISPATCH, .tokens = 7, .desc.align = 64, .desc.dtype = XATTN_F16);
+    MOE(llama4, .op = HX_MOE_DISPATCH, .tokens = 513, .desc.align = 1, .desc.hidden = 256);
+    MOE(qwen3, .op = HX_MOE_DISPATCH, .tokens = 513, .desc.dtype = XATTN_F16);
+    MOE(qwen3, .op = HX_MOE_DISPATCH, .tokens = 7, .desc.max_tokens = 513, .desc.align = 16);
+    MOE(qwen15, .op = HX_MOE_DISPATCH, .tokens = 7, .desc.align = 16, .drop_every = 3,
+        .strided = 1, .desc.hidden = 100);
+    MOE(gpt_oss, .op = HX_MOE_DISPATCH, .tokens = 40, .desc.align = 1, .drop_every = 2,
+        .strided = 1, .desc.dtype = XATTN_BF16);
+
+    /* Experts: every activation × weight dtype, both activations, each
+     * alignment; segments from empty to hundreds of rows; sizes that are
+     * not multiples of a vector. */
+    for (int x = 0; x < 3; x++)
+        for (int w = 0; w < 3; w++)
+            MOE(mixtral, .op = HX_MOE_EXPERTS, .tokens = 33, .desc.dtype = dtypes[x],
+                .desc.weight_dtype = dtypes[w], .desc.activation = (x + w) % 2,
+                .desc.align = aligns[(x + 2 * w) % 3], .desc.hidden = 128, .desc.inter = 64);
+    MOE(mixtral, .op = HX_MOE_EXPERTS, .tokens = 513, .desc.align = 16, .desc.hidden = 256,
+        .desc.inter = 128, .desc.dtype = XATTN_BF16, .desc.weight_dtype = XATTN_BF16);
+    MOE(qwen3, .op = HX_MOE_EXPERTS, .tokens = 513, .desc.hidden = 64, .desc.inter = 32,
+        .desc.dtype = XATTN_F16, .desc.weight_dtype = XATTN_F16,
+        .desc.activation = XATTN_MOE_GEGLU);
+    MOE(deepseek, .op = HX_MOE_EXPERTS, .tokens = 7, .desc.align = 64, .desc.hidden = 64,
+        .desc.inter = 32, .desc.weight_dtype = XATTN_BF16);
+    MOE(llama4, .op = HX_MOE_EXPERTS, .tokens = 1, .desc.align = 1, .desc.hidden = 256,
+        .desc.inter = 128);
+    MOE(llama4, .op = HX_MOE_EXPERTS, .tokens = 0, .desc.align = 16);
+    MOE(qwen15, .op = HX_MOE_EXPERTS, .tokens = 61, .desc.align = 16, .desc.hidden = 100,
+        .desc.inter = 36, .desc.dtype = XATTN_F16, .desc.weight_dtype = XATTN_BF16,
+        .desc.activation = XATTN_MOE_GEGLU);
+    MOE(gpt_oss, .op = HX_MOE_EXPERTS, .tokens = 40, .desc.align = 1, .desc.hidden = 72,
+        .desc.inter = 40, .strided = 1, .desc.weight_dtype = XATTN_F16);
+    MOE(mixtral, .op = HX_MOE_EXPERTS, .tokens = 50, .desc.hidden = 128, .desc.inter = 64,
+        .strided = 1, .desc.dtype = XATTN_BF16, .desc.activation = XATTN_MOE_GEGLU);
+
+    /* Combine: every dtype, with and without accumulate, dropped ids. */
+    for (int t = 0; t < 3; t++) {
+        MOE(mixtral, .op = HX_MOE_COMBINE, .tokens = 513, .desc.dtype = dtypes[t],
+            .desc.hidden = 128, .desc.align = 16);
+        MOE(deepseek, .op = HX_MOE_COMBINE, .tokens = 33, .desc.dtype = dtypes[t],
+            .accumulate = 1, .drop_every = 5, .desc.align = 1);
+    }
+    MOE(qwen15, .op = HX_MOE_COMBINE, .tokens = 7, .accumulate = 1, .drop_every = 3,
+        .desc.hidden = 100, .desc.dtype = XATTN_F16, .strided = 1);
+    MOE(llama4, .op = HX_MOE_COMBINE, .tokens = 1, .desc.hidden = 256, .desc.dtype = XATTN_BF16);
+    MOE(llama4, .op = HX_MOE_COMBINE, .tokens = 0, .accumulate = 1);
+    MOE(gpt_oss, .op = HX_MOE_COMBINE, .tokens = 40, .drop_every = 2, .strided = 1,
+        .desc.dtype = XATTN_BF16);
+
+    /* The fused forward: every model, mixed dtypes, ties, accumulate. */
+    MOE(mixtral, .op = HX_MOE_FORWARD, .tokens = 513, .desc.hidden = 256, .desc.inter = 128,
+        .desc.align = 16, .desc.dtype = XATTN_BF16, .desc.weight_dtype = XATTN_BF16,
+        .desc.logits_dtype = XATTN_F32);
+    MOE(mixtral, .op = HX_MOE_FORWARD, .tokens = 7, .desc.hidden = 128, .desc.inter = 64,
+        .desc.align = 1, .accumulate = 1, .ties = 1);
+    MOE(qwen3, .op = HX_MOE_FORWARD, .tokens = 513, .desc.hidden = 128, .desc.inter = 64,
+        .desc.align = 16, .desc.dtype = XATTN_F32, .desc.weight_dtype = XATTN_BF16,
+        .desc.logits_dtype = XATTN_BF16);
+    MOE(qwen3, .op = HX_MOE_FORWARD, .tokens = 1, .desc.max_tokens = 513, .desc.hidden = 128,
+        .desc.inter = 64, .desc.align = 64, .desc.dtype = XATTN_F16,
+        .desc.weight_dtype = XATTN_F16);
+    MOE(deepseek, .op = HX_MOE_FORWARD, .tokens = 513, .desc.align = 16,
+        .desc.dtype = XATTN_BF16, .desc.weight_dtype = XATTN_BF16, .desc.logits_dtype = XATTN_F32);
+    MOE(deepseek, .op = HX_MOE_FORWARD, .tokens = 7, .ties = 1, .accumulate = 1,
+        .desc.align = 64, .desc.dtype = XATTN_F32, .desc.weight_dtype = XATTN_F16);
+    MOE(gpt_oss, .op = HX_MOE_FORWARD, .tokens = 513, .desc.hidden = 128, .desc.inter = 64,
+        .desc.align = 1, .desc.dtype = XATTN_F16, .desc.weight_dtype = XATTN_BF16,
+        .desc.logits_dtype = XATTN_F16, .desc.activation = XATTN_MOE_GEGLU);
+    MOE(llama4, .op = HX_MOE_FORWARD, .tokens = 513, .desc.hidden = 256, .desc.inter = 128,
+        .desc.align = 0, .accumulate = 1);
+    MOE(llama4, .op = HX_MOE_FORWARD, .tokens = 0, .desc.align = 16);
+    MOE(qwen15, .op = HX_MOE_FORWARD, .tokens = 513, .desc.hidden = 100, .desc.inter = 36,
+        .desc.align = 16, .ties = 1, .desc.dtype = XATTN_BF16, .desc.weight_dtype = XATTN_F32,
+        .desc.logits_dtype = XATTN_BF16, .desc.activation = XATTN_MOE_GEGLU);
+    MOE(grouped60, .op = HX_MOE_FORWARD, .tokens = 77, .desc.hidden = 72, .desc.inter = 40,
+        .desc.align = 1, .strided = 1, .desc.dtype = XATTN_F16, .desc.weight_dtype = XATTN_F32,
+        .desc.logits_dtype = XATTN_BF16);
+    MOE(singletons, .op = HX_MOE_FORWARD, .tokens = 33, .ties = 1, .desc.align = 0,
+        .desc.dtype = XATTN_F32, .desc.weight_dtype = XATTN_F32);
+    MOE(one_group, .op = HX_MOE_FORWARD, .tokens = 7, .desc.align = 64, .accumulate = 1,
+        .desc.dtype = XATTN_BF16, .desc.weight_dtype = XATTN_F16,
+        .desc.activation = XATTN_MOE_GEGLU);
+    return ret;
+}
+
 /* ---- the catalogue ------------------------------------------------------------ */
 
 static int cmp_names(const void *a, const void *b)
@@ -495,7 +721,14 @@ int hx_catalogue_build(hx_catalogue *cat)
         c->ref_test = i;
         snprintf(c->name, sizeof c->name, "%s", hx_ref_test_names[i]);
     }
-    if (attn_cases(cat) || kv_cases(cat) || merge_cases(cat)) goto oom;
+    for (int i = 0; hx_ref_moe_test_names[i]; i++) {
+        hx_case *c = push(cat);
+        if (!c) goto oom;
+        c->kind = HX_REF_MOE;
+        c->ref_test = i;
+        snprintf(c->name, sizeof c->name, "%s", hx_ref_moe_test_names[i]);
+    }
+    if (attn_cases(cat) || kv_cases(cat) || merge_cases(cat) || moe_cases(cat)) goto oom;
 
     /* Names identify cases (--filter, the seed of each case): no twins. */
     hx_case *sorted = malloc(cat->count * sizeof *sorted);

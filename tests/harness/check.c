@@ -59,6 +59,9 @@ static void usage(FILE *f)
             "             XATTN_DEVICE=N picks the device within each backend.\n"
             "tolerances:  NMSE f32 1e-10, f16 1e-6, bf16 4e-5 (one row: 1000x that);\n"
             "             LSE abs f32 1e-4, else 2e-3; NaN/Inf must match the reference.\n"
+            "             MoE: route ids exact but where reference scores tie within\n"
+            "             1e-6 (exact ties: lower index), weights NMSE 1e-10; dispatch\n"
+            "             maps and permuted rows bit-exact.\n"
             "exit status: 0 all passed, 1 a failure, 2 bad usage, 77 every selected\n"
             "             backend was skipped (no device).\n");
 }
@@ -194,6 +197,9 @@ static int matches(const options *o, const char *name)
     return 0;
 }
 
+/* Reference self-checks run once, before and without any backend. */
+static int is_ref_check(const hx_case *c) { return c->kind == HX_REF || c->kind == HX_REF_MOE; }
+
 static const char *case_dtype(const hx_case *c)
 {
     xattn_dtype dt;
@@ -201,6 +207,10 @@ static const char *case_dtype(const hx_case *c)
     case HX_ATTN: dt = c->attn.dtype; break;
     case HX_KV_APPEND: dt = c->kv.dtype; break;
     case HX_MERGE: dt = c->merge.dtype; break;
+    case HX_MOE:
+        /* Route reads only logits; the other calls are named after x. */
+        dt = c->moe.op == HX_MOE_ROUTE ? c->moe.desc.logits_dtype : c->moe.desc.dtype;
+        break;
     default: return "f64";
     }
     return xattn_dtype_name(dt) ? xattn_dtype_name(dt) : "?";
@@ -243,7 +253,7 @@ static void report(const options *o, tally *t, const hx_case *c, const char *bac
         t->failed++;
         char repro[512];
         snprintf(repro, sizeof repro, "xattn check%s%s --seed %llu --filter '%s'",
-                 c->kind == HX_REF ? "" : " --backend ", c->kind == HX_REF ? "" : backend,
+                 is_ref_check(c) ? "" : " --backend ", is_ref_check(c) ? "" : backend,
                  (unsigned long long)o->seed, c->name);
         printf("    FAIL %s [%s], seed %llu: %s\n    reproduce: %s\n", c->name, backend,
                (unsigned long long)o->seed, r->message, repro);
@@ -345,13 +355,14 @@ static void run_backend(const options *o, tally *t, const hx_catalogue *cat, siz
 
     for (size_t i = 0; i < cat->count; i++) {
         const hx_case *c = &cat->cases[i];
-        if (c->kind == HX_REF || !matches(o, c->name)) continue;
+        if (is_ref_check(c) || !matches(o, c->name)) continue;
         hx_result r = fresh_result();
         const uint64_t seed = case_seed(o, c);
         switch (c->kind) {
         case HX_ATTN: hx_run_attn(ctx, c, seed, o->verbose, &r); break;
         case HX_KV_APPEND: hx_run_kv_append(ctx, c, seed, &r); break;
         case HX_MERGE: hx_run_merge(ctx, c, seed, &r); break;
+        case HX_MOE: hx_run_moe(ctx, c, seed, o->verbose, &r); break;
         default: break;
         }
         report(o, t, c, bname, &r);
@@ -386,7 +397,7 @@ int xattn_cmd_check(int argc, char **argv)
     long num_ref = 0, num_cases = 0;
     for (size_t i = 0; i < cat.count; i++) {
         if (!matches(&o, cat.cases[i].name)) continue;
-        if (cat.cases[i].kind == HX_REF) num_ref++;
+        if (is_ref_check(&cat.cases[i])) num_ref++;
         else num_cases++;
     }
     if (num_ref + num_cases == 0) {
@@ -406,9 +417,10 @@ int xattn_cmd_check(int argc, char **argv)
     const double t0 = hx_now();
     for (size_t i = 0; i < cat.count; i++) {
         const hx_case *c = &cat.cases[i];
-        if (c->kind != HX_REF || !matches(&o, c->name)) continue;
+        if (!is_ref_check(c) || !matches(&o, c->name)) continue;
         hx_result r = fresh_result();
-        hx_run_ref_test(c, case_seed(&o, c), &r);
+        if (c->kind == HX_REF_MOE) hx_run_ref_moe_test(c, case_seed(&o, c), &r);
+        else hx_run_ref_test(c, case_seed(&o, c), &r);
         report(&o, &t, c, "ref", &r);
     }
     if (num_cases > 0)

@@ -31,7 +31,9 @@ typedef enum hx_kind {
     HX_REF = 0,       /* self-check of the float64 reference, backend-free */
     HX_ATTN = 1,
     HX_KV_APPEND = 2,
-    HX_MERGE = 3
+    HX_MERGE = 3,
+    HX_MOE = 4,
+    HX_REF_MOE = 5    /* self-check of the MoE reference, backend-free */
 } hx_kind;
 
 /* How operands sit in memory. Every layout is legal under the contract
@@ -85,13 +87,36 @@ typedef struct hx_merge_case {
     hx_mem mem;
 } hx_merge_case;
 
+/* The MoE call a case checks. */
+typedef enum hx_moe_op {
+    HX_MOE_ROUTE = 0,
+    HX_MOE_DISPATCH,
+    HX_MOE_EXPERTS,
+    HX_MOE_COMBINE,
+    HX_MOE_FORWARD
+} hx_moe_op;
+
+typedef struct hx_moe_case {
+    hx_moe_op op;
+    xattn_moe_desc desc;              /* the plan; max_tokens 0: the run's T (at least
+                                         1, a few more when strided) */
+    int32_t tokens;                   /* T of the run */
+    int ties;                         /* logits (and bias) with deliberate exact ties */
+    int32_t drop_every;               /* every n-th (token, slot) id is −1, and so is
+                                         every slot of token 1 (0: none dropped) */
+    int accumulate;                   /* combine, forward: out += result */
+    int strided;                      /* row strides with gaps, odd offsets, a non-zero
+                                         workspace offset, spare permuted rows */
+} hx_moe_case;
+
 typedef struct hx_case {
     char name[HX_NAME_MAX];
     hx_kind kind;
     hx_attn_case attn;
     hx_kv_case kv;
     hx_merge_case merge;
-    int ref_test;                     /* HX_REF: which self-check */
+    hx_moe_case moe;
+    int ref_test;                     /* HX_REF, HX_REF_MOE: which self-check */
     double cost;                      /* reference multiply-adds, for budgets */
 } hx_case;
 
@@ -137,10 +162,14 @@ void hx_run_kv_append(xattn_context *ctx, const hx_case *c, uint64_t seed,
                       hx_result *res);
 void hx_run_merge(xattn_context *ctx, const hx_case *c, uint64_t seed,
                   hx_result *res);
-/* Self-checks of the reference against identities (HX_REF). */
+void hx_run_moe(xattn_context *ctx, const hx_case *c, uint64_t seed, int verbose,
+                hx_result *res);
+/* Self-checks of the reference against identities (HX_REF, HX_REF_MOE). */
 void hx_run_ref_test(const hx_case *c, uint64_t seed, hx_result *res);
+void hx_run_ref_moe_test(const hx_case *c, uint64_t seed, hx_result *res);
 /* Names of the reference self-checks, NULL-terminated. */
 extern const char *const hx_ref_test_names[];
+extern const char *const hx_ref_moe_test_names[];
 
 /* ---- host images of device tensors --------------------------------------- */
 
@@ -222,9 +251,10 @@ int hx_buf_check_unchanged(hx_buf *b, const char *what, hx_result *res);
  * −1. */
 int64_t hx_buf_first_stray(const hx_buf *b, const unsigned char *mask);
 
-/* Compare got to ref (n values in rows of `row`): NMSE = Σ(a−r)²/Σr² over
- * all of it and per row, the largest |a−r|, and the first place where one
- * is NaN/Inf and the other is not the same value. */
+/* Compare got to ref (n values in rows of `row`, stored as dt): NMSE =
+ * Σ(a−r)²/Σr² over all of it and per row (per row, differences within one
+ * subnormal step of dt are not counted), the largest |a−r|, and the first
+ * place where one is NaN/Inf and the other is not the same value. */
 typedef struct hx_cmp {
     double nmse;             /* NAN when a non-finite mismatch was found */
     double max_abs;
@@ -233,7 +263,8 @@ typedef struct hx_cmp {
     double worst_row_nmse;   /* largest NMSE of one row */
     int64_t worst_row;
 } hx_cmp;
-void hx_compare(const double *got, const double *ref, int64_t n, int64_t row, hx_cmp *out);
+void hx_compare(const double *got, const double *ref, int64_t n, int64_t row, xattn_dtype dt,
+                hx_cmp *out);
 
 /* A row (one query token and head) may be this many times the tensor's NMSE
  * bound: loose enough for rounding noise in short rows, tight enough that

@@ -441,7 +441,7 @@ static void compare(const hx_attn_case *a, const batch *bt, const geom *g, opera
                         hx_load(seq_at(&op->o, g->uniform_q, b, i, t, h, d), a->dtype);
         }
     hx_cmp c;
-    hx_compare(got, o_ref, no, a->dv, &c);
+    hx_compare(got, o_ref, no, a->dv, a->dtype, &c);
     res->nmse = c.nmse;
     const double tol = hx_tol_nmse(a->dtype);
     if (c.first_nonfinite >= 0 || !(c.nmse <= tol)) {

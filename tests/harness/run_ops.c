@@ -324,7 +324,7 @@ void hx_run_merge(xattn_context *ctx, const hx_case *c, uint64_t seed, hx_result
 
     gather(&ot, got);
     hx_cmp cmp;
-    hx_compare(got, o, no, a->dim, &cmp);
+    hx_compare(got, o, no, a->dim, dt, &cmp);
     res->nmse = cmp.nmse;
     const double tol = hx_tol_nmse(dt);
     if (cmp.first_nonfinite >= 0 || !(cmp.nmse <= tol)) {
