@@ -1,13 +1,14 @@
-/* xattn bench: achieved FLOP/s and bytes/s of attention workloads through the
- * public API, against ceilings measured on the same device (DESIGN §7).
+/* xattn bench: achieved FLOP/s and bytes/s of attention and MoE workloads
+ * through the public API, against ceilings measured on the same device
+ * (DESIGN §7).
  *
  * Benchmarks only: nothing here checks results (that is `xattn check`), but
  * every call's status is checked and a failure is reported with
  * xattn_last_error().
  *
- * A run is a list of cases (one problem each) × repeats. `--sweep` (tile
- * configurations per case) and `moe` workloads will add cases and result
- * rows, not new output paths. */
+ * A run is a list of cases (one problem each) × repeats. This file has the
+ * options, the ceilings, the attention cases and the output; the MoE layer
+ * cases are in bench_moe.c. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -19,7 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bench_ceilings.h"
+#include "bench.h"
 #include "commands.h"
 #include "half.h"
 #include "xattn.h"
@@ -27,52 +28,28 @@
 #define DEFAULT_REPEATS 5
 #define DEFAULT_WARMUP 1
 #define DEFAULT_SEED 1
-#define CEILING_MIN_REPEATS 5
 #define DEFAULT_BANDWIDTH_MIB 512 /* per array; two arrays, far above any L3 */
 #define MAX_CASES 8
 /* A repeat shorter than this runs the workload several times (at most
  * MAX_RUNS_PER_REPEAT) between two clock reads. */
 #define MIN_REPEAT_SECONDS 1e-3
 #define MAX_RUNS_PER_REPEAT 1000
-#define BYTES_PER_GB 1e9
-#define FLOPS_PER_GFLOP 1e9
-
-/* Workload groups selected with --workload. */
-enum {
-    WORKLOAD_PREFILL = 1u << 0,
-    WORKLOAD_DECODE = 1u << 1,
-    WORKLOAD_ALL = WORKLOAD_PREFILL | WORKLOAD_DECODE,
-};
-
-/* Unset shape overrides are 0 (causal: -1). */
-typedef struct bench_shape {
-    int batch, sq, sk, hq, hkv, d, dqk, dv, causal;
-} bench_shape;
-
-typedef struct bench_options {
-    int backend_set;
-    xattn_backend_kind backend;
-    int device; /* -1: not given */
-    int threads; /* 0: the backend's default (all cores) */
-    xattn_dtype dtype;
-    int repeats, warmup;
-    unsigned workloads;
-    int ceilings; /* measure ceilings */
-    int json;
-    int list;
-    int verbose;
-    size_t bandwidth_bytes;
-    uint64_t seed;
-    bench_shape shape;
-    int progress; /* stderr is a terminal */
-} bench_options;
+/* Without --moe-mib, one MoE layer's weights may take this fraction of the
+ * host's memory (the fallback when it cannot be read). */
+#define MOE_MEMORY_FRACTION 4
+#define MOE_FALLBACK_WEIGHT_MIB 4096
 
 typedef struct bench_case {
     char name[32];
     xattn_attn_desc desc;
 } bench_case;
 
-typedef enum bench_status { RUN_OK, RUN_UNSUPPORTED, RUN_ERROR } bench_status;
+/* The MoE layer cases of a run and their results. */
+typedef struct bench_moe_cases {
+    bench_moe_case cases[BENCH_MOE_MAX_CASES];
+    bench_moe_result res[BENCH_MOE_MAX_CASES];
+    int n;
+} bench_moe_cases;
 
 typedef struct bench_result {
     bench_status status;
@@ -88,13 +65,6 @@ typedef struct bench_result {
     int window_passes;
 } bench_result;
 
-typedef struct bench_ceilings {
-    int measured; /* 1: this host, 0: backend caps estimates */
-    xattn_bench_reader *reader; /* measured: the read probe kept for the windows */
-    xattn_bench_rate flops, read, copy;
-    double flop_rate, byte_rate; /* the denominators of the % columns */
-} bench_ceilings;
-
 /* ---- options ------------------------------------------------------------ */
 
 static void usage(FILE *f)
@@ -103,22 +73,32 @@ static void usage(FILE *f)
         "usage: xattn bench [options]\n"
         "\n"
         "Measures the device's FLOP/s and bytes/s ceilings, then times attention\n"
-        "workloads through the public API and prints the achieved rates and the\n"
-        "percentage of each ceiling (median of the repeats).\n"
+        "and MoE workloads through the public API and prints the achieved rates and\n"
+        "the percentage of each ceiling (median of the repeats).\n"
         "\n"
         "  --backend NAME      auto|cpu|opencl|cuda|hip (default: XATTN_BACKEND)\n"
         "  --device N          device index within the backend (default: XATTN_DEVICE)\n"
         "  --threads N         CPU worker threads for the backend and the ceilings\n"
-        "  --workload LIST     comma list of prefill, decode, all (default), ceilings\n"
-        "  --dtype T           f32 (default), f16, bf16\n"
+        "  --workload LIST     comma list of prefill, decode, moe, all (default),\n"
+        "                      ceilings\n"
+        "  --dtype T           f32 (default), f16, bf16 (MoE: activations and logits)\n"
+        "  --weight-dtype T    MoE weights (default: --dtype)\n"
         "  --repeats N         timed runs per workload (default %d)\n"
         "  --warmup N          untimed runs first (default %d)\n"
         "  --batch N --sq N --sk N --hq N --hkv N --d N\n"
-        "                      override those sizes in every selected workload\n"
+        "                      override those sizes in every attention workload\n"
         "  --dqk N, --dv N     separate head dims (default --d), e.g. 192/128\n"
         "  --causal, --no-causal\n"
-        "                      causal mask on / off in every selected workload\n"
+        "                      causal mask on / off in every attention workload\n"
         "                      (prefill runs both by default)\n"
+        "  --tokens N          MoE tokens T (default: calibrated so that one forward\n"
+        "                      takes about a second)\n"
+        "  --experts N         MoE experts run, at most the model's (default: all\n"
+        "                      whose weights fit in --moe-mib)\n"
+        "  --hidden N --inter N\n"
+        "                      override H and I in every MoE workload\n"
+        "  --moe-mib N         memory for one MoE layer's weights (default: a\n"
+        "                      quarter of this host's memory)\n"
         "  --no-ceilings       skip the ceilings (no %% columns)\n"
         "  --bandwidth-mib N   size of each bandwidth array (default %d)\n"
         "  --seed N            input seed (default %d)\n"
@@ -129,9 +109,16 @@ static void usage(FILE *f)
         "Workloads (f32 unless --dtype):\n"
         "  prefill-causal, prefill  B=1 Hq=8 Hkv=8 Sq=Sk=4096 D=128\n"
         "  decode                   B=1 Sq=1 Sk=16384 Hq=32 Hkv=8 D=128\n"
-        "FLOPs = 2*(Dqk+Dv)*(visible query-key pairs)*Hq; bytes = Q, K, V read once\n"
-        "+ O written once. The ceilings are measured on this host for CPU-style\n"
-        "devices and taken from the backend's caps (estimates) for GPUs.\n",
+        "  mixtral-8x7b             H=4096 I=14336 E=8 k=2, softmax_topk renormalised\n"
+        "  qwen3-30b-a3b            H=2048 I=768 E=128 k=8, softmax_topk renormalised\n"
+        "  deepseek-v3              H=7168 I=2048 E=256 k=8, sigmoid_grouped, bias,\n"
+        "                           groups 8/4, renormalised, scale 2.5\n"
+        "Attention: FLOPs = 2*(Dqk+Dv)*(visible query-key pairs)*Hq; bytes = Q, K, V\n"
+        "read once + O written once. MoE: expert GEMM FLOPs = 2*rows*(2I*H + H*I)\n"
+        "over the real rows (padding not counted); route, dispatch and combine bytes\n"
+        "= each input read once + each output written once (the table says which).\n"
+        "The ceilings are measured on this host for CPU-style devices and taken from\n"
+        "the backend's caps (estimates) for GPUs.\n",
         DEFAULT_REPEATS, DEFAULT_WARMUP, DEFAULT_BANDWIDTH_MIB, DEFAULT_SEED);
 }
 
@@ -175,7 +162,7 @@ static int parse_backend(const char *s, xattn_backend_kind *out)
     return -1;
 }
 
-static int parse_dtype(const char *s, xattn_dtype *out)
+static int parse_dtype(const char *flag, const char *s, xattn_dtype *out)
 {
     static const xattn_dtype floats[] = {XATTN_F32, XATTN_F16, XATTN_BF16};
     for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
@@ -184,7 +171,7 @@ static int parse_dtype(const char *s, xattn_dtype *out)
             return 0;
         }
     }
-    fprintf(stderr, "xattn bench: --dtype '%s': valid values are f32 f16 bf16\n", s);
+    fprintf(stderr, "xattn bench: %s '%s': valid values are f32 f16 bf16\n", flag, s);
     return -1;
 }
 
@@ -200,27 +187,27 @@ static int parse_workloads(const char *s, bench_options *o)
             o->workloads |= WORKLOAD_PREFILL;
         else if (!strcmp(tok, "decode"))
             o->workloads |= WORKLOAD_DECODE;
+        else if (!strcmp(tok, "moe"))
+            o->workloads |= WORKLOAD_MOE;
         else if (!strcmp(tok, "all"))
             o->workloads |= WORKLOAD_ALL;
         else if (!strcmp(tok, "ceilings"))
             o->ceilings = 1;
-        else if (!strcmp(tok, "moe")) {
-            fprintf(stderr, "xattn bench: --workload moe: not implemented yet\n");
-            return -1;
-        } else
+        else
             goto bad;
     }
     return 0;
 bad:
     fprintf(stderr, "xattn bench: --workload '%s': expected a comma list of "
-                    "prefill, decode, all, ceilings\n", s);
+                    "prefill, decode, moe, all, ceilings\n", s);
     return -1;
 }
 
 static const char *const value_flags[] = {
-    "--backend", "--device", "--threads", "--dtype", "--repeats", "--warmup",
-    "--workload", "--bandwidth-mib", "--seed", "--batch", "--sq", "--sk", "--hq",
-    "--hkv", "--d", "--dqk", "--dv",
+    "--backend", "--device", "--threads", "--dtype", "--weight-dtype", "--repeats",
+    "--warmup", "--workload", "--bandwidth-mib", "--moe-mib", "--seed", "--batch", "--sq",
+    "--sk", "--hq", "--hkv", "--d", "--dqk", "--dv", "--tokens", "--experts", "--hidden",
+    "--inter",
 };
 
 static int is_value_flag(const char *flag)
@@ -231,7 +218,8 @@ static int is_value_flag(const char *flag)
 }
 
 /* Handle one "--flag value" pair. Returns 0, or -1 after printing why. */
-static int apply_value(bench_options *o, const char *flag, const char *value)
+static int apply_value(bench_options *o, const char *flag, const char *value,
+                       int *weight_dtype_set)
 {
     static const struct {
         const char *flag;
@@ -242,17 +230,34 @@ static int apply_value(bench_options *o, const char *flag, const char *value)
         {"--hkv", offsetof(bench_shape, hkv)},     {"--d", offsetof(bench_shape, d)},
         {"--dqk", offsetof(bench_shape, dqk)},     {"--dv", offsetof(bench_shape, dv)},
     };
+    static const struct {
+        const char *flag;
+        size_t offset;
+    } moe_flags[] = {
+        {"--tokens", offsetof(bench_moe_shape, tokens)},
+        {"--experts", offsetof(bench_moe_shape, experts)},
+        {"--hidden", offsetof(bench_moe_shape, hidden)},
+        {"--inter", offsetof(bench_moe_shape, inter)},
+    };
     for (size_t f = 0; f < sizeof shape_flags / sizeof shape_flags[0]; f++)
         if (!strcmp(flag, shape_flags[f].flag))
             return parse_int(flag, value, 1, INT32_MAX,
                              (int *)((char *)&o->shape + shape_flags[f].offset));
+    for (size_t f = 0; f < sizeof moe_flags / sizeof moe_flags[0]; f++)
+        if (!strcmp(flag, moe_flags[f].flag))
+            return parse_int(flag, value, 1, INT32_MAX,
+                             (int *)((char *)&o->moe + moe_flags[f].offset));
     if (!strcmp(flag, "--backend")) {
         o->backend_set = 1;
         return parse_backend(value, &o->backend);
     }
     if (!strcmp(flag, "--device")) return parse_int(flag, value, 0, INT32_MAX, &o->device);
     if (!strcmp(flag, "--threads")) return parse_int(flag, value, 1, 1 << 16, &o->threads);
-    if (!strcmp(flag, "--dtype")) return parse_dtype(value, &o->dtype);
+    if (!strcmp(flag, "--dtype")) return parse_dtype(flag, value, &o->dtype);
+    if (!strcmp(flag, "--weight-dtype")) {
+        *weight_dtype_set = 1;
+        return parse_dtype(flag, value, &o->weight_dtype);
+    }
     if (!strcmp(flag, "--repeats")) return parse_int(flag, value, 1, 1 << 20, &o->repeats);
     if (!strcmp(flag, "--warmup")) return parse_int(flag, value, 0, 1 << 20, &o->warmup);
     if (!strcmp(flag, "--workload")) return parse_workloads(value, o);
@@ -260,6 +265,12 @@ static int apply_value(bench_options *o, const char *flag, const char *value)
         int mib;
         if (parse_int(flag, value, 1, 1 << 20, &mib)) return -1;
         o->bandwidth_bytes = (size_t)mib << 20;
+        return 0;
+    }
+    if (!strcmp(flag, "--moe-mib")) {
+        int mib;
+        if (parse_int(flag, value, 1, 1 << 24, &mib)) return -1;
+        o->moe_weight_bytes = (size_t)mib << 20;
         return 0;
     }
     if (!strcmp(flag, "--seed")) {
@@ -270,6 +281,15 @@ static int apply_value(bench_options *o, const char *flag, const char *value)
     }
     fprintf(stderr, "xattn bench: internal: unhandled option %s\n", flag);
     return -1;
+}
+
+/* The memory one MoE layer's weights may take without --moe-mib: a share
+ * of this host's memory, where the cpu backend's buffers live. */
+static size_t default_moe_weight_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return (size_t)MOE_FALLBACK_WEIGHT_MIB << 20;
+    return (size_t)pages / MOE_MEMORY_FRACTION * (size_t)page;
 }
 
 /* Returns 0 to run, 1 after --help, -1 on a usage error. */
@@ -285,7 +305,7 @@ static int parse_options(int argc, char **argv, bench_options *o)
     o->bandwidth_bytes = (size_t)DEFAULT_BANDWIDTH_MIB << 20;
     o->seed = DEFAULT_SEED;
     o->shape.causal = -1;
-    int no_ceilings = 0;
+    int no_ceilings = 0, weight_dtype_set = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -319,10 +339,12 @@ static int parse_options(int argc, char **argv, bench_options *o)
                 fprintf(stderr, "xattn bench: %s needs a value\n", flag);
                 return -1;
             }
-            if (apply_value(o, flag, value)) return -1;
+            if (apply_value(o, flag, value, &weight_dtype_set)) return -1;
         }
     }
     if (no_ceilings) o->ceilings = 0;
+    if (!weight_dtype_set) o->weight_dtype = o->dtype;
+    if (!o->moe_weight_bytes) o->moe_weight_bytes = default_moe_weight_bytes();
     o->progress = isatty(STDERR_FILENO);
     return 0;
 }
@@ -440,7 +462,7 @@ static void count_work(const xattn_attn_desc *d, double *flop, double *bytes)
 
 /* ---- progress --------------------------------------------------------------- */
 
-static void show_progress(const char *what, int done, int total, void *user)
+void xattn_bench_show_progress(const char *what, int done, int total, void *user)
 {
     const bench_options *o = user;
     if (!o->progress) return;
@@ -448,7 +470,7 @@ static void show_progress(const char *what, int done, int total, void *user)
     fflush(stderr);
 }
 
-static void end_progress(const bench_options *o)
+void xattn_bench_end_progress(const bench_options *o)
 {
     if (!o->progress) return;
     fprintf(stderr, "\r\033[K");
@@ -514,15 +536,15 @@ static int measure_ceilings(const bench_options *o, const xattn_device_caps *cap
                                                     : omp_get_max_threads());
     int repeats = o->repeats > CEILING_MIN_REPEATS ? o->repeats : CEILING_MIN_REPEATS;
     c->measured = 1;
-    xattn_bench_flops_f32(threads, repeats, &c->flops, show_progress, (void *)o);
+    xattn_bench_flops_f32(threads, repeats, &c->flops, xattn_bench_show_progress, (void *)o);
     if (xattn_bench_bytes(threads, repeats, o->bandwidth_bytes, &c->read, &c->copy,
-                          show_progress, (void *)o)) {
-        end_progress(o);
+                          xattn_bench_show_progress, (void *)o)) {
+        xattn_bench_end_progress(o);
         fprintf(stderr, "xattn bench: bandwidth ceiling: %s (try --bandwidth-mib)\n",
                 c->read.method);
         return -1;
     }
-    end_progress(o);
+    xattn_bench_end_progress(o);
     /* A ceiling is what the machine can do: other load only ever lowers a
      * rate, so the best repeat is the estimate (the median is printed too).
      * Attention traffic is almost all reads (decode: K and V), so the read
@@ -533,7 +555,16 @@ static int measure_ceilings(const bench_options *o, const xattn_device_caps *cap
     return 0;
 }
 
-/* ---- one attention workload ----------------------------------------------------- */
+/* ---- inputs and timing (shared with bench_moe.c) ------------------------------ */
+
+/* A repeat of a short workload runs it several times, so that launch and
+ * timer overheads do not dominate. */
+int xattn_bench_runs_per_repeat(double seconds)
+{
+    if (seconds >= MIN_REPEAT_SECONDS) return 1;
+    if (seconds * MAX_RUNS_PER_REPEAT < MIN_REPEAT_SECONDS) return MAX_RUNS_PER_REPEAT;
+    return (int)(MIN_REPEAT_SECONDS / seconds) + 1;
+}
 
 static uint64_t splitmix64(uint64_t *state)
 {
@@ -543,11 +574,11 @@ static uint64_t splitmix64(uint64_t *state)
     return z ^ (z >> 31);
 }
 
-/* n values uniform in [-1, 1) in dtype. */
-static void fill_random(void *dst, xattn_dtype dtype, size_t n, uint64_t *state)
+void xattn_bench_fill_random(void *dst, xattn_dtype dtype, size_t n, float scale,
+                             uint64_t *state)
 {
     for (size_t i = 0; i < n; i++) {
-        float x = (float)(splitmix64(state) >> 40) * (1.0f / 8388608.0f) - 1.0f;
+        float x = scale * ((float)(splitmix64(state) >> 40) * (1.0f / 8388608.0f) - 1.0f);
         switch (dtype) {
         case XATTN_F16: ((uint16_t *)dst)[i] = xattn_f32_to_f16(x); break;
         case XATTN_BF16: ((uint16_t *)dst)[i] = xattn_f32_to_bf16(x); break;
@@ -556,14 +587,29 @@ static void fill_random(void *dst, xattn_dtype dtype, size_t n, uint64_t *state)
     }
 }
 
-/* Record a failed call: UNSUPPORTED is a skip, anything else an error. */
-static int fail(bench_result *r, const char *call, xattn_status st)
+int xattn_bench_fail(bench_status *status, char *message, size_t size, const char *call,
+                     xattn_status st)
 {
-    r->status = st == XATTN_ERR_UNSUPPORTED ? RUN_UNSUPPORTED : RUN_ERROR;
+    *status = st == XATTN_ERR_UNSUPPORTED ? RUN_UNSUPPORTED : RUN_ERROR;
     const char *detail = xattn_last_error();
-    snprintf(r->message, sizeof r->message, "%s: %s: %s", call, xattn_status_string(st),
+    snprintf(message, size, "%s: %s: %s", call, xattn_status_string(st),
              detail && *detail ? detail : "(no detail message)");
     return -1;
+}
+
+/* Passes of the read probe around a workload's runs, so its percentage
+ * compares with the bandwidth of the same moment. */
+void xattn_bench_window_passes(xattn_bench_reader *reader, int n, double *rates, int *count)
+{
+    for (int i = 0; i < n; i++) rates[(*count)++] = xattn_bench_reader_pass(reader);
+}
+
+/* ---- one attention workload ----------------------------------------------------- */
+
+/* Record a failed call in r (see xattn_bench_fail). */
+static int fail(bench_result *r, const char *call, xattn_status st)
+{
+    return xattn_bench_fail(&r->status, r->message, sizeof r->message, call, st);
 }
 
 typedef struct attn_buffers {
@@ -591,7 +637,7 @@ static int alloc_tensor(xattn_context *ctx, xattn_dtype dtype,
         snprintf(r->message, sizeof r->message, "out of host memory (%.0f bytes)", bytes);
         return -1;
     }
-    fill_random(host, dtype, (size_t)elems, seed);
+    xattn_bench_fill_random(host, dtype, (size_t)elems, 1.0f, seed);
     st = xattn_buffer_write(*buf, 0, host, (size_t)bytes);
     free(host);
     if (st != XATTN_OK) return fail(r, "xattn_buffer_write", st);
@@ -612,13 +658,6 @@ static int run_batch(xattn_context *ctx, const xattn_plan *plan, const xattn_att
     if (st != XATTN_OK) return fail(r, "xattn_context_synchronize", st);
     *seconds = (xattn_bench_now() - t0) / n;
     return 0;
-}
-
-/* Passes of the read probe around a workload's runs, so its percentage
- * compares with the bandwidth of the same moment. */
-static void window_passes(xattn_bench_reader *reader, int n, double *rates, int *count)
-{
-    for (int i = 0; i < n; i++) rates[(*count)++] = xattn_bench_reader_pass(reader);
 }
 
 static void run_attn_case(xattn_context *ctx, const bench_options *o, const bench_case *c,
@@ -666,20 +705,15 @@ static void run_attn_case(xattn_context *ctx, const bench_options *o, const benc
         args.workspace = b.workspace;
     }
 
-    if (reader) window_passes(reader, CEILING_MIN_REPEATS, window, &nwin);
+    if (reader) xattn_bench_window_passes(reader, CEILING_MIN_REPEATS, window, &nwin);
     double t = 0.0;
     for (int i = 0; i < o->warmup; i++) {
         if (run_batch(ctx, plan, &args, 1, &t, r)) goto done;
-        show_progress(c->name, 0, o->repeats, (void *)o);
+        xattn_bench_show_progress(c->name, 0, o->repeats, (void *)o);
     }
-    /* A repeat of a short workload runs it several times, so that launch
-     * and timer overheads do not dominate; one more run sizes the batch. */
+    /* One more run sizes the batch of runs timed together in a repeat. */
     if (run_batch(ctx, plan, &args, 1, &t, r)) goto done;
-    r->runs_per_repeat = 1;
-    if (t < MIN_REPEAT_SECONDS)
-        r->runs_per_repeat = t * MAX_RUNS_PER_REPEAT < MIN_REPEAT_SECONDS
-                                 ? MAX_RUNS_PER_REPEAT
-                                 : (int)(MIN_REPEAT_SECONDS / t) + 1;
+    r->runs_per_repeat = xattn_bench_runs_per_repeat(t);
     secs = malloc((size_t)o->repeats * sizeof *secs);
     if (!secs) {
         r->status = RUN_ERROR;
@@ -688,7 +722,7 @@ static void run_attn_case(xattn_context *ctx, const bench_options *o, const benc
     }
     for (int i = 0; i < o->repeats; i++) {
         if (run_batch(ctx, plan, &args, r->runs_per_repeat, &secs[i], r)) goto done;
-        show_progress(c->name, i + 1, o->repeats, (void *)o);
+        xattn_bench_show_progress(c->name, i + 1, o->repeats, (void *)o);
     }
     r->min_s = secs[0];
     for (int i = 1; i < o->repeats; i++)
@@ -697,13 +731,13 @@ static void run_attn_case(xattn_context *ctx, const bench_options *o, const benc
     r->repeats = o->repeats;
     r->status = RUN_OK;
     if (reader) {
-        window_passes(reader, CEILING_MIN_REPEATS, window, &nwin);
+        xattn_bench_window_passes(reader, CEILING_MIN_REPEATS, window, &nwin);
         r->window_passes = nwin;
         r->window_median = xattn_bench_median(window, nwin); /* sorts */
         r->window_best = window[nwin - 1];
     }
 done:
-    end_progress(o);
+    xattn_bench_end_progress(o);
     free(secs);
     xattn_buffer_free(&b.workspace);
     xattn_buffer_free(&b.o);
@@ -715,7 +749,7 @@ done:
 
 /* ---- output ------------------------------------------------------------------ */
 
-static const char *bound_of(const bench_ceilings *c, double flop, double bytes)
+const char *xattn_bench_bound(const bench_ceilings *c, double flop, double bytes)
 {
     if (c->flop_rate <= 0 || c->byte_rate <= 0 || bytes <= 0) return "-";
     /* Compute-bound when the arithmetic intensity passes the ridge point. */
@@ -740,7 +774,7 @@ static double byte_ceiling(const bench_ceilings *c, const bench_result *r)
     return r->window_passes ? r->window_best : c->byte_rate;
 }
 
-static void print_pct(double achieved, double ceiling)
+void xattn_bench_print_pct(double achieved, double ceiling)
 {
     if (ceiling > 0)
         printf(" %6.1f", 100.0 * achieved / ceiling);
@@ -748,8 +782,7 @@ static void print_pct(double achieved, double ceiling)
         printf(" %6s", "-");
 }
 
-/* A multi-line plan description, indented under its table row. */
-static void print_indented(const char *text)
+void xattn_bench_print_indented(const char *text)
 {
     while (*text) {
         size_t len = strcspn(text, "\n");
@@ -758,9 +791,41 @@ static void print_indented(const char *text)
     }
 }
 
-static void print_table(const bench_options *o, xattn_context *ctx,
-                        const xattn_device_caps *caps, const bench_ceilings *c,
-                        const bench_case *cases, const bench_result *res, int n)
+static void print_attn_table(const bench_options *o, const bench_ceilings *c,
+                             const bench_case *cases, const bench_result *res, int n)
+{
+    printf("%-16s %5s %6s %6s %4s %4s %4s %4s %-6s %10s %9s %6s %8s %6s  %s\n", "workload", "B",
+           "Sq", "Sk", "Hq", "Hkv", "Dqk", "Dv", "causal", "ms", "GFLOP/s", "%FLOP", "GB/s",
+           "%BW", "bound");
+    for (int i = 0; i < n; i++) {
+        const xattn_attn_desc *d = &cases[i].desc;
+        const bench_result *r = &res[i];
+        printf("%-16s %5d %6d %6d %4d %4d %4d %4d %-6s", cases[i].name, d->batch, d->seqlen_q,
+               d->seqlen_k, d->num_q_heads, d->num_kv_heads, d->head_dim_qk, d->head_dim_v,
+               d->flags & XATTN_ATTN_CAUSAL ? "yes" : "no");
+        if (r->status != RUN_OK) {
+            printf(" %s: %s\n", r->status == RUN_UNSUPPORTED ? "unsupported" : "ERROR",
+                   r->message);
+            continue;
+        }
+        double flops = r->flop / r->median_s, bps = r->bytes / r->median_s;
+        printf(" %10.3f %9.1f", 1e3 * r->median_s, flops / FLOPS_PER_GFLOP);
+        xattn_bench_print_pct(flops, o->ceilings ? c->flop_rate : 0);
+        printf(" %8.1f", bps / BYTES_PER_GB);
+        xattn_bench_print_pct(bps, o->ceilings ? byte_ceiling(c, r) : 0);
+        printf("  %s\n", o->ceilings ? xattn_bench_bound(c, r->flop, r->bytes) : "-");
+        if (r->window_passes)
+            printf("    %%BW against the read ceiling of this workload's window: best %.1f GB/s, "
+                   "median %.1f GB/s of %d passes just before and after its runs\n",
+                   r->window_best / BYTES_PER_GB, r->window_median / BYTES_PER_GB,
+                   r->window_passes);
+        if (o->verbose && r->plan[0]) xattn_bench_print_indented(r->plan);
+    }
+}
+
+static void print_table(const bench_options *o, xattn_context *ctx, const bench_ceilings *c,
+                        const bench_case *cases, const bench_result *res, int n,
+                        const bench_moe_cases *moe)
 {
     printf("xattn bench %s: backend %s, device %s, dtype %s\n", xattn_version(),
            xattn_context_backend_name(ctx), xattn_context_device_name(ctx),
@@ -783,38 +848,12 @@ static void print_table(const bench_options *o, xattn_context *ctx,
         }
         printf("\n");
     }
-    (void)caps;
-    if (!n) return;
-    printf("%-16s %5s %6s %6s %4s %4s %4s %4s %-6s %10s %9s %6s %8s %6s  %s\n", "workload", "B",
-           "Sq", "Sk", "Hq", "Hkv", "Dqk", "Dv", "causal", "ms", "GFLOP/s", "%FLOP", "GB/s",
-           "%BW", "bound");
-    for (int i = 0; i < n; i++) {
-        const xattn_attn_desc *d = &cases[i].desc;
-        const bench_result *r = &res[i];
-        printf("%-16s %5d %6d %6d %4d %4d %4d %4d %-6s", cases[i].name, d->batch, d->seqlen_q,
-               d->seqlen_k, d->num_q_heads, d->num_kv_heads, d->head_dim_qk, d->head_dim_v,
-               d->flags & XATTN_ATTN_CAUSAL ? "yes" : "no");
-        if (r->status != RUN_OK) {
-            printf(" %s: %s\n", r->status == RUN_UNSUPPORTED ? "unsupported" : "ERROR",
-                   r->message);
-            continue;
-        }
-        double flops = r->flop / r->median_s, bps = r->bytes / r->median_s;
-        printf(" %10.3f %9.1f", 1e3 * r->median_s, flops / FLOPS_PER_GFLOP);
-        print_pct(flops, o->ceilings ? c->flop_rate : 0);
-        printf(" %8.1f", bps / BYTES_PER_GB);
-        print_pct(bps, o->ceilings ? byte_ceiling(c, r) : 0);
-        printf("  %s\n", o->ceilings ? bound_of(c, r->flop, r->bytes) : "-");
-        if (r->window_passes)
-            printf("    %%BW against the read ceiling of this workload's window: best %.1f GB/s, "
-                   "median %.1f GB/s of %d passes just before and after its runs\n",
-                   r->window_best / BYTES_PER_GB, r->window_median / BYTES_PER_GB,
-                   r->window_passes);
-        if (o->verbose && r->plan[0]) print_indented(r->plan);
-    }
+    if (n) print_attn_table(o, c, cases, res, n);
+    if (n && moe->n) printf("\n");
+    if (moe->n) xattn_bench_moe_print_table(o, c, moe->cases, moe->res, moe->n);
 }
 
-static void json_string(const char *s)
+void xattn_bench_json_string(const char *s)
 {
     putchar('"');
     for (; s && *s; s++) {
@@ -831,8 +870,7 @@ static void json_string(const char *s)
     putchar('"');
 }
 
-/* A finite number, or null (JSON has no NaN or infinity). */
-static void json_number(double v)
+void xattn_bench_json_number(double v)
 {
     if (isfinite(v))
         printf("%.6g", v);
@@ -843,31 +881,32 @@ static void json_number(double v)
 static void json_rate(const char *key, const xattn_bench_rate *r, const char *sep)
 {
     printf("    \"%s\": {\"median\": ", key);
-    json_number(r->rate);
+    xattn_bench_json_number(r->rate);
     printf(", \"best\": ");
-    json_number(r->best);
+    xattn_bench_json_number(r->best);
     printf(", \"repeats\": %d, \"threads\": %d, \"method\": ", r->repeats, r->threads);
-    json_string(r->method);
+    xattn_bench_json_string(r->method);
     printf("}%s\n", sep);
 }
 
 static void print_json(const bench_options *o, xattn_context *ctx, const bench_ceilings *c,
-                       const bench_case *cases, const bench_result *res, int n)
+                       const bench_case *cases, const bench_result *res, int n,
+                       const bench_moe_cases *moe)
 {
     printf("{\n  \"xattn_version\": ");
-    json_string(xattn_version());
+    xattn_bench_json_string(xattn_version());
     printf(",\n  \"backend\": ");
-    json_string(xattn_context_backend_name(ctx));
+    xattn_bench_json_string(xattn_context_backend_name(ctx));
     printf(",\n  \"device\": ");
-    json_string(xattn_context_device_name(ctx));
+    xattn_bench_json_string(xattn_context_device_name(ctx));
     printf(",\n  \"dtype\": ");
-    json_string(xattn_dtype_name(o->dtype));
+    xattn_bench_json_string(xattn_dtype_name(o->dtype));
     printf(",\n  \"repeats\": %d,\n  \"warmup\": %d,\n  \"seed\": %" PRIu64 ",\n", o->repeats,
            o->warmup, o->seed);
     const char *note = xattn_bench_build_note();
     if (note) {
         printf("  \"warning\": ");
-        json_string(note);
+        xattn_bench_json_string(note);
         printf(",\n");
     }
     printf("  \"ceilings\": ");
@@ -876,9 +915,9 @@ static void print_json(const bench_options *o, xattn_context *ctx, const bench_c
     } else {
         printf("{\n    \"source\": \"%s\",\n", c->measured ? "measured" : "caps-estimate");
         printf("    \"flops\": ");
-        json_number(c->flop_rate);
+        xattn_bench_json_number(c->flop_rate);
         printf(",\n    \"bytes_per_s\": ");
-        json_number(c->byte_rate);
+        xattn_bench_json_number(c->byte_rate);
         printf("%s\n", c->measured ? "," : "");
         if (c->measured) {
             json_rate("flops_f32", &c->flops, ",");
@@ -892,59 +931,67 @@ static void print_json(const bench_options *o, xattn_context *ctx, const bench_c
         const xattn_attn_desc *d = &cases[i].desc;
         const bench_result *r = &res[i];
         printf("%s\n    {\"name\": ", i ? "," : "");
-        json_string(cases[i].name);
+        xattn_bench_json_string(cases[i].name);
         printf(", \"op\": \"attention\", \"dtype\": ");
-        json_string(xattn_dtype_name(d->dtype));
+        xattn_bench_json_string(xattn_dtype_name(d->dtype));
         printf(",\n     \"batch\": %d, \"seqlen_q\": %d, \"seqlen_k\": %d, \"num_q_heads\": %d, "
                "\"num_kv_heads\": %d, \"head_dim_qk\": %d, \"head_dim_v\": %d, "
                "\"causal\": %s,\n",
                d->batch, d->seqlen_q, d->seqlen_k, d->num_q_heads, d->num_kv_heads,
                d->head_dim_qk, d->head_dim_v, d->flags & XATTN_ATTN_CAUSAL ? "true" : "false");
         printf("     \"flop\": ");
-        json_number(r->flop);
+        xattn_bench_json_number(r->flop);
         printf(", \"bytes\": ");
-        json_number(r->bytes);
+        xattn_bench_json_number(r->bytes);
         static const char *const names[] = {"ok", "unsupported", "error"};
         printf(", \"status\": \"%s\"", names[r->status]);
         if (r->status != RUN_OK) {
             printf(", \"message\": ");
-            json_string(r->message);
+            xattn_bench_json_string(r->message);
             printf("}");
             continue;
         }
         double flops = r->flop / r->median_s, bps = r->bytes / r->median_s;
         printf(",\n     \"median_s\": ");
-        json_number(r->median_s);
+        xattn_bench_json_number(r->median_s);
         printf(", \"min_s\": ");
-        json_number(r->min_s);
+        xattn_bench_json_number(r->min_s);
         printf(", \"repeats\": %d, \"runs_per_repeat\": %d, \"flops\": ", r->repeats,
                r->runs_per_repeat);
-        json_number(flops);
+        xattn_bench_json_number(flops);
         printf(", \"bytes_per_s\": ");
-        json_number(bps);
+        xattn_bench_json_number(bps);
         printf(",\n     \"flops_pct\": ");
-        if (o->ceilings && c->flop_rate > 0) json_number(100.0 * flops / c->flop_rate);
-        else printf("null");
+        if (o->ceilings && c->flop_rate > 0)
+            xattn_bench_json_number(100.0 * flops / c->flop_rate);
+        else
+            printf("null");
         printf(", \"bytes_pct\": ");
-        if (o->ceilings && byte_ceiling(c, r) > 0) json_number(100.0 * bps / byte_ceiling(c, r));
-        else printf("null");
+        if (o->ceilings && byte_ceiling(c, r) > 0)
+            xattn_bench_json_number(100.0 * bps / byte_ceiling(c, r));
+        else
+            printf("null");
         printf(", \"window_bytes_per_s\": ");
         if (r->window_passes) {
             printf("{\"best\": ");
-            json_number(r->window_best);
+            xattn_bench_json_number(r->window_best);
             printf(", \"median\": ");
-            json_number(r->window_median);
+            xattn_bench_json_number(r->window_median);
             printf(", \"passes\": %d}", r->window_passes);
         } else {
             printf("null");
         }
         printf(", \"bound\": ");
-        json_string(o->ceilings ? bound_of(c, r->flop, r->bytes) : "-");
+        xattn_bench_json_string(o->ceilings ? xattn_bench_bound(c, r->flop, r->bytes) : "-");
         printf(", \"plan\": ");
-        json_string(r->plan);
+        xattn_bench_json_string(r->plan);
         printf("}");
     }
-    printf("%s]\n}\n", n ? "\n  " : "");
+    for (int i = 0; i < moe->n; i++) {
+        printf("%s\n    ", n + i ? "," : "");
+        xattn_bench_moe_print_json(o, c, &moe->cases[i], &moe->res[i]);
+    }
+    printf("%s]\n}\n", n + moe->n ? "\n  " : "");
 }
 
 static void print_list(const bench_case *cases, int n)
@@ -973,8 +1020,12 @@ int xattn_cmd_bench(int argc, char **argv)
 
     bench_case cases[MAX_CASES];
     int n = make_cases(&o, cases);
+    bench_moe_cases moe;
+    moe.n = xattn_bench_moe_cases(&o, moe.cases);
     if (o.list) {
-        print_list(cases, n);
+        if (n) print_list(cases, n);
+        if (n && moe.n) printf("\n");
+        if (moe.n) xattn_bench_moe_print_list(moe.cases, moe.n);
         return 0;
     }
 
@@ -1003,14 +1054,20 @@ int xattn_cmd_bench(int argc, char **argv)
         errors += res[i].status == RUN_ERROR;
         skipped += res[i].status == RUN_UNSUPPORTED;
     }
+    for (int i = 0; i < moe.n; i++) {
+        xattn_bench_moe_run(ctx, &o, &caps, &ceil, &moe.cases[i], &moe.res[i]);
+        errors += moe.res[i].status == RUN_ERROR;
+        skipped += moe.res[i].status == RUN_UNSUPPORTED;
+    }
 
+    int total = n + moe.n;
     if (o.json)
-        print_json(&o, ctx, &ceil, cases, res, n);
+        print_json(&o, ctx, &ceil, cases, res, n, &moe);
     else {
-        print_table(&o, ctx, &caps, &ceil, cases, res, n);
+        print_table(&o, ctx, &ceil, cases, res, n, &moe);
         if (skipped || errors)
-            printf("\n%d of %d workloads ran; %d unsupported, %d failed\n", n - skipped - errors,
-                   n, skipped, errors);
+            printf("\n%d of %d workloads ran; %d unsupported, %d failed\n",
+                   total - skipped - errors, total, skipped, errors);
     }
     fflush(stdout);
     xattn_bench_reader_destroy(&ceil.reader);
