@@ -22,12 +22,13 @@ static int have_f16c(void)
 
 int xattn_cpu_isa_list(const xattn_cpu_isa **out)
 {
-    static const xattn_cpu_isa generic = {"generic", 1, xattn_cpu_attn_generic};
+    static const xattn_cpu_isa generic = {"generic", 1, xattn_cpu_attn_generic,
+                                         xattn_cpu_moe_experts_generic};
 #if defined(XATTN_CPU_HAVE_X86)
     static const xattn_cpu_isa all[] = {
-        {"avx512", 16, xattn_cpu_attn_avx512},
-        {"avx2", 8, xattn_cpu_attn_avx2},
-        {"generic", 1, xattn_cpu_attn_generic},
+        {"avx512", 16, xattn_cpu_attn_avx512, xattn_cpu_moe_experts_avx512},
+        {"avx2", 8, xattn_cpu_attn_avx2, xattn_cpu_moe_experts_avx2},
+        {"generic", 1, xattn_cpu_attn_generic, xattn_cpu_moe_experts_generic},
     };
     __builtin_cpu_init();
     int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
