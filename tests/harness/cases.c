@@ -627,6 +627,9 @@ static int moe_cases(hx_catalogue *cat)
         .strided = 1, .desc.hidden = 100);
     MOE(gpt_oss, .op = HX_MOE_DISPATCH, .tokens = 40, .desc.align = 1, .drop_every = 2,
         .strided = 1, .desc.dtype = XATTN_BF16);
+    /* More than 8 MiB of permuted rows: the CPU backend writes them with
+     * streaming stores from there on (moe_ops.c, STREAM_MIN_BYTES). */
+    MOE(qwen3, .op = HX_MOE_DISPATCH, .tokens = 513, .desc.hidden = 520, .drop_every = 9);
 
     /* Experts: every activation × weight dtype, both activations, each
      * alignment; segments from empty to hundreds of rows; sizes that are
