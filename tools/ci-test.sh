@@ -106,11 +106,15 @@ step "xattn bench smoke run"
 xattn=$build_dir/tools/xattn
 json=$(mktemp)
 "$xattn" bench --repeats 1 --warmup 1 --sq 64 --sk 96 --hq 4 --hkv 2 --d 64 \
-    --bandwidth-mib 16 --json >"$json"
+    --tokens 16 --hidden 64 --inter 32 --experts 16 --bandwidth-mib 16 --json >"$json"
 python3 -m json.tool "$json" >/dev/null
 rm -f "$json"
 "$xattn" bench --repeats 1 --warmup 0 --sq 33 --sk 70 --hq 4 --hkv 4 --d 64 \
     --dtype bf16 --no-ceilings --workload prefill
+# MoE with T chosen by the bench itself and mixed dtypes. 16 experts: the
+# DeepSeek-V3 preset's groups need a multiple of 8.
+"$xattn" bench --repeats 1 --warmup 0 --workload moe --hidden 64 --inter 32 --experts 16 \
+    --moe-mib 16 --dtype bf16 --weight-dtype f16 --no-ceilings
 
 if [ "$sanitize" = 0 ]; then
     # The README's C example must compile against the public headers alone
