@@ -14,6 +14,7 @@
 
 #include "plan.h"
 #include "plan_moe.h"
+#include "plan_moe_cpu.h"
 #include "xattn.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -347,9 +348,22 @@ static void check_cpu_scratch(const xattn_device_caps *caps, const xattn_moe_pro
     assert_true(p->scratch_per_thread >= 2 * scratch_array(d->num_experts));
     assert_true(p->up.block_m >= 1 && p->up.block_n >= 1 && p->up.block_k >= 1);
     assert_true(p->down.block_m >= 1 && p->down.block_n >= 1 && p->down.block_k >= 1);
+    /* The GEMM tiles the kernel assumes: row blocks in whole register
+     * blocks, K steps either all of K or whole cache lines of f32, and the
+     * scratch the kernel carves (the same layout function) inside the slice. */
+    const xattn_moe_gemm_tiles *g[] = {&p->up, &p->down};
+    const int32_t K[] = {d->hidden, d->inter};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(g[i]->block_m % XATTN_CPU_MOE_ROW_QUANTUM, 0);
+        assert_true(g[i]->block_m <= 256);
+        assert_true(g[i]->block_k == K[i] || (g[i]->block_k < K[i] && g[i]->block_k % 16 == 0));
+    }
+    xattn_cpu_moe_scratch lay;
+    assert_true(xattn_cpu_moe_scratch_layout(prob, p, &lay));
+    assert_true(lay.total <= p->scratch_per_thread);
 }
 
-static void cpu_scratch_covers_route_and_dispatch_on_every_thread(void **state)
+static void cpu_tiles_and_scratch_fit_the_kernels_on_every_thread(void **state)
 {
     (void)state;
     for_every_plan(check_cpu_scratch);
@@ -471,7 +485,7 @@ int main(void)
         cmocka_unit_test(rows_beyond_i32_indices_are_rejected_naming_max_tokens),
         cmocka_unit_test(gpu_tiles_fit_local_memory_registers_and_threads),
         cmocka_unit_test(a_device_too_small_for_any_tile_is_unsupported),
-        cmocka_unit_test(cpu_scratch_covers_route_and_dispatch_on_every_thread),
+        cmocka_unit_test(cpu_tiles_and_scratch_fit_the_kernels_on_every_thread),
         cmocka_unit_test(workspace_regions_are_aligned_disjoint_and_inside_the_workspace),
         cmocka_unit_test(a_workspace_that_overflows_is_rejected_naming_max_tokens),
         cmocka_unit_test(planning_is_deterministic),
