@@ -1,13 +1,13 @@
 /* Attention front end: validates every input once, plans, and hands
  * normalised operands to the backend. Backends never re-validate. */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
 #include "error.h"
 #include "tensor_check.h"
+#include "text.h"
 
 #define INVALID(...) xattn_error(XATTN_ERR_INVALID_ARGUMENT, __VA_ARGS__)
 
@@ -173,23 +173,17 @@ size_t xattn_plan_workspace_size(const xattn_plan *plan)
     return plan ? plan->params.workspace_bytes : 0;
 }
 
+static int format_plan(const void *plan, char *buf, size_t size)
+{
+    const xattn_plan *p = plan;
+    return xattn_plan_params_format(&p->prob, &p->params, buf, size);
+}
+
 xattn_status xattn_plan_describe(const xattn_plan *plan, char *buf, size_t size, size_t *needed)
 {
     xattn_error_clear();
     if (!plan) return INVALID("plan: must not be NULL");
-    if (!buf && size) return INVALID("buf: NULL with size %zu", size);
-    char head[256];
-    int n0 = snprintf(head, sizeof head, "backend %s, device %s\n", plan->ctx->vt->name,
-                      plan->ctx->caps.name);
-    int n1 = xattn_plan_params_format(&plan->prob, &plan->params, NULL, 0);
-    if (n0 < 0 || n1 < 0) return xattn_error(XATTN_ERR_INTERNAL, "plan: cannot format");
-    if (needed) *needed = (size_t)n0 + (size_t)n1;
-    if (size) {
-        int w = snprintf(buf, size, "%s", head);
-        if (w >= 0 && (size_t)w < size)
-            xattn_plan_params_format(&plan->prob, &plan->params, buf + w, size - (size_t)w);
-    }
-    return XATTN_OK;
+    return xattn_text_describe(plan->ctx, format_plan, plan, buf, size, needed);
 }
 
 void xattn_plan_destroy(xattn_plan **plan)

@@ -9,6 +9,7 @@
 #include "backend.h"
 #include "error.h"
 #include "tensor_check.h"
+#include "text.h"
 
 #define INVALID(...) xattn_error(XATTN_ERR_INVALID_ARGUMENT, __VA_ARGS__)
 
@@ -139,24 +140,18 @@ int64_t xattn_moe_rows(const xattn_moe_plan *plan, int64_t num_tokens)
     return xattn_moe_rows_for(&plan->prob, plan->params.align, num_tokens);
 }
 
+static int format_plan(const void *plan, char *buf, size_t size)
+{
+    const xattn_moe_plan *p = plan;
+    return xattn_moe_params_format(&p->prob, &p->params, buf, size);
+}
+
 xattn_status xattn_moe_plan_describe(const xattn_moe_plan *plan, char *buf, size_t size,
                                      size_t *needed)
 {
     xattn_error_clear();
     if (!plan) return INVALID("plan: must not be NULL");
-    if (!buf && size) return INVALID("buf: NULL with size %zu", size);
-    char head[256];
-    int n0 = snprintf(head, sizeof head, "backend %s, device %s\n", plan->ctx->vt->name,
-                      plan->ctx->caps.name);
-    int n1 = xattn_moe_params_format(&plan->prob, &plan->params, NULL, 0);
-    if (n0 < 0 || n1 < 0) return xattn_error(XATTN_ERR_INTERNAL, "plan: cannot format");
-    if (needed) *needed = (size_t)n0 + (size_t)n1;
-    if (size) {
-        int w = snprintf(buf, size, "%s", head);
-        if (w >= 0 && (size_t)w < size)
-            xattn_moe_params_format(&plan->prob, &plan->params, buf + w, size - (size_t)w);
-    }
-    return XATTN_OK;
+    return xattn_text_describe(plan->ctx, format_plan, plan, buf, size, needed);
 }
 
 void xattn_moe_plan_destroy(xattn_moe_plan **plan)

@@ -30,11 +30,11 @@
  * f32 problems never use matrix units (IEEE fp32 throughout, no TF32).
  */
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "error.h"
+#include "text.h"
 #include "plan.h"
 #include "plan_cpu.h"
 
@@ -381,30 +381,6 @@ xattn_status xattn_plan_attention(const xattn_device_caps *caps, const xattn_att
 
 /* ---- text ------------------------------------------------------------------ */
 
-/* snprintf into buf at *len, tracking the full length even past size. */
-static void put(char *buf, size_t size, size_t *len, const char *fmt, ...) XATTN_PRINTF(4, 5);
-
-static void put(char *buf, size_t size, size_t *len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(*len < size ? buf + *len : NULL, *len < size ? size - *len : 0, fmt, ap);
-    va_end(ap);
-    if (n > 0) *len += (size_t)n;
-}
-
-static void put_bytes(char *buf, size_t size, size_t *len, size_t bytes)
-{
-    if (bytes >= (size_t)1 << 30)
-        put(buf, size, len, "%zu (%.2f GiB)", bytes, (double)bytes / (1u << 30));
-    else if (bytes >= (size_t)1 << 20)
-        put(buf, size, len, "%zu (%.2f MiB)", bytes, (double)bytes / (1u << 20));
-    else if (bytes >= 1024)
-        put(buf, size, len, "%zu (%.1f KiB)", bytes, (double)bytes / 1024);
-    else
-        put(buf, size, len, "%zu", bytes);
-}
-
 int xattn_plan_params_format(const xattn_attn_problem *prob, const xattn_attn_plan_params *p,
                              char *buf, size_t size)
 {
@@ -420,52 +396,52 @@ int xattn_plan_params_format(const xattn_attn_problem *prob, const xattn_attn_pl
     const char *ql = (unsigned)d->q_layout < 2 ? q_layouts[d->q_layout] : "?";
     const char *kl = (unsigned)d->kv_layout < 3 ? kv_layouts[d->kv_layout] : "?";
 
-    put(buf, size, &n, "problem      %s B=%d Sq=%d Sk=%d Hq=%d Hkv=%d Dqk=%d Dv=%d, Q %s, KV %s",
+    xattn_text_put(buf, size, &n, "problem      %s B=%d Sq=%d Sk=%d Hq=%d Hkv=%d Dqk=%d Dv=%d, Q %s, KV %s",
         xattn_dtype_name(d->dtype), (int)d->batch, (int)d->seqlen_q, (int)d->seqlen_k,
         (int)d->num_q_heads, (int)d->num_kv_heads, (int)d->head_dim_qk, (int)d->head_dim_v, ql,
         kl);
-    if (d->kv_layout == XATTN_KV_PAGED) put(buf, size, &n, " (page %d)", (int)d->page_size);
-    put(buf, size, &n, "\n             scale %.6g", (double)prob->scale);
+    if (d->kv_layout == XATTN_KV_PAGED) xattn_text_put(buf, size, &n, " (page %d)", (int)d->page_size);
+    xattn_text_put(buf, size, &n, "\n             scale %.6g", (double)prob->scale);
     if (prob->window_left >= 0 || prob->window_right >= 0)
-        put(buf, size, &n, ", window (%d, %d)", (int)prob->window_left, (int)prob->window_right);
-    if (d->flags & XATTN_ATTN_CAUSAL) put(buf, size, &n, ", causal");
-    if (d->softcap > 0) put(buf, size, &n, ", softcap %g", (double)d->softcap);
-    if (d->flags & XATTN_ATTN_ALIBI) put(buf, size, &n, ", alibi");
-    if (d->flags & XATTN_ATTN_SINKS) put(buf, size, &n, ", sinks");
-    if (d->flags & XATTN_ATTN_LSE) put(buf, size, &n, ", lse");
-    put(buf, size, &n, "\n");
+        xattn_text_put(buf, size, &n, ", window (%d, %d)", (int)prob->window_left, (int)prob->window_right);
+    if (d->flags & XATTN_ATTN_CAUSAL) xattn_text_put(buf, size, &n, ", causal");
+    if (d->softcap > 0) xattn_text_put(buf, size, &n, ", softcap %g", (double)d->softcap);
+    if (d->flags & XATTN_ATTN_ALIBI) xattn_text_put(buf, size, &n, ", alibi");
+    if (d->flags & XATTN_ATTN_SINKS) xattn_text_put(buf, size, &n, ", sinks");
+    if (d->flags & XATTN_ATTN_LSE) xattn_text_put(buf, size, &n, ", lse");
+    xattn_text_put(buf, size, &n, "\n");
 
-    put(buf, size, &n, "style        %s\n", cpu ? "cpu (register blocks, no barriers)"
+    xattn_text_put(buf, size, &n, "style        %s\n", cpu ? "cpu (register blocks, no barriers)"
                                               : "gpu (local-memory tiles, barriers)");
-    put(buf, size, &n, "tile         block_q %d x block_k %d", (int)p->block_q, (int)p->block_k);
+    xattn_text_put(buf, size, &n, "tile         block_q %d x block_k %d", (int)p->block_q, (int)p->block_k);
     if (p->gqa_pack > 1)
-        put(buf, size, &n, ", %d query heads packed per KV head", (int)p->gqa_pack);
-    put(buf, size, &n, "\nhead dims    Dqk %d -> %d, Dv %d -> %d (padded)\n", (int)d->head_dim_qk,
+        xattn_text_put(buf, size, &n, ", %d query heads packed per KV head", (int)p->gqa_pack);
+    xattn_text_put(buf, size, &n, "\nhead dims    Dqk %d -> %d, Dv %d -> %d (padded)\n", (int)d->head_dim_qk,
         (int)p->dqk_pad, (int)d->head_dim_v, (int)p->dv_pad);
-    put(buf, size, &n, "threads      %d %s\n", (int)p->threads,
+    xattn_text_put(buf, size, &n, "threads      %d %s\n", (int)p->threads,
         cpu ? "worker threads" : "per group");
-    put(buf, size, &n, "stages       %d\n", (int)p->stages);
+    xattn_text_put(buf, size, &n, "stages       %d\n", (int)p->stages);
     if (p->kv_splits > 1)
-        put(buf, size, &n, "kv splits    %d x %d keys\n", (int)p->kv_splits, (int)p->kv_split_len);
+        xattn_text_put(buf, size, &n, "kv splits    %d x %d keys\n", (int)p->kv_splits, (int)p->kv_split_len);
     else
-        put(buf, size, &n, "kv splits    1 (no split)\n");
-    put(buf, size, &n, "work items   %lld = %d seq x %d head groups x %d q tiles x %d splits\n",
+        xattn_text_put(buf, size, &n, "kv splits    1 (no split)\n");
+    xattn_text_put(buf, size, &n, "work items   %lld = %d seq x %d head groups x %d q tiles x %d splits\n",
         (long long)p->num_work, (int)d->batch, (int)p->head_groups, (int)p->q_tiles,
         (int)p->kv_splits);
-    put(buf, size, &n, "local memory ");
-    put_bytes(buf, size, &n, p->local_mem_bytes);
-    put(buf, size, &n, cpu ? " per thread (scratch)\n" : " per group\n");
-    put(buf, size, &n, "workspace    ");
-    put_bytes(buf, size, &n, p->workspace_bytes);
+    xattn_text_put(buf, size, &n, "local memory ");
+    xattn_text_put_bytes(buf, size, &n, p->local_mem_bytes);
+    xattn_text_put(buf, size, &n, cpu ? " per thread (scratch)\n" : " per group\n");
+    xattn_text_put(buf, size, &n, "workspace    ");
+    xattn_text_put_bytes(buf, size, &n, p->workspace_bytes);
     if (cpu) {
-        put(buf, size, &n, "\n  scratch    @%zu, %d x ", p->scratch_offset, (int)p->threads);
-        put_bytes(buf, size, &n, p->local_mem_bytes);
+        xattn_text_put(buf, size, &n, "\n  scratch    @%zu, %d x ", p->scratch_offset, (int)p->threads);
+        xattn_text_put_bytes(buf, size, &n, p->local_mem_bytes);
     }
     if (p->kv_splits > 1) {
-        put(buf, size, &n, "\n  partials   @%zu, ", p->partial_offset);
-        put_bytes(buf, size, &n, p->partial_bytes);
-        put(buf, size, &n, " (f32 O and LSE per split)");
+        xattn_text_put(buf, size, &n, "\n  partials   @%zu, ", p->partial_offset);
+        xattn_text_put_bytes(buf, size, &n, p->partial_bytes);
+        xattn_text_put(buf, size, &n, " (f32 O and LSE per split)");
     }
-    put(buf, size, &n, "\n");
+    xattn_text_put(buf, size, &n, "\n");
     return n > INT_MAX ? INT_MAX : (int)n;
 }

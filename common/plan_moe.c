@@ -33,11 +33,11 @@
  * kernels clip a tile at its segment's end.
  */
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "error.h"
+#include "text.h"
 #include "plan_moe.h"
 
 enum {
@@ -384,30 +384,6 @@ xattn_status xattn_plan_moe(const xattn_device_caps *caps, const xattn_moe_probl
 
 /* ---- text ------------------------------------------------------------------ */
 
-/* snprintf into buf at *len, tracking the full length even past size. */
-static void put(char *buf, size_t size, size_t *len, const char *fmt, ...) XATTN_PRINTF(4, 5);
-
-static void put(char *buf, size_t size, size_t *len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(*len < size ? buf + *len : NULL, *len < size ? size - *len : 0, fmt, ap);
-    va_end(ap);
-    if (n > 0) *len += (size_t)n;
-}
-
-static void put_bytes(char *buf, size_t size, size_t *len, size_t bytes)
-{
-    if (bytes >= (size_t)1 << 30)
-        put(buf, size, len, "%zu (%.2f GiB)", bytes, (double)bytes / (1u << 30));
-    else if (bytes >= (size_t)1 << 20)
-        put(buf, size, len, "%zu (%.2f MiB)", bytes, (double)bytes / (1u << 20));
-    else if (bytes >= 1024)
-        put(buf, size, len, "%zu (%.1f KiB)", bytes, (double)bytes / 1024);
-    else
-        put(buf, size, len, "%zu", bytes);
-}
-
 static const char *route_name(xattn_moe_route_mode m)
 {
     switch (m) {
@@ -422,19 +398,19 @@ static const char *route_name(xattn_moe_route_mode m)
 static void put_tiles(char *buf, size_t size, size_t *len, const char *name,
                       const xattn_moe_gemm_tiles *t, int gpu, int pairs)
 {
-    put(buf, size, len, "%-12s block_m %d x block_n %d x block_k %d", name, (int)t->block_m,
+    xattn_text_put(buf, size, len, "%-12s block_m %d x block_n %d x block_k %d", name, (int)t->block_m,
         (int)t->block_n, (int)t->block_k);
-    if (pairs) put(buf, size, len, " (gate columns, + as many up)");
-    if (gpu) put(buf, size, len, ", %d threads, %d stages", (int)t->threads, (int)t->stages);
-    put(buf, size, len, "\n");
+    if (pairs) xattn_text_put(buf, size, len, " (gate columns, + as many up)");
+    if (gpu) xattn_text_put(buf, size, len, ", %d threads, %d stages", (int)t->threads, (int)t->stages);
+    xattn_text_put(buf, size, len, "\n");
 }
 
 static void put_region(char *buf, size_t size, size_t *len, const char *name, size_t offset,
                        size_t bytes, const char *what)
 {
-    put(buf, size, len, "\n  %-10s @%zu, ", name, offset);
-    put_bytes(buf, size, len, bytes);
-    put(buf, size, len, " %s", what);
+    xattn_text_put(buf, size, len, "\n  %-10s @%zu, ", name, offset);
+    xattn_text_put_bytes(buf, size, len, bytes);
+    xattn_text_put(buf, size, len, " %s", what);
 }
 
 int xattn_moe_params_format(const xattn_moe_problem *prob, const xattn_moe_plan_params *p,
@@ -447,46 +423,46 @@ int xattn_moe_params_format(const xattn_moe_problem *prob, const xattn_moe_plan_
     int cpu = p->style == XATTN_DEVICE_STYLE_CPU;
     size_t n = 0;
 
-    put(buf, size, &n, "problem      T<=%d H=%d I=%d E=%d k=%d, x %s, weights %s, logits %s\n",
+    xattn_text_put(buf, size, &n, "problem      T<=%d H=%d I=%d E=%d k=%d, x %s, weights %s, logits %s\n",
         (int)d->max_tokens, (int)d->hidden, (int)d->inter, (int)d->num_experts, (int)d->top_k,
         xattn_dtype_name(d->dtype), xattn_dtype_name(d->weight_dtype),
         xattn_dtype_name(d->logits_dtype));
-    put(buf, size, &n, "             route %s", route_name(d->route));
+    xattn_text_put(buf, size, &n, "             route %s", route_name(d->route));
     if (d->route == XATTN_MOE_ROUTE_SIGMOID_GROUPED)
-        put(buf, size, &n, " (%d groups, keep %d)", (int)d->n_group, (int)d->topk_group);
-    if (d->flags & XATTN_MOE_BIAS) put(buf, size, &n, ", bias");
-    if (d->flags & XATTN_MOE_RENORMALIZE) put(buf, size, &n, ", renormalised");
-    if (prob->scale != 1.0f) put(buf, size, &n, ", scale %g", (double)prob->scale);
-    put(buf, size, &n, ", %s\n", d->activation == XATTN_MOE_GEGLU ? "geglu" : "swiglu");
+        xattn_text_put(buf, size, &n, " (%d groups, keep %d)", (int)d->n_group, (int)d->topk_group);
+    if (d->flags & XATTN_MOE_BIAS) xattn_text_put(buf, size, &n, ", bias");
+    if (d->flags & XATTN_MOE_RENORMALIZE) xattn_text_put(buf, size, &n, ", renormalised");
+    if (prob->scale != 1.0f) xattn_text_put(buf, size, &n, ", scale %g", (double)prob->scale);
+    xattn_text_put(buf, size, &n, ", %s\n", d->activation == XATTN_MOE_GEGLU ? "geglu" : "swiglu");
 
-    put(buf, size, &n, "style        %s\n", cpu ? "cpu (register blocks, no barriers)"
+    xattn_text_put(buf, size, &n, "style        %s\n", cpu ? "cpu (register blocks, no barriers)"
                                               : "gpu (local-memory tiles, barriers)");
-    put(buf, size, &n, "align        %d rows per segment (%s)\n", (int)p->align,
+    xattn_text_put(buf, size, &n, "align        %d rows per segment (%s)\n", (int)p->align,
         d->align ? "from the descriptor" : "planner's choice");
-    put(buf, size, &n, "max rows     %lld = T*k + min(E, T*k)*(align-1) at T=%d\n",
+    xattn_text_put(buf, size, &n, "max rows     %lld = T*k + min(E, T*k)*(align-1) at T=%d\n",
         (long long)p->max_rows, (int)d->max_tokens);
     put_tiles(buf, size, &n, "gate/up", &p->up, !cpu, 1);
     put_tiles(buf, size, &n, "down", &p->down, !cpu, 0);
-    put(buf, size, &n, "threads      %d %s\n", (int)p->threads,
+    xattn_text_put(buf, size, &n, "threads      %d %s\n", (int)p->threads,
         cpu ? "worker threads" : "per route/dispatch/combine group");
     if (cpu) {
-        put(buf, size, &n, "scratch      ");
-        put_bytes(buf, size, &n, p->scratch_per_thread);
-        put(buf, size, &n, " per thread\n");
+        xattn_text_put(buf, size, &n, "scratch      ");
+        xattn_text_put_bytes(buf, size, &n, p->scratch_per_thread);
+        xattn_text_put(buf, size, &n, " per thread\n");
     } else {
-        put(buf, size, &n, "local memory ");
-        put_bytes(buf, size, &n, p->local_mem_bytes);
-        put(buf, size, &n, " per group\n");
+        xattn_text_put(buf, size, &n, "local memory ");
+        xattn_text_put_bytes(buf, size, &n, p->local_mem_bytes);
+        xattn_text_put(buf, size, &n, " per group\n");
     }
-    put(buf, size, &n, "workspace    ");
-    put_bytes(buf, size, &n, p->workspace_bytes);
+    xattn_text_put(buf, size, &n, "workspace    ");
+    xattn_text_put_bytes(buf, size, &n, p->workspace_bytes);
     put_region(buf, size, &n, "scratch", p->scratch_offset, p->scratch_bytes,
                cpu ? "(per-thread slices)" : "(per-group expert counts)");
     /* The plan's layout passed the overflow checks, so these products fit. */
     put_region(buf, size, &n, "h", p->h_offset,
                (size_t)p->max_rows * (size_t)d->inter * sizeof(float), "(f32 [rows, I])");
-    put(buf, size, &n, "\n  forward    @%zu, ", p->ids_offset);
-    put_bytes(buf, size, &n, p->workspace_bytes - p->ids_offset);
-    put(buf, size, &n, " (ids, weights, offsets, maps, x_perm, y)\n");
+    xattn_text_put(buf, size, &n, "\n  forward    @%zu, ", p->ids_offset);
+    xattn_text_put_bytes(buf, size, &n, p->workspace_bytes - p->ids_offset);
+    xattn_text_put(buf, size, &n, " (ids, weights, offsets, maps, x_perm, y)\n");
     return n > INT_MAX ? INT_MAX : (int)n;
 }
