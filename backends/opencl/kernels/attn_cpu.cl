@@ -1,0 +1,1 @@
+/* kernels/attn_cpu.cl: not written yet. */

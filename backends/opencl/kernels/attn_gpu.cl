@@ -1,0 +1,1 @@
+/* kernels/attn_gpu.cl: not written yet. */

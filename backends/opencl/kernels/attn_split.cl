@@ -1,0 +1,1 @@
+/* kernels/attn_split.cl: not written yet. */

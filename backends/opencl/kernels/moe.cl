@@ -1,0 +1,1 @@
+/* kernels/moe.cl: not written yet. */

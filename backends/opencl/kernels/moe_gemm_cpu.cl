@@ -1,0 +1,1 @@
+/* kernels/moe_gemm_cpu.cl: not written yet. */

@@ -1,0 +1,1 @@
+/* kernels/moe_gemm_gpu.cl: not written yet. */

@@ -1,0 +1,112 @@
+/* Shared by every xattn OpenCL kernel source (put in front of each one when
+ * the module is built). OpenCL C 1.2, no extensions.
+ *
+ * Dtypes reach a kernel as build options: -DIO=f16 -DIO_F16=1 names the
+ * dtype of the operands under the prefix IO (ocl_options_dtype). With it,
+ * LOAD(IO, p, i) reads element i of p as float and STORE(IO, p, i, x)
+ * writes one; LOAD16 / STORE16 (and 8, 4) move that many elements from
+ * element i on; ELEM(IO) is the storage type and RAW(IO) an unsigned
+ * integer of its size. f16 uses vload_half /
+ * vstore_half_rte, which are core OpenCL C (cl_khr_fp16 is only needed for
+ * half arithmetic, which xattn never does); bf16 is converted with bit
+ * operations, rounding to nearest even. */
+
+/* A buffer operand arrives as (pointer, byte offset). */
+#define AT(T, buf, off) ((__global T *)((__global uchar *)(buf) + (off)))
+#define AT_CONST(T, buf, off) ((__global const T *)((__global const uchar *)(buf) + (off)))
+
+typedef float elem_f32;
+typedef half elem_f16;
+typedef ushort elem_bf16;
+typedef int elem_i32;
+
+#define ELEM_(dt) elem_##dt
+#define ELEM(dt) ELEM_(dt)
+
+/* Same-size unsigned integers, for copying elements bit for bit (a half
+ * may not be read or written directly without cl_khr_fp16). */
+typedef uint raw_f32;
+typedef ushort raw_f16;
+typedef ushort raw_bf16;
+typedef uint raw_i32;
+#define RAW_(dt) raw_##dt
+#define RAW(dt) RAW_(dt)
+
+/* ---- bf16 ---- */
+inline float bf16_to_f32(ushort h) { return as_float((uint)h << 16); }
+
+inline ushort f32_to_bf16(float f)
+{
+    uint u = as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (ushort)(u >> 16);
+}
+
+#define BF16_VEC(n)                                                            \
+    inline float##n bf16_to_f32_##n(ushort##n h)                               \
+    {                                                                          \
+        return as_float##n(convert_uint##n(h) << (uint##n)16);                 \
+    }                                                                          \
+    inline ushort##n f32_to_bf16_##n(float##n f)                               \
+    {                                                                          \
+        uint##n u = as_uint##n(f);                                             \
+        uint##n r = (u + (uint##n)0x7fffu + ((u >> 16) & (uint##n)1u)) >> 16;  \
+        uint##n q = (u >> 16) | (uint##n)0x40u;                                \
+        int##n nan = ((u & (uint##n)0x7fffffffu) > (uint##n)0x7f800000u);      \
+        return convert_ushort##n(select(r, q, as_uint##n(nan)));               \
+    }
+BF16_VEC(4)
+BF16_VEC(8)
+BF16_VEC(16)
+
+/* ---- scalar loads and stores ---- */
+inline float load_f32(__global const float *p, size_t i) { return p[i]; }
+inline float load_f16(__global const half *p, size_t i) { return vload_half(i, p); }
+inline float load_bf16(__global const ushort *p, size_t i) { return bf16_to_f32(p[i]); }
+inline void store_f32(__global float *p, size_t i, float x) { p[i] = x; }
+inline void store_f16(__global half *p, size_t i, float x) { vstore_half_rte(x, i, p); }
+inline void store_bf16(__global ushort *p, size_t i, float x) { p[i] = f32_to_bf16(x); }
+
+/* ---- vector loads and stores of n elements from element i ---- */
+#define VEC_IO(n)                                                              \
+    inline float##n load##n##_f32(__global const float *p, size_t i)          \
+    {                                                                          \
+        return vload##n(0, p + i);                                             \
+    }                                                                          \
+    inline float##n load##n##_f16(__global const half *p, size_t i)           \
+    {                                                                          \
+        return vload_half##n(0, p + i);                                        \
+    }                                                                          \
+    inline float##n load##n##_bf16(__global const ushort *p, size_t i)        \
+    {                                                                          \
+        return bf16_to_f32_##n(vload##n(0, p + i));                            \
+    }                                                                          \
+    inline void store##n##_f32(__global float *p, size_t i, float##n x)       \
+    {                                                                          \
+        vstore##n(x, 0, p + i);                                                \
+    }                                                                          \
+    inline void store##n##_f16(__global half *p, size_t i, float##n x)        \
+    {                                                                          \
+        vstore_half##n##_rte(x, 0, p + i);                                     \
+    }                                                                          \
+    inline void store##n##_bf16(__global ushort *p, size_t i, float##n x)     \
+    {                                                                          \
+        vstore##n(f32_to_bf16_##n(x), 0, p + i);                               \
+    }
+VEC_IO(4)
+VEC_IO(8)
+VEC_IO(16)
+
+#define LOAD_(dt, p, i) load_##dt(p, i)
+#define LOAD(dt, p, i) LOAD_(dt, p, i)
+#define STORE_(dt, p, i, x) store_##dt(p, i, x)
+#define STORE(dt, p, i, x) STORE_(dt, p, i, x)
+#define LOADN_(n, dt, p, i) load##n##_##dt(p, i)
+#define LOAD4(dt, p, i) LOADN_(4, dt, p, i)
+#define LOAD8(dt, p, i) LOADN_(8, dt, p, i)
+#define LOAD16(dt, p, i) LOADN_(16, dt, p, i)
+#define STOREN_(n, dt, p, i, x) store##n##_##dt(p, i, x)
+#define STORE4(dt, p, i, x) STOREN_(4, dt, p, i, x)
+#define STORE8(dt, p, i, x) STOREN_(8, dt, p, i, x)
+#define STORE16(dt, p, i, x) STOREN_(16, dt, p, i, x)
