@@ -382,6 +382,7 @@ xattn_status xattn_attn_run(const xattn_plan *plan, const xattn_attn_args *a)
     l.lse_sh = a->lse.buffer ? a->lse.stride[0] : 0;
     l.lse_st = a->lse.buffer ? a->lse.stride[1] : 0;
     l.total_q = total_q;
+    l.total_k = total_k;
     l.cu_seqlens_q = xattn_ref_of(&a->cu_seqlens_q);
     l.cu_seqlens_k = xattn_ref_of(&a->cu_seqlens_k);
     l.block_table = xattn_ref_of(&a->block_table);

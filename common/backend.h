@@ -9,7 +9,7 @@
 #include "xattn_attn.h"
 #include "xattn_moe.h"
 
-#define XATTN_BACKEND_ABI_VERSION 2u
+#define XATTN_BACKEND_ABI_VERSION 3u
 #define XATTN_BACKEND_ENTRY_SYMBOL "xattn_backend_entry"
 
 typedef struct xattn_device xattn_device; /* backend-defined */
@@ -33,6 +33,8 @@ typedef struct xattn_attn_launch {
     xattn_ref lse;             /* [Hq, total_q]: element (h, t) at h·lse_sh + t·lse_st */
     int64_t lse_sh, lse_st;
     int64_t total_q;           /* rows of Q (B·Sq when uniform) */
+    int64_t total_k;           /* rows of K and V when ragged, so kernels can bound
+                                  cu_seqlens_k contents they cannot trust (ABI 3) */
     xattn_ref cu_seqlens_q;    /* ragged Q */
     xattn_ref cu_seqlens_k;    /* ragged K */
     xattn_ref block_table;     /* paged */
