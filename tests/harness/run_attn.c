@@ -528,9 +528,10 @@ static void attn_once(xattn_context *ctx, const xattn_plan *plan, const hx_attn_
     if (make_operands(ctx, a, bt, g, &op, res)) goto done;
     scatter_inputs(a, bt, g, &in, &op);
 
-    /* Workspace: poisoned too, and at a non-zero offset in padded cases. */
+    /* Workspace: poisoned too, and at a non-zero offset in padded cases
+     * (a plan that needs none gets none: GPU plans without KV splits). */
     const size_t ws = xattn_plan_workspace_size(plan);
-    const size_t ws_off = a->mem == HX_MEM_PADDED ? 256 : 0;
+    const size_t ws_off = a->mem == HX_MEM_PADDED && ws > 0 ? 256 : 0;
     if (ws + ws_off > 0) {
         if (hx_buf_alloc(ctx, &op.ws_buf, ws + ws_off, res)) goto done;
         op.has_ws = 1;
