@@ -96,6 +96,10 @@ fi
 step "ninja -C $build_dir"
 ninja -C "$build_dir"
 
+# The script installs PoCL, so the OpenCL backend must run here: a skipped
+# OpenCL conformance run (no device) fails instead of passing quietly.
+export XATTN_REQUIRE_BACKEND=opencl
+
 step "meson test -C $build_dir"
 meson test -C "$build_dir" --print-errorlogs
 
@@ -115,6 +119,12 @@ rm -f "$json"
 # DeepSeek-V3 preset's groups need a multiple of 8.
 "$xattn" bench --repeats 1 --warmup 0 --workload moe --hidden 64 --inter 32 --experts 16 \
     --moe-mib 16 --dtype bf16 --weight-dtype f16 --no-ceilings
+# The same workloads on OpenCL (PoCL), both kernel styles.
+for style in cpu gpu; do
+    XATTN_OPENCL_STYLE=$style "$xattn" bench --backend opencl --repeats 1 --warmup 0 \
+        --sq 33 --sk 70 --hq 4 --hkv 2 --d 64 --tokens 16 --hidden 64 --inter 32 \
+        --experts 16 --moe-mib 16 --dtype bf16 --weight-dtype f16 --no-ceilings
+done
 
 if [ "$sanitize" = 0 ]; then
     # The README's C example must compile against the public headers alone
