@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Build xattn on a GPU machine that reaches no package registry, then run the
+# conformance suite, the GPU backends' tests and the benchmarks there. Every
+# log lands in /tmp/xattn-gpu-logs, packed into $OUT/logs.tgz at the end (the
+# device tool brings back only a few files); the summary table is printed last.
+#
+# usage: tools/device-gpu.sh [STEP...]
+#   steps (default: all, in this order): probe deps build check bench ref test
+#   probe  what the machine has: GPU, driver, nvcc, OpenCL loader and ICDs
+#   deps   unpack carried Debian packages from .debs/ (OpenCL headers and
+#          loader, cmocka, pkgconf; fetch them on a Debian machine with
+#          `apt-get download ...`) without overwriting any file already there,
+#          and register NVIDIA's OpenCL driver if no ICD file names it
+#   build  meson + ninja (the Python packages do) into build-gpu
+#   check  `xattn check` on every GPU backend that has a module, required
+#   test   the meson tests of those backends (needs cmocka)
+#   bench  `xattn bench` on those backends, f32 and bf16
+#   ref    PyTorch's scaled_dot_product_attention on the bench's shapes, as
+#          the vendor-library yardstick (tools/gpu_reference.py)
+#
+# Environment: XATTN_GPU_BACKENDS (default: opencl, plus cuda/hip when their
+# modules are built), XATTN_CHECK_SEED (default 1), STEP_TIMEOUT seconds.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+logs=/tmp/xattn-gpu-logs
+rm -rf "$logs"
+mkdir -p "$logs"
+build=build-gpu
+xattn=$build/tools/xattn
+seed=${XATTN_CHECK_SEED:-1}
+step_timeout=${STEP_TIMEOUT:-300}
+export XATTN_CACHE_DIR=${XATTN_CACHE_DIR:-/tmp/xattn-cache}
+
+note() { printf '\n==> %s\n' "$*"; }
+# One line per step in summary.log (appends, so background steps count too).
+record() { printf '%-34s %s\n' "$1" "$2" >>"$logs/summary.log"; }
+
+# Run "$@" under the step timeout, output to the terminal and $logs/$name.log;
+# record the exit status and wall time.
+run_logged() {
+    local name=$1; shift
+    local t0=$SECONDS rc
+    timeout "$step_timeout" "$@" >"$logs/$name.log" 2>&1
+    rc=$?
+    tail -n 25 "$logs/$name.log"
+    record "$name" "rc=$rc  $((SECONDS - t0)) s"
+    return $rc
+}
+
+step_probe() {
+    note probe
+    {
+        nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm \
+            --format=csv 2>&1
+        nvcc --version 2>&1 | tail -n 2
+        gcc --version | head -n 1
+        nproc
+        echo "ICD files:"; ls -l /etc/OpenCL/vendors 2>&1
+        echo "OpenCL libraries:"
+        find / -xdev \( -name 'libnvidia-opencl.so*' -o -name 'libOpenCL.so*' \) \
+            2>/dev/null | head -n 20
+        echo "CL headers:"; ls -d /usr/include/CL /usr/local/cuda/include/CL 2>&1
+        python3 -m mesonbuild.mesonmain --version 2>&1
+    } | tee "$logs/probe.log"
+}
+
+step_deps() {
+    note deps
+    local root=/tmp/xattn-debs f lib
+    mkdir -p "$root"
+    for f in .debs/*.deb; do
+        [ -e "$f" ] && dpkg-deb -x "$f" "$root"
+    done
+    # No clobbering: what the image has wins over the carried packages.
+    [ -d "$root/usr" ] && cp -rn "$root/usr/." /usr/
+    ldconfig
+    if ! grep -qs nvidia /etc/OpenCL/vendors/*.icd; then
+        lib=$(find / -xdev -name 'libnvidia-opencl.so.1' 2>/dev/null | head -n 1)
+        if [ -n "$lib" ]; then
+            mkdir -p /etc/OpenCL/vendors
+            echo "$lib" >/etc/OpenCL/vendors/nvidia.icd
+            echo "registered $lib"
+        else
+            echo "no libnvidia-opencl.so.1 on this machine"
+        fi
+    fi
+    # meson and ninja come as Python packages here.
+    mkdir -p /tmp/xattn-bin
+    if ! command -v meson >/dev/null; then
+        printf '#!/bin/sh\nexec python3 -m mesonbuild.mesonmain "$@"\n' >/tmp/xattn-bin/meson
+        chmod +x /tmp/xattn-bin/meson
+    fi
+    if ! command -v ninja >/dev/null; then
+        ln -sf "$(python3 -c 'import ninja; print(ninja.BIN_DIR)')/ninja" /tmp/xattn-bin/ninja
+    fi
+}
+
+step_build() {
+    note build
+    local tests=false
+    pkg-config --exists cmocka 2>/dev/null && tests=true
+    rm -rf "$build"
+    run_logged build-setup meson setup "$build" -Dtests=$tests || return 1
+    run_logged build-ninja ninja -C "$build" || return 1
+    "$xattn" info >"$logs/info.log" 2>&1
+    cat "$logs/info.log"
+}
+
+gpu_backends() {
+    if [ -n "${XATTN_GPU_BACKENDS:-}" ]; then
+        echo "$XATTN_GPU_BACKENDS" | tr ',' ' '
+        return
+    fi
+    local b
+    for b in opencl cuda hip; do
+        [ -e "$build/backends/$b/libxattn-$b.so" ] && echo "$b"
+    done
+}
+
+# The suite in three processes at once (the float64 reference is the CPU's
+# work); each part fails on its own.
+step_check() {
+    local b part
+    for b in $(gpu_backends); do
+        note "check $b"
+        for part in attn moe 'ref kv_append merge'; do
+            # shellcheck disable=SC2046
+            XATTN_REQUIRE_BACKEND=$b run_logged "check-$b-${part%% *}" \
+                "$xattn" check --backend "$b" --seed "$seed" \
+                $(printf -- '--filter %s ' $part) &
+        done
+        wait
+        grep -h -E ' (FAIL|ERROR)' "$logs"/check-"$b"-*.log | head -n 20
+    done
+}
+
+step_test() {
+    [ -e "$build/tests" ] || { record test "no cmocka: not built"; return; }
+    local b names
+    for b in $(gpu_backends); do
+        note "meson test ($b)"
+        names=$(meson test -C "$build" --list 2>/dev/null | awk '{print $NF}' |
+                grep -E -- "-$b(-|\$)" | grep -v '^conformance' | tr '\n' ' ')
+        echo "tests: $names"
+        [ -n "$names" ] || { record "test-$b" "no tests found"; continue; }
+        # shellcheck disable=SC2086
+        XATTN_REQUIRE_BACKEND=$b run_logged "test-$b" \
+            meson test -C "$build" --print-errorlogs $names
+    done
+}
+
+step_bench() {
+    local b dt
+    for b in $(gpu_backends); do
+        for dt in f32 bf16; do
+            note "bench $b $dt"
+            run_logged "bench-$b-$dt" "$xattn" bench --backend "$b" --dtype "$dt" \
+                --moe-mib 8192 --repeats 5
+        done
+    done
+}
+
+step_ref() {
+    note "PyTorch reference"
+    run_logged torch-ref python3 tools/gpu_reference.py
+}
+
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(probe deps build check bench ref test)
+export PATH=/tmp/xattn-bin:$PATH
+for s in "${steps[@]}"; do
+    case "$s" in
+        probe|deps|build|check|test|bench|ref) "step_$s" ;;
+        *) echo "device-gpu.sh: unknown step $s" >&2; exit 2 ;;
+    esac
+done
+
+note summary
+cat "$logs/summary.log"
+if [ -n "${OUT:-}" ]; then tar czf "$OUT/logs.tgz" -C "$logs" .; fi
