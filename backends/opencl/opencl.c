@@ -31,8 +31,9 @@ enum {
 
 /* ---- enumeration ------------------------------------------------------------ */
 
-/* Every device of every platform, in platform order. Returns the count (at
- * most max), or 0 with a reason. */
+/* Every device of every platform: GPUs and accelerators first, then CPUs,
+ * each in platform order, so device 0 is the GPU on a machine that also has
+ * PoCL installed. Returns the count (at most max), or 0 with a reason. */
 static int list_devices(const ocl_api *cl, cl_platform_id *plats, cl_device_id *devs, int max,
                         char *reason, size_t reason_size)
 {
@@ -55,6 +56,22 @@ static int list_devices(const ocl_api *cl, cl_platform_id *plats, cl_device_id *
         if (nd > (cl_uint)(max - n)) nd = (cl_uint)(max - n);
         for (cl_uint j = 0; j < nd; j++) plats[n + (int)j] = p[i];
         n += (int)nd;
+    }
+    /* Stable partition: move each non-CPU device ahead of the CPUs. */
+    int front = 0;
+    for (int i = 0; i < n; i++) {
+        cl_device_type type = 0;
+        cl->GetDeviceInfo(devs[i], CL_DEVICE_TYPE, sizeof type, &type, NULL);
+        if (type & CL_DEVICE_TYPE_CPU) continue;
+        cl_device_id d = devs[i];
+        cl_platform_id pl = plats[i];
+        for (int j = i; j > front; j--) {
+            devs[j] = devs[j - 1];
+            plats[j] = plats[j - 1];
+        }
+        devs[front] = d;
+        plats[front] = pl;
+        front++;
     }
     if (n == 0 && reason_size)
         snprintf(reason, reason_size, "%u OpenCL platform%s, but no device", np,
