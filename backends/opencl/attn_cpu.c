@@ -56,12 +56,13 @@ xattn_status ocl_attn_cpu_prepare(xattn_device *dev, const struct xattn_plan *pl
     bad |= ocl_options_add(opts, sizeof opts,
                            " -DDQK=%d -DDV=%d -DDQK_PAD=%d -DDV_PAD=%d -DBLOCK_Q=%d -DBLOCK_K=%d"
                            " -DBQ_PAD=%d -DBK_PAD=%d -DPACK=%d -DPV_NV=%d -DSOFTCAP=%d -DALIBI=%d"
-                           " -DNARROW=%d",
+                           " -DNARROW=%d -DSTAGES=%d",
                            (int)d->head_dim_qk, (int)d->head_dim_v, (int)p->dqk_pad,
                            (int)p->dv_pad, (int)p->block_q, (int)p->block_k,
                            (int)round_up(p->block_q, VW), (int)round_up(p->block_k, VW),
                            (int)p->gqa_pack, (int)pv_vectors(p->dv_pad, narrow, p->block_q),
-                           d->softcap > 0 ? 1 : 0, (d->flags & XATTN_ATTN_ALIBI) ? 1 : 0, narrow);
+                           d->softcap > 0 ? 1 : 0, (d->flags & XATTN_ATTN_ALIBI) ? 1 : 0, narrow,
+                           narrow ? (int)p->stages : 1);
     if (bad) return xattn_error(XATTN_ERR_INTERNAL, "opencl: attention options overflow");
 
     attn_cpu_state *s = calloc(1, sizeof *s);

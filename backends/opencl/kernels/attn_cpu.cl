@@ -154,28 +154,116 @@ ALWAYS_INLINE float hmax16(float16 x)
     return fmax(c.x, c.y);
 }
 
+/* Where a sequence's key rows are: layout 0 dense (batch kbatch), 1 ragged
+ * (from token k_tok0), 2 paged through the sequence's block-table row. */
+typedef struct kv_rows {
+    int layout, page_size, num_pages;
+    long kbatch, k_tok0, k_sb, k_st, v_sb, v_st;
+    __global const int *pages;
+} kv_rows;
+
+/* Element offsets of key j's K and V rows. A block-table entry outside the
+ * caches is clamped: the row read is wrong but inside the buffer. */
+ALWAYS_INLINE void key_rows(long j, const kv_rows *kv, long *ko, long *vo)
+{
+    if (kv->layout == 2) {
+        const long page = clamp((long)kv->pages[j / kv->page_size], 0L, (long)kv->num_pages - 1);
+        const long slot = j % kv->page_size;
+        *ko = page * kv->k_sb + slot * kv->k_st;
+        *vo = page * kv->v_sb + slot * kv->v_st;
+    } else {
+        *ko = kv->kbatch * kv->k_sb + (kv->k_tok0 + j) * kv->k_st;
+        *vo = kv->kbatch * kv->v_sb + (kv->k_tok0 + j) * kv->v_st;
+    }
+}
+
 #if NARROW
+/* Narrow plans with stages > 1 prefetch as the CPU backend does: during S
+ * the tile's V rows, during P·V the K rows STAGES tiles ahead, a cache line
+ * per vector step. An item reads only its head's slice of each token row
+ * (512 of 4096 bytes at Hkv 8, D 128, f32), a pattern the hardware
+ * prefetchers do not follow; measured on Zen 4 (decode, Sk 16384), 10–11
+ * GB/s without, 14–17 with. The hint fills L2, not L1, whose few miss
+ * buffers the loads needed now must keep. Needs Clang's __builtin_prefetch
+ * (PoCL's OpenCL prefetch() is empty); elsewhere nothing is prefetched. */
+#define CACHE_LINE 64
+#if defined(__clang__) && defined(__has_builtin)
+#if __has_builtin(__builtin_prefetch) && STAGES > 1
+#define PF_TILES STAGES
+#define PREFETCH(p) __builtin_prefetch((__global const uchar *)(p), 0, 1)
+#endif
+#endif
+#ifndef PF_TILES
+#define PF_TILES 0
+#define PREFETCH(p) ((void)0)
+#endif
+
+/* Rows of a narrow S block (block_q rounded up to a power of two) and keys:
+ * together one accumulator per lane of a float16. */
+#define N_ROWS (BLOCK_Q <= 1 ? 1 : BLOCK_Q <= 2 ? 2 : BLOCK_Q <= 4 ? 4 : 8)
+#define N_KEYS (VW / N_ROWS)
+
+/* Lane i of the result is the sum of the lanes of x[i]: a transpose and add
+ * in four halving steps, 15 vector adds for 16 sums. */
+ALWAYS_INLINE float16 sum16x16(const float16 *x)
+{
+    float16 a[8], b[4], c[2];
+    #pragma unroll
+    for (int i = 0; i < 8; i++)
+        a[i] = (float16)(x[2 * i].lo, x[2 * i + 1].lo) + (float16)(x[2 * i].hi, x[2 * i + 1].hi);
+    #pragma unroll
+    for (int i = 0; i < 4; i++)
+        b[i] = (float16)(a[2 * i].even, a[2 * i + 1].even) +
+               (float16)(a[2 * i].odd, a[2 * i + 1].odd);
+    #pragma unroll
+    for (int i = 0; i < 2; i++)
+        c[i] = (float16)(b[2 * i].even, b[2 * i + 1].even) +
+               (float16)(b[2 * i].odd, b[2 * i + 1].odd);
+    return (float16)(c[0].even, c[1].even) + (float16)(c[0].odd, c[1].odd);
+}
+
 /* One key tile of a narrow plan: BLOCK_Q rows (Q row-major in qn), S
  * row-major in st (St[row][key], BK_PAD keys a row), O row-major in ot. */
 ALWAYS_INLINE void narrow_tile(__local const float *qn, __local float *st, __local float *ot,
                                __local row_stats *rs, __global const ELEM(IO) *kbase,
                                __global const ELEM(IO) *vbase, __local const long *koff,
-                               __local const long *voff, int nk, float softcap, float inv_cap)
+                               __local const long *voff, int nk, __local const long *pkoff,
+                               __local const long *pvoff, int npf, float softcap, float inv_cap)
 {
     const int nk_pad = (nk + VW - 1) / VW * VW;
-    /* S: every row against one key at a time, d in lanes. */
-    for (int n = 0; n < nk; n++) {
-        float16 acc[BLOCK_Q];
+    /* S in blocks of N_KEYS keys × N_ROWS rows, d in lanes: one vector
+     * accumulator per (key, row), all reduced at once by sum16x16. Keys past
+     * nk repeat the last row and are masked below. */
+    for (int n0 = 0; n0 < nk; n0 += N_KEYS) {
+        float16 acc[VW];
         #pragma unroll
-        for (int r = 0; r < BLOCK_Q; r++) acc[r] = (float16)0.0f;
+        for (int i = 0; i < VW; i++) acc[i] = (float16)0.0f;
+        long kr[N_KEYS];
+        #pragma unroll
+        for (int j = 0; j < N_KEYS; j++) kr[j] = koff[min(n0 + j, nk - 1)];
+        #pragma unroll
         for (int d = 0; d < DQK; d += VW) {
-            const float16 kv = load_row16(kbase, koff[n], d, DQK);
+            float16 qv[N_ROWS];
             #pragma unroll
-            for (int r = 0; r < BLOCK_Q; r++)
-                acc[r] = fma(vload16(0, qn + r * DQK_PAD + d), kv, acc[r]);
+            for (int r = 0; r < N_ROWS; r++) qv[r] = vload16(0, qn + r * DQK_PAD + d);
+            #pragma unroll
+            for (int j = 0; j < N_KEYS; j++) {
+                /* This tile's V rows, read by P·V next. */
+                if (PF_TILES && n0 + j < nk && (d * (int)sizeof(ELEM(IO))) % CACHE_LINE == 0 &&
+                    d < DV)
+                    PREFETCH(vbase + voff[n0 + j] + d);
+                const float16 kv = load_row16(kbase, kr[j], d, DQK);
+                #pragma unroll
+                for (int r = 0; r < N_ROWS; r++)
+                    acc[j * N_ROWS + r] = fma(qv[r], kv, acc[j * N_ROWS + r]);
+            }
         }
+        float sc[VW];
+        vstore16(sum16x16(acc), 0, sc);
         #pragma unroll
-        for (int r = 0; r < BLOCK_Q; r++) st[r * BK_PAD + n] = hsum16(acc[r]);
+        for (int j = 0; j < N_KEYS; j++)
+            #pragma unroll
+            for (int r = 0; r < BLOCK_Q; r++) st[r * BK_PAD + n0 + j] = sc[j * N_ROWS + r];
     }
     /* Softmax per row, keys in lanes; always masked, which also hides the
      * padding keys and rows. */
@@ -219,7 +307,13 @@ ALWAYS_INLINE void narrow_tile(__local const float *qn, __local float *st, __loc
         for (int n = 0; n < nk; n++) {
             float16 vv[PV_NV];
             #pragma unroll
-            for (int x = 0; x < PV_NV; x++) vv[x] = load_row16(vbase, voff[n], x0 + x * VW, DV);
+            for (int x = 0; x < PV_NV; x++) {
+                /* The K rows PF_TILES tiles ahead, a line per vector. */
+                const int e = x0 + x * VW;
+                if (PF_TILES && n < npf && (e * (int)sizeof(ELEM(IO))) % CACHE_LINE == 0 && e < DQK)
+                    PREFETCH(kbase + pkoff[n] + e);
+                vv[x] = load_row16(vbase, voff[n], e, DV);
+            }
             #pragma unroll
             for (int r = 0; r < BLOCK_Q; r++) {
                 const float16 p = (float16)st[r * BK_PAD + n];
@@ -252,16 +346,18 @@ __kernel void attn_cpu(
     float softcap, int flags)
 {
     const int has_lse = flags & FLAG_LSE, has_sinks = flags & FLAG_SINKS;
-    __local float qt[DQK_PAD * BQ_PAD];   /* Q, scaled, transposed: Qt[d][row] */
+    __local float qt[DQK_PAD * BQ_PAD];   /* Q, scaled (wide: transposed, Qt[d][row]) */
 #if NARROW
-    __local long koff[BK_PAD], voff[BK_PAD]; /* element offsets of the tile's K, V rows */
+    __local long koff[BK_PAD], voff[BK_PAD];   /* element offsets of the tile's K, V rows */
+    __local long pkoff[BK_PAD], pvoff[BK_PAD]; /* ... and of the rows to prefetch */
 #else
     __local float kt[BK_PAD * DQK_PAD];   /* K tile, f32, row-major */
     __local float vt[BK_PAD * DV_PAD];    /* V tile, f32, row-major */
 #endif
-    __local float st[BK_PAD * BQ_PAD];    /* S then P, key-major */
+    __local float st[BK_PAD * BQ_PAD];    /* S then P */
     __local float ot[BQ_PAD * DV_PAD];    /* O accumulator, row-major */
-    __local row_stats rs;
+    __local row_stats rs_mem;
+    __local row_stats *rs = &rs_mem;
 
     long w = get_global_id(0);
     const int split = (int)(w % kv_splits);
@@ -308,12 +404,12 @@ __kernel void attn_cpu(
     __global const ELEM(IO) *qb = AT_CONST(ELEM(IO), q, q_off);
     long kb = LONG_MAX, ke = 0;
     for (int r = 0; r < nmv * VW; r++) {
-        rs.m[r] = -INFINITY;
-        rs.l[r] = 0.0f;
-        rs.slope[r] = 0.0f;
+        rs->m[r] = -INFINITY;
+        rs->l[r] = 0.0f;
+        rs->slope[r] = 0.0f;
         if (r >= nrows) {
 #if NARROW
-            if (r < BLOCK_Q)
+            if (r < N_ROWS) /* padding rows of the S blocks */
                 for (int d = 0; d < DQK_PAD; d++) qt[r * DQK_PAD + d] = 0.0f;
 #else
             for (int d = 0; d < DQK; d++) qt[d * BQ_PAD + r] = 0.0f;
@@ -321,9 +417,9 @@ __kernel void attn_cpu(
             continue;
         }
         const long flat = r0 + r, i = flat / PACK, h = g * PACK + flat % PACK;
-        rs.tok[r] = (int)i;
-        rs.head[r] = (int)h;
-        if (ALIBI) rs.slope[r] = AT_CONST(float, slopes, slopes_off)[h];
+        rs->tok[r] = (int)i;
+        rs->head[r] = (int)h;
+        if (ALIBI) rs->slope[r] = AT_CONST(float, slopes, slopes_off)[h];
         const long qe = q_elem0 + i * q_st + h * q_sh;
 #if NARROW
         for (int d = 0; d < DQK; d += IO_STEP)
@@ -359,7 +455,8 @@ __kernel void attn_cpu(
     __global const ELEM(IO) *kbase = AT_CONST(ELEM(IO), k, k_off) + hkv * k_sh;
     __global const ELEM(IO) *vbase = AT_CONST(ELEM(IO), v, v_off) + hkv * v_sh;
     __global const int *pages = AT_CONST(int, block_table, bt_off) + b * bt_stride;
-    const long kbatch = kv_layout == 0 ? b : 0;
+    const kv_rows kv = {kv_layout, page_size, num_pages, kv_layout == 0 ? b : 0, k_tok0,
+                        k_sb, k_st, v_sb, v_st, pages};
     const float inv_cap = softcap > 0.0f ? 1.0f / softcap : 0.0f;
 
     for (long k0 = kb; k0 < ke; k0 += BLOCK_K) {
@@ -368,19 +465,8 @@ __kernel void attn_cpu(
 
         /* Where the tile's K and V rows are (wide: copied to local as f32). */
         for (int n = 0; n < nk; n++) {
-            const long j = k0 + n;
             long ke_, ve_;
-            if (kv_layout == 2) {
-                /* A block-table entry outside the caches is clamped: the
-                 * row read is wrong but inside the buffer. */
-                const long page = clamp((long)pages[j / page_size], 0L, (long)num_pages - 1);
-                const long slot = j % page_size;
-                ke_ = page * k_sb + slot * k_st;
-                ve_ = page * v_sb + slot * v_st;
-            } else {
-                ke_ = kbatch * k_sb + (k_tok0 + j) * k_st;
-                ve_ = kbatch * v_sb + (k_tok0 + j) * v_st;
-            }
+            key_rows(k0 + n, &kv, &ke_, &ve_);
 #if NARROW
             koff[n] = ke_;
             voff[n] = ve_;
@@ -392,6 +478,21 @@ __kernel void attn_cpu(
             for (int d = DV; d < DV_PAD; d++) vt[n * DV_PAD + d] = 0.0f;
 #endif
         }
+#if NARROW
+        /* Where the rows PF_TILES tiles ahead are: narrow_tile fetches them
+         * into the cache while it computes this tile, a line per step. */
+        int npf = 0;
+        if (PF_TILES) {
+            const long k1 = k0 + (long)PF_TILES * BLOCK_K;
+            npf = (int)clamp(ke - k1, 0L, (long)BLOCK_K);
+            for (int n = 0; n < npf; n++) {
+                long kp, vp;
+                key_rows(k1 + n, &kv, &kp, &vp);
+                pkoff[n] = kp;
+                pvoff[n] = vp;
+            }
+        }
+#endif
 #if !NARROW
         /* Padding keys of the last S block: zero, so their scores stay finite. */
         for (int n = nk; n < nk_pad; n++)
@@ -403,23 +504,24 @@ __kernel void attn_cpu(
         int need_mask = 0;
         for (int r = 0; r < nmv * VW; r++) {
             if (r >= nrows) {
-                rs.lo[r] = 1.0f; /* padding rows see nothing */
-                rs.hi[r] = 0.0f;
-                rs.diag[r] = 0.0f;
+                rs->lo[r] = 1.0f; /* padding rows see nothing */
+                rs->hi[r] = 0.0f;
+                rs->diag[r] = 0.0f;
                 continue;
             }
             long lo, hi;
-            row_range(rs.tok[r], sq, sk, wl, wr, &lo, &hi);
+            row_range(rs->tok[r], sq, sk, wl, wr, &lo, &hi);
             lo -= k0;
             hi -= k0;
             if (lo > 0 || hi < nk - 1) need_mask = 1;
-            rs.lo[r] = (float)clamp(lo, 0L, (long)nk);
-            rs.hi[r] = (float)clamp(hi, -1L, (long)nk - 1);
-            rs.diag[r] = (float)(rs.tok[r] + sk - sq - k0);
+            rs->lo[r] = (float)clamp(lo, 0L, (long)nk);
+            rs->hi[r] = (float)clamp(hi, -1L, (long)nk - 1);
+            rs->diag[r] = (float)(rs->tok[r] + sk - sq - k0);
         }
 
 #if NARROW
-        narrow_tile(qt, st, ot, &rs, kbase, vbase, koff, voff, nk, softcap, inv_cap);
+        narrow_tile(qt, st, ot, rs, kbase, vbase, koff, voff, nk, pkoff, pvoff, npf, softcap,
+                    inv_cap);
 #else
         /* S = Q·Kᵀ, register blocks of 3, 2 or 1 row vectors. */
         for (int n0 = 0; n0 < nk_pad; n0 += S_KEYS) {
@@ -439,8 +541,8 @@ __kernel void attn_cpu(
             __local float *col = st + r;
             float16 mx = (float16)(-INFINITY);
             if (transform) {
-                const float16 lo = vload16(0, rs.lo + r), hi = vload16(0, rs.hi + r);
-                const float16 diag = vload16(0, rs.diag + r), slope = vload16(0, rs.slope + r);
+                const float16 lo = vload16(0, rs->lo + r), hi = vload16(0, rs->hi + r);
+                const float16 diag = vload16(0, rs->diag + r), slope = vload16(0, rs->slope + r);
                 for (int n = 0; n < nk; n++) {
                     float16 s = vload16(0, col + n * BQ_PAD);
                     if (SOFTCAP) s = softcap * tanh(s * inv_cap);
@@ -453,7 +555,7 @@ __kernel void attn_cpu(
             } else {
                 for (int n = 0; n < nk; n++) mx = fmax(mx, vload16(0, col + n * BQ_PAD));
             }
-            const float16 m_old = vload16(0, rs.m + r);
+            const float16 m_old = vload16(0, rs->m + r);
             const float16 m_new = fmax(m_old, mx);
             /* A row that has seen no key keeps m = −inf; subtracting 0
              * instead keeps its p at exp(−inf) = 0 rather than NaN. */
@@ -465,18 +567,18 @@ __kernel void attn_cpu(
                 vstore16(p, 0, col + n * BQ_PAD);
                 sum += p;
             }
-            vstore16(m_new, 0, rs.m + r);
-            vstore16(fma(vload16(0, rs.l + r), alpha, sum), 0, rs.l + r);
-            vstore16(alpha, 0, rs.alpha + r);
+            vstore16(m_new, 0, rs->m + r);
+            vstore16(fma(vload16(0, rs->l + r), alpha, sum), 0, rs->l + r);
+            vstore16(alpha, 0, rs->alpha + r);
         }
 
         /* O = α·O + P·V. */
         for (int x0 = 0; x0 < DV_PAD; x0 += PV_NV * VW) {
             int r = 0;
             for (; r + PV_ROWS <= nrows; r += PV_ROWS)
-                pv_block(PV_ROWS, ot + r * DV_PAD + x0, rs.alpha + r, st + r, vt + x0, nk);
+                pv_block(PV_ROWS, ot + r * DV_PAD + x0, rs->alpha + r, st + r, vt + x0, nk);
             for (; r < nrows; r++)
-                pv_block(1, ot + r * DV_PAD + x0, rs.alpha + r, st + r, vt + x0, nk);
+                pv_block(1, ot + r * DV_PAD + x0, rs->alpha + r, st + r, vt + x0, nk);
         }
 #endif
     }
@@ -486,8 +588,8 @@ __kernel void attn_cpu(
     __global float *pl = po + (long)kv_splits * part_rows * hq * DV_PAD;
     __global ELEM(IO) *ob = AT(ELEM(IO), o, o_off);
     for (int r = 0; r < nrows; r++) {
-        const long i = rs.tok[r], h = rs.head[r], grow = q_row0 + i;
-        const float m = rs.m[r], lsum = rs.l[r];
+        const long i = rs->tok[r], h = rs->head[r], grow = q_row0 + i;
+        const float m = rs->m[r], lsum = rs->l[r];
         __local const float *acc = ot + r * DV_PAD;
         if (kv_splits > 1) {
             const long prow = ((long)split * part_rows + grow) * hq + h;
