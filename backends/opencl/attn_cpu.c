@@ -22,8 +22,7 @@ enum {
 
 typedef struct attn_cpu_state {
     ocl_kernel kernel;
-    ocl_split_merge merge;
-    int split;        /* merge prepared */
+    ocl_split_merge merge; /* zeroed (released as nothing) without splits */
 } attn_cpu_state;
 
 static int32_t round_up(int32_t x, int32_t m) { return (x + m - 1) / m * m; }
@@ -70,10 +69,7 @@ xattn_status ocl_attn_cpu_prepare(xattn_device *dev, const struct xattn_plan *pl
     cl_program prog;
     xattn_status st = ocl_program_get(dev, "attn_cpu", opts, &prog);
     if (st == XATTN_OK) st = ocl_kernel_create(dev, prog, "attn_cpu", &s->kernel);
-    if (st == XATTN_OK && p->kv_splits > 1) {
-        st = ocl_split_merge_prepare(dev, plan, &s->merge);
-        s->split = st == XATTN_OK;
-    }
+    if (st == XATTN_OK && p->kv_splits > 1) st = ocl_split_merge_prepare(dev, plan, &s->merge);
     if (st != XATTN_OK) {
         ocl_attn_cpu_release(dev, s);
         return st;
@@ -86,7 +82,7 @@ void ocl_attn_cpu_release(xattn_device *dev, void *state)
 {
     attn_cpu_state *s = state;
     if (!s) return;
-    if (s->split) ocl_split_merge_release(dev, &s->merge);
+    ocl_split_merge_release(dev, &s->merge);
     ocl_kernel_release(dev, &s->kernel);
     free(s);
 }

@@ -15,8 +15,7 @@ enum {
 
 typedef struct gpu_state {
     ocl_kernel kernel;
-    ocl_split_merge merge;
-    int has_merge;
+    ocl_split_merge merge; /* zeroed (released as nothing) without splits */
 } gpu_state;
 
 /* Work-items that share one row's softmax reductions: enough to keep the
@@ -84,10 +83,7 @@ xattn_status ocl_attn_gpu_prepare(xattn_device *dev, const struct xattn_plan *pl
                          "opencl: GPU attention kernel allows %zu work-items per group on %s, "
                          "the plan wants %d", s->kernel.max_group_size, dev->device_name,
                          (int)p->threads);
-    if (st == XATTN_OK && p->kv_splits > 1) {
-        st = ocl_split_merge_prepare(dev, plan, &s->merge);
-        s->has_merge = st == XATTN_OK;
-    }
+    if (st == XATTN_OK && p->kv_splits > 1) st = ocl_split_merge_prepare(dev, plan, &s->merge);
     if (st != XATTN_OK) {
         ocl_attn_gpu_release(dev, s);
         return st;
@@ -101,7 +97,7 @@ void ocl_attn_gpu_release(xattn_device *dev, void *state)
     gpu_state *s = state;
     if (!s) return;
     ocl_kernel_release(dev, &s->kernel);
-    if (s->has_merge) ocl_split_merge_release(dev, &s->merge);
+    ocl_split_merge_release(dev, &s->merge);
     free(s);
 }
 

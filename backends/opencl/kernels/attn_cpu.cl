@@ -138,14 +138,6 @@ ALWAYS_INLINE float16 load_row16(__global const ELEM(IO) *p, long e, int d, int 
     return (float16)0.0f;
 }
 
-ALWAYS_INLINE float hsum16(float16 x)
-{
-    const float8 a = x.lo + x.hi;
-    const float4 b = a.lo + a.hi;
-    const float2 c = b.lo + b.hi;
-    return c.x + c.y;
-}
-
 ALWAYS_INLINE float hmax16(float16 x)
 {
     const float8 a = fmax(x.lo, x.hi);

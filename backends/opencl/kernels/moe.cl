@@ -70,43 +70,28 @@ inline float grouped_score(__global const ELEM(LG) *l, __global const float *bia
 /* Offer expert id with score v to the best list vals/ids (*n of k filled,
  * highest first), the CPU backend's top_offer: experts come in ascending
  * index order and only a strictly higher score moves ahead, so equal
- * scores keep the lower index first. The list lives in the output row. */
-inline void top_offer(__global float *vals, __global int *ids, int *n, int k, float v, int id)
-{
-    int pos;
-    if (*n < k) {
-        pos = (*n)++;
-    } else {
-        if (!(v > vals[k - 1])) return;
-        pos = k - 1;
+ * scores keep the lower index first. One definition per address space:
+ * top_offer on the output row, top_offer_private on the kept groups. */
+#define TOP_OFFER(name, as)                                                    \
+    inline void name(as float *vals, as int *ids, int *n, int k, float v, int id) \
+    {                                                                          \
+        int pos;                                                               \
+        if (*n < k) {                                                          \
+            pos = (*n)++;                                                      \
+        } else {                                                               \
+            if (!(v > vals[k - 1])) return;                                    \
+            pos = k - 1;                                                       \
+        }                                                                      \
+        while (pos > 0 && v > vals[pos - 1]) {                                 \
+            vals[pos] = vals[pos - 1];                                         \
+            ids[pos] = ids[pos - 1];                                           \
+            pos--;                                                             \
+        }                                                                      \
+        vals[pos] = v;                                                         \
+        ids[pos] = id;                                                         \
     }
-    while (pos > 0 && v > vals[pos - 1]) {
-        vals[pos] = vals[pos - 1];
-        ids[pos] = ids[pos - 1];
-        pos--;
-    }
-    vals[pos] = v;
-    ids[pos] = id;
-}
-
-/* The same on private arrays (the kept groups). */
-inline void top_offer_private(float *vals, int *ids, int *n, int k, float v, int id)
-{
-    int pos;
-    if (*n < k) {
-        pos = (*n)++;
-    } else {
-        if (!(v > vals[k - 1])) return;
-        pos = k - 1;
-    }
-    while (pos > 0 && v > vals[pos - 1]) {
-        vals[pos] = vals[pos - 1];
-        ids[pos] = ids[pos - 1];
-        pos--;
-    }
-    vals[pos] = v;
-    ids[pos] = id;
-}
+TOP_OFFER(top_offer, __global)
+TOP_OFFER(top_offer_private, __private)
 
 /* Σ v[0..n) in the CPU backend's order: SUM_LANES partial sums, then the
  * tail, then the partial sums. */

@@ -48,45 +48,6 @@
 #define UP_BLOCKS ((UP_BN + NW / 2 - 1) / (NW / 2))
 #define DOWN_BLOCKS ((DOWN_BN + NW - 1) / NW)
 
-/* Gate · sigmoid(s): silu(g) = g·σ(g); the tanh GELU
- * 0.5·g·(1 + tanh(z)) = g·σ(2z), z = √(2/π)·(g + 0.044715·g³), which has no
- * cancellation where tanh(z) nears −1. */
-inline float16 activate16(float16 g)
-{
-#if ACT_GEGLU
-    const float two_sqrt_2_over_pi = 1.5957691216057308f;
-    float16 s = two_sqrt_2_over_pi * (g + 0.044715f * g * g * g);
-#else
-    float16 s = g;
-#endif
-    return g / (1.0f + exp(-s));
-}
-
-/* Rows [*r0, *r1) of virtual row tile v of bm rows, and its expert; 0 when
- * the tile has no rows. Offsets are clamped to [0, rows], so whatever
- * expert_offsets holds, the rows stay inside the tensors. */
-inline int find_tile(__global const int *off, long off_st, int experts, long rows, long bm,
-                     long v, long *r0, long *r1, int *expert)
-{
-    int lo = 0, hi = experts - 1;
-    while (lo < hi) {
-        int mid = lo + (hi - lo + 1) / 2;
-        long o = clamp((long)off[mid * off_st], 0L, rows);
-        if (o / bm + mid <= v) lo = mid;
-        else hi = mid - 1;
-    }
-    long start = clamp((long)off[lo * off_st], 0L, rows);
-    long end = clamp((long)off[(lo + 1) * off_st], 0L, rows);
-    long first = start / bm + lo;
-    if (v < first) return 0;
-    long row0 = start + (v - first) * bm;
-    if (row0 >= end) return 0;
-    *r0 = row0;
-    *r1 = min(row0 + bm, end);
-    *expert = lo;
-    return 1;
-}
-
 /* Swap bit t of the row index with bit t of the lane index for row pair
  * (x, y) = (rows i, i + 2^t): four such rounds transpose 16 × 16. Written
  * with swizzles, which compile to constant shuffles (a scatter of single
@@ -202,7 +163,7 @@ inline void store_block(const int GATE_UP, const float16 *acc, long g, long nr, 
         if (col >= cols) break;
         float out[LANES];
         if (GATE_UP)
-            vstore16(activate16(acc[j]) * acc[j + NW / 2], 0, out);
+            vstore16(ACTIVATE(acc[j]) * acc[j + NW / 2], 0, out);
         else
             vstore16(acc[j], 0, out);
         for (long l = 0; l < lanes; l++) {
@@ -213,14 +174,6 @@ inline void store_block(const int GATE_UP, const float16 *acc, long g, long nr, 
                 STORE(XDT, (__global ELEM(XDT) *)c, r * c_st + col0 + col, out[l]);
         }
     }
-}
-
-/* Sum of the lanes of x. */
-inline float hsum16(float16 x)
-{
-    float8 h = x.lo + x.hi;
-    float4 q = h.lo + h.hi;
-    return dot(q, (float4)(1.0f));
 }
 
 /* A tile of at most FEW_ROWS rows (decode): K in the vector lanes instead,
@@ -276,7 +229,7 @@ inline void gemm_tile_few(const int GATE_UP, const long BN, long K, long N, long
                     const long col = col0 + q + j;
                     if (GATE_UP)
                         ((__global float *)c)[r * c_st + col] =
-                            activate16((float16)v).s0 * sums[i * NW + j + NW / 2];
+                            ACTIVATE((float16)v).s0 * sums[i * NW + j + NW / 2];
                     else
                         STORE(XDT, (__global ELEM(XDT) *)c, r * c_st + col, v);
                 }

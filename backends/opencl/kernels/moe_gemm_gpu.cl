@@ -25,45 +25,6 @@
  * Build options: XDT (x, y dtype), WDT (weights), ACT_GEGLU, and per GEMM
  * UP_ / DOWN_ BM, BN, BK, THREADS, TM, TN. */
 
-/* Gate · sigmoid(s): silu(g) = g·σ(g); the tanh GELU
- * 0.5·g·(1 + tanh(z)) = g·σ(2z), z = √(2/π)·(g + 0.044715·g³), which has no
- * cancellation where tanh(z) nears −1. */
-inline float activate(float g)
-{
-#if ACT_GEGLU
-    const float two_sqrt_2_over_pi = 1.5957691216057308f;
-    float s = two_sqrt_2_over_pi * (g + 0.044715f * g * g * g);
-#else
-    float s = g;
-#endif
-    return g / (1.0f + exp(-s));
-}
-
-/* Rows [*r0, *r1) of virtual row tile v of bm rows, and its expert; 0 when
- * the tile has no rows. Offsets are clamped to [0, rows], so whatever
- * expert_offsets holds, the rows stay inside the tensors. */
-inline int find_tile(__global const int *off, long off_st, int experts, long rows, long bm,
-                     long v, long *r0, long *r1, int *expert)
-{
-    int lo = 0, hi = experts - 1;
-    while (lo < hi) {
-        int mid = lo + (hi - lo + 1) / 2;
-        long o = clamp((long)off[mid * off_st], 0L, rows);
-        if (o / bm + mid <= v) lo = mid;
-        else hi = mid - 1;
-    }
-    long start = clamp((long)off[lo * off_st], 0L, rows);
-    long end = clamp((long)off[(lo + 1) * off_st], 0L, rows);
-    long first = start / bm + lo;
-    if (v < first) return 0;
-    long row0 = start + (v - first) * bm;
-    if (row0 >= end) return 0;
-    *r0 = row0;
-    *r1 = min(row0 + bm, end);
-    *expert = lo;
-    return 1;
-}
-
 /* Elements between rows of the local tiles beyond the tile width. */
 #define LDS_PAD 1
 
@@ -134,7 +95,7 @@ inline void gemm_tile(const int GATE_UP, const int BM, const int BN, const int B
             if (col >= N) continue;
             const float v = acc[i * TN + j];
             if (GATE_UP)
-                ((__global float *)c)[r * c_st + col] = activate(v) * acc[(TM + i) * TN + j];
+                ((__global float *)c)[r * c_st + col] = ACTIVATE(v) * acc[(TM + i) * TN + j];
             else
                 STORE(XDT, (__global ELEM(XDT) *)c, r * c_st + col, v);
         }

@@ -110,3 +110,52 @@ VEC_IO(16)
 #define STORE4(dt, p, i, x) STOREN_(4, dt, p, i, x)
 #define STORE8(dt, p, i, x) STOREN_(8, dt, p, i, x)
 #define STORE16(dt, p, i, x) STOREN_(16, dt, p, i, x)
+
+/* ---- shared helpers ------------------------------------------------------ */
+
+/* Sum of the lanes of x, pairwise. */
+inline float hsum16(float16 x)
+{
+    const float8 a = x.lo + x.hi;
+    const float4 b = a.lo + a.hi;
+    const float2 c = b.lo + b.hi;
+    return c.x + c.y;
+}
+
+/* The MoE gate activation, for float or floatN g (a plain expression: it is
+ * read more than once): silu(g) = g·σ(g), or with -DACT_GEGLU=1 the tanh
+ * GELU 0.5·g·(1 + tanh(z)) = g·σ(2z), z = √(2/π)·(g + 0.044715·g³), which
+ * has no cancellation where tanh(z) nears −1. */
+#if defined(ACT_GEGLU) && ACT_GEGLU
+#define GATE_ARG(g) (1.5957691216057308f * ((g) + 0.044715f * (g) * (g) * (g)))
+#else
+#define GATE_ARG(g) (g)
+#endif
+#define ACTIVATE(g) ((g) / (1.0f + exp(-GATE_ARG(g))))
+
+/* MoE GEMMs: rows [*r0, *r1) of virtual row tile v of bm rows, and its
+ * expert; 0 when the tile has no rows. Each expert's rows start a new tile,
+ * so tile v belongs to the last expert e with offsets[e] / bm + e ≤ v.
+ * Offsets are clamped to [0, rows], so whatever expert_offsets holds, the
+ * rows stay inside the tensors. */
+inline int find_tile(__global const int *off, long off_st, int experts, long rows, long bm,
+                     long v, long *r0, long *r1, int *expert)
+{
+    int lo = 0, hi = experts - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        long o = clamp((long)off[mid * off_st], 0L, rows);
+        if (o / bm + mid <= v) lo = mid;
+        else hi = mid - 1;
+    }
+    long start = clamp((long)off[lo * off_st], 0L, rows);
+    long end = clamp((long)off[(lo + 1) * off_st], 0L, rows);
+    long first = start / bm + lo;
+    if (v < first) return 0;
+    long row0 = start + (v - first) * bm;
+    if (row0 >= end) return 0;
+    *r0 = row0;
+    *r1 = min(row0 + bm, end);
+    *expert = lo;
+    return 1;
+}
