@@ -233,7 +233,6 @@ ALWAYS_INLINE void narrow_tile(__local const float *qn, __local float *st, __loc
         long kr[N_KEYS];
         #pragma unroll
         for (int j = 0; j < N_KEYS; j++) kr[j] = koff[min(n0 + j, nk - 1)];
-        #pragma unroll
         for (int d = 0; d < DQK; d += VW) {
             float16 qv[N_ROWS];
             #pragma unroll
