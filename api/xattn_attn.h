@@ -1,8 +1,8 @@
 /*
  * xattn — fused attention: plans, run, kv_append, merge_states.
  *
- * Semantics (see DESIGN §4): s = scale·q·k, optional soft cap c·tanh(s/c),
- * optional ALiBi s -= m_h·|i + Sk − Sq − j|; query row i of a sequence sees
+ * Semantics (in full in docs/attention.md): s = scale·q·k, optional soft
+ * cap c·tanh(s/c), optional ALiBi s -= m_h·|i + Sk − Sq − j|; query row i of a sequence sees
  * key j iff i + Sk − Sq − wl ≤ j ≤ i + Sk − Sq + wr (bottom-right aligned);
  * optional per-head sink logits join the softmax denominator only.
  * O = Σ p_j v_j, LSE = log Σ exp(s_j) (natural log, sink included). A row

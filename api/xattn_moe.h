@@ -1,6 +1,6 @@
 /*
  * xattn — Mixture-of-Experts: route, dispatch, expert GEMMs, combine, and a
- * fused forward that runs all four (see DESIGN §5).
+ * fused forward that runs all four (docs/moe.md has the semantics in full).
  *
  * Shapes: T tokens (0 ≤ T ≤ desc.max_tokens), hidden H, E experts, top-k,
  * expert FFN size I, R permuted rows with xattn_moe_rows(plan, T) ≤ R ≤
