@@ -2,8 +2,9 @@
  * xattn — fused attention: plans, run, kv_append, merge_states.
  *
  * Semantics (in full in docs/attention.md): s = scale·q·k, optional soft
- * cap c·tanh(s/c), optional ALiBi s -= m_h·|i + Sk − Sq − j|; query row i of a sequence sees
- * key j iff i + Sk − Sq − wl ≤ j ≤ i + Sk − Sq + wr (bottom-right aligned);
+ * cap c·tanh(s/c), optional ALiBi s -= m_h·|i + Sk − Sq − j|; query row i
+ * of a sequence sees key j iff i + Sk − Sq − wl ≤ j ≤ i + Sk − Sq + wr
+ * (bottom-right aligned);
  * optional per-head sink logits join the softmax denominator only.
  * O = Σ p_j v_j, LSE = log Σ exp(s_j) (natural log, sink included). A row
  * that sees no key gets O = 0 and LSE = −inf. Accumulation is fp32; f32
