@@ -194,7 +194,7 @@ int xattn_opts_seen(const xattn_cmd *cmd, const int *seen, const char *name)
 static void print_line(FILE *f, const char *names, const char *help)
 {
     int w = fprintf(f, "  %s", names);
-    if (w > HELP_NAME_COLUMN - 1) {
+    if (w > HELP_NAME_COLUMN - 2) {
         fputc('\n', f);
         w = 0;
     }
