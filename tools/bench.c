@@ -1,6 +1,6 @@
 /* xattn bench: achieved FLOP/s and bytes/s of attention and MoE workloads
  * through the public API, against ceilings measured on the same device
- * (DESIGN §7).
+ * (methodology and figures: docs/perf.md).
  *
  * Benchmarks only: nothing here checks results (that is `xattn check`), but
  * every call's status is checked and a failure is reported with
@@ -366,7 +366,7 @@ static void apply_shape(xattn_attn_desc *d, const bench_shape *s)
         d->flags = s->causal ? (d->flags | XATTN_ATTN_CAUSAL) : (d->flags & ~XATTN_ATTN_CAUSAL);
 }
 
-/* The DESIGN §7 workloads and the serving batch. A prefill runs as a causal
+/* The attention workloads: prefill, decode and the serving batch. A prefill runs as a causal
  * and a non-causal pair; --causal / --no-causal keep one of a pair, or set
  * the mask of a workload that has no pair. */
 enum { LEN_PREFILL = -1, LEN_SERVING = -2 }; /* lengths the run's size sets */
@@ -497,8 +497,8 @@ static int make_cases(const bench_options *o, bench_case *cases)
     return n;
 }
 
-/* Query-key pairs a sequence's mask lets through (DESIGN §4: row i sees key
- * j iff i + Sk - Sq - wl <= j <= i + Sk - Sq + wr; -1 = unbounded). */
+/* Query-key pairs a sequence's mask lets through (xattn_attn.h: row i sees
+ * key j iff i + Sk - Sq - wl <= j <= i + Sk - Sq + wr; -1 = unbounded). */
 static uint64_t visible_pairs(int64_t sq, int64_t sk, int64_t wl, int64_t wr)
 {
     uint64_t pairs = 0;

@@ -110,7 +110,7 @@ void xattn_bench_json_pct(xattn_json *j, const char *key, int have, double achie
 #define BENCH_MOE_MAX_CASES 4
 
 /* A model's MoE layer as it runs here: the model's H, I, k and routing,
- * with fewer experts where the weights would not fit (DESIGN §7). */
+ * with fewer experts where the weights would not fit. */
 typedef struct bench_moe_case {
     const char *name;     /* "deepseek-v3" */
     const char *model;    /* "DeepSeek-V3" */

@@ -6,8 +6,8 @@
  * T is chosen so that one forward takes about a second on the device: a
  * few forwards at smaller T (the plan allows any T up to its max_tokens)
  * fit a line through time against T. Where a layer's weights would not fit
- * the memory given to them (--moe-mib), fewer experts run, as DESIGN §7
- * asks, and the output says how many.
+ * the memory given to them (--moe-mib), fewer experts run (the model's
+ * shape and routing kept), and the output says how many.
  *
  * What is counted, with T tokens, top-k, E experts run, H, I, element sizes
  * a (activations), g (logits) and w (weights), n = T·k real rows (random
