@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "error.h"
+#include "module_notes.h"
 
 #ifndef XATTN_MODULE_DIR
 #  define XATTN_MODULE_DIR "/usr/local/lib/xattn"
@@ -160,19 +161,29 @@ const xattn_backend_vtable *xattn_backend_get(xattn_backend_kind kind, char *rea
         /* An explicit directory is the only place looked at. */
         if (try_dir(env_dir, file, &vt, tried, sizeof tried, reason, reason_size)) return vt;
     } else {
-        if (try_dir(XATTN_MODULE_DIR, file, &vt, tried, sizeof tried, reason, reason_size))
-            return vt;
+        /* Beside the libxattn that is running first, so an install whose
+         * prefix moved (or a build tree) never loads another copy's module:
+         * <libdir>/xattn/ (installed), then backends/<name>/ (a build tree),
+         * then the configured install directory. */
         char dir[PATH_MAX];
         if (self_dir(dir, sizeof dir) == 0) {
             size_t len = strlen(dir);
+            if (snprintf(dir + len, sizeof dir - len, "/xattn") < (int)(sizeof dir - len) &&
+                try_dir(dir, file, &vt, tried, sizeof tried, reason, reason_size))
+                return vt;
             if (snprintf(dir + len, sizeof dir - len, "/backends/%s", e->name) <
                     (int)(sizeof dir - len) &&
                 try_dir(dir, file, &vt, tried, sizeof tried, reason, reason_size))
                 return vt;
         }
+        if (try_dir(XATTN_MODULE_DIR, file, &vt, tried, sizeof tried, reason, reason_size))
+            return vt;
     }
-    snprintf(reason, reason_size, "module %s not found in %s%s", file, tried,
-             env_dir && *env_dir ? " (XATTN_BACKEND_DIR)" : "");
+    /* A module this build never made is explained by why, not by where. */
+    const char *note = xattn_module_note(e->name);
+    snprintf(reason, reason_size, "%s%smodule %s not found in %s%s%s", note ? note : "",
+             note ? " (" : "", file, tried, env_dir && *env_dir ? " (XATTN_BACKEND_DIR)" : "",
+             note ? ")" : "");
     return NULL;
 }
 

@@ -1,8 +1,9 @@
 #pragma once
 /* Backend registry: one table of {kind, name, module or built-in entry}.
  * Modules are shared objects named libxattn-<name>.so, looked up only in
- * XATTN_BACKEND_DIR when it is set, else in the install directory and then
- * in backends/<name>/ beside libxattn (a build tree). */
+ * XATTN_BACKEND_DIR when it is set, else beside the running libxattn in
+ * xattn/ (an install, wherever its prefix is now) and backends/<name>/ (a
+ * build tree), then in the configured install directory. */
 #include <stddef.h>
 
 #include "backend.h"

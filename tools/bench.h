@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "bench_ceilings.h"
+#include "json.h"
 #include "xattn.h"
 
 /* Read passes of the bandwidth probe on each side of a workload; also the
@@ -18,7 +19,8 @@ enum {
     WORKLOAD_PREFILL = 1u << 0,
     WORKLOAD_DECODE = 1u << 1,
     WORKLOAD_MOE = 1u << 2,
-    WORKLOAD_ALL = WORKLOAD_PREFILL | WORKLOAD_DECODE | WORKLOAD_MOE,
+    WORKLOAD_SERVING = 1u << 3,
+    WORKLOAD_ALL = WORKLOAD_PREFILL | WORKLOAD_DECODE | WORKLOAD_MOE | WORKLOAD_SERVING,
 };
 
 /* Attention shape overrides; unset ones are 0 (causal: -1). */
@@ -38,16 +40,21 @@ typedef struct bench_options {
     xattn_backend_kind backend;
     int device; /* -1: not given */
     int threads; /* 0: the backend's default (all cores) */
-    xattn_dtype dtype;
-    xattn_dtype weight_dtype; /* MoE weights; --dtype unless --weight-dtype */
+    int dtype;        /* an xattn_dtype */
+    int weight_dtype; /* MoE weights: an xattn_dtype; -1 until set (then --dtype) */
     int repeats, warmup;
     unsigned workloads;
-    int ceilings; /* measure ceilings */
+    int full;         /* --full: the full-size workloads; else the short default run */
+    int ceilings;     /* measure ceilings */
     int json;
     int list;
     int verbose;
+    int page_size;    /* serving: tokens per KV page */
+    int bandwidth_mib, moe_mib; /* as given; 0: the run's default */
     size_t bandwidth_bytes;
     size_t moe_weight_bytes; /* memory one MoE layer's weights may take */
+    const char *moe_only;    /* run only this MoE preset; NULL: every one */
+    int moe_default_tokens;  /* T without --tokens; 0: calibrated */
     uint64_t seed;
     bench_shape shape;
     bench_moe_shape moe;
@@ -94,22 +101,23 @@ void xattn_bench_print_pct(double achieved, double ceiling);
 /* Indented lines of a multi-line text (a plan) under a table row. */
 void xattn_bench_print_indented(const char *text);
 
-void xattn_bench_json_string(const char *s);
-/* A finite number, or null (JSON has no NaN or infinity). */
-void xattn_bench_json_number(double v);
+/* Percentage of achieved in ceiling as a JSON member, null without one. */
+void xattn_bench_json_pct(xattn_json *j, const char *key, int have, double achieved,
+                          double ceiling);
 
 /* ---- MoE layer workloads (bench_moe.c) ------------------------------------- */
 
 #define BENCH_MOE_MAX_CASES 4
 
 /* A model's MoE layer as it runs here: the model's H, I, k and routing,
- * with fewer experts where the weights would not fit (DESIGN §7). */
+ * with fewer experts where the weights would not fit. */
 typedef struct bench_moe_case {
     const char *name;     /* "deepseek-v3" */
     const char *model;    /* "DeepSeek-V3" */
     int32_t model_experts;
     xattn_moe_desc desc;  /* num_experts: the experts run; max_tokens set when run */
-    int tokens;           /* T from --tokens; 0: calibrated */
+    int tokens;           /* T from --tokens or the default run; 0: calibrated */
+    const char *tokens_from; /* with tokens: where it came from */
     int shape_overridden; /* H or I from --hidden / --inter */
     int above_budget;     /* the fewest experts the routing allows exceed --moe-mib */
 } bench_moe_case;
@@ -118,7 +126,7 @@ typedef struct bench_moe_case {
 enum { MOE_ROUTE, MOE_DISPATCH, MOE_EXPERTS, MOE_COMBINE, MOE_FORWARD, MOE_STEPS };
 
 typedef struct bench_moe_timing {
-    double flop, bytes;     /* per run */
+    uint64_t flop, bytes;   /* per run, exact */
     double median_s, min_s; /* per run */
     int repeats, runs_per_repeat;
 } bench_moe_timing;
@@ -151,6 +159,6 @@ void xattn_bench_moe_print_list(const bench_moe_case *cases, int n);
 void xattn_bench_moe_print_table(const bench_options *o, const bench_ceilings *c,
                                  const bench_moe_case *cases, const bench_moe_result *res,
                                  int n);
-/* One element of the "workloads" array. */
-void xattn_bench_moe_print_json(const bench_options *o, const bench_ceilings *c,
+/* One element of the "workloads" array; r NULL for --list (the case only). */
+void xattn_bench_moe_print_json(xattn_json *j, const bench_options *o, const bench_ceilings *c,
                                 const bench_moe_case *mc, const bench_moe_result *r);

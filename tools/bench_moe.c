@@ -6,8 +6,8 @@
  * T is chosen so that one forward takes about a second on the device: a
  * few forwards at smaller T (the plan allows any T up to its max_tokens)
  * fit a line through time against T. Where a layer's weights would not fit
- * the memory given to them (--moe-mib), fewer experts run, as DESIGN §7
- * asks, and the output says how many.
+ * the memory given to them (--moe-mib), fewer experts run (the model's
+ * shape and routing kept), and the output says how many.
  *
  * What is counted, with T tokens, top-k, E experts run, H, I, element sizes
  * a (activations), g (logits) and w (weights), n = T·k real rows (random
@@ -126,12 +126,14 @@ int xattn_bench_moe_cases(const bench_options *o, bench_moe_case *cases)
     int n = 0;
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
         const struct moe_preset *p = &presets[i];
+        if (o->moe_only && strcmp(p->name, o->moe_only)) continue;
         bench_moe_case *c = &cases[n++];
         memset(c, 0, sizeof *c);
         c->name = p->name;
         c->model = p->model;
         c->model_experts = p->experts;
-        c->tokens = o->moe.tokens;
+        c->tokens = o->moe.tokens ? o->moe.tokens : o->moe_default_tokens;
+        c->tokens_from = o->moe.tokens ? "--tokens" : "the default run's T; --full calibrates";
         c->shape_overridden = o->moe.hidden || o->moe.inter;
         xattn_moe_desc *d = &c->desc;
         d->hidden = o->moe.hidden ? o->moe.hidden : p->hidden;
@@ -521,18 +523,19 @@ static int calibrate_tokens(xattn_context *ctx, const bench_options *o, const mo
  * from the rows dispatch produced. */
 static void count_work(const xattn_moe_desc *d, int64_t T, bench_moe_result *r)
 {
-    double E = d->num_experts, k = d->top_k, H = d->hidden, I = d->inter, tk = (double)T * k;
-    double a = (double)xattn_dtype_size(d->dtype), g = (double)xattn_dtype_size(d->logits_dtype);
-    double n = (double)r->rows, i32 = sizeof(int32_t), f32 = sizeof(float);
-    double bias = (d->flags & XATTN_MOE_BIAS) ? E * f32 : 0.0;
+    uint64_t E = (uint64_t)d->num_experts, k = (uint64_t)d->top_k, H = (uint64_t)d->hidden;
+    uint64_t I = (uint64_t)d->inter, t = (uint64_t)T, tk = t * k;
+    uint64_t a = xattn_dtype_size(d->dtype), g = xattn_dtype_size(d->logits_dtype);
+    uint64_t w = xattn_dtype_size(d->weight_dtype);
+    uint64_t n = (uint64_t)r->rows, i32 = sizeof(int32_t), f32 = sizeof(float);
+    uint64_t bias = (d->flags & XATTN_MOE_BIAS) ? E * f32 : 0;
     bench_moe_timing *s = r->step;
-    s[MOE_ROUTE].bytes = (double)T * E * g + bias + tk * (i32 + f32);
-    s[MOE_DISPATCH].bytes = tk * i32 + (double)T * H * a + (E + 1) * i32 + n * H * a + n * i32 +
-                            tk * i32;
+    s[MOE_ROUTE].bytes = t * E * g + bias + tk * (i32 + f32);
+    s[MOE_DISPATCH].bytes = tk * i32 + t * H * a + (E + 1) * i32 + n * H * a + n * i32 + tk * i32;
     s[MOE_EXPERTS].bytes = (E + 1) * i32 + n * H * a +
-                           r->active_experts * weight_bytes_per_expert(d) + n * H * a;
-    s[MOE_COMBINE].bytes = tk * (f32 + i32) + n * H * a + (double)T * H * a;
-    s[MOE_EXPERTS].flop = 2.0 * n * (2.0 * I * H + H * I);
+                           (uint64_t)r->active_experts * 3 * H * I * w + n * H * a;
+    s[MOE_COMBINE].bytes = tk * (f32 + i32) + n * H * a + t * H * a;
+    s[MOE_EXPERTS].flop = 2 * n * (2 * I * H + H * I);
     s[MOE_FORWARD].flop = s[MOE_EXPERTS].flop;
     for (int i = MOE_ROUTE; i < MOE_FORWARD; i++) s[MOE_FORWARD].bytes += s[i].bytes;
 }
@@ -592,7 +595,7 @@ void xattn_bench_moe_run(xattn_context *ctx, const bench_options *o,
 
     if (mc->tokens) {
         r->tokens = mc->tokens;
-        r->tokens_from = "--tokens";
+        r->tokens_from = mc->tokens_from;
     } else {
         if (calibrate_tokens(ctx, o, &m, mc, cap, &r->tokens, r)) goto done;
         r->tokens_from = r->tokens < cap   ? "calibrated to about 1 s"
@@ -650,7 +653,7 @@ static bench_moe_timing data_movement(const bench_moe_result *r)
 static void print_step(const bench_options *o, const bench_ceilings *c,
                        const bench_moe_result *r, const char *name, const bench_moe_timing *t)
 {
-    double flops = t->flop / t->median_s, bps = t->bytes / t->median_s;
+    double flops = (double)t->flop / t->median_s, bps = (double)t->bytes / t->median_s;
     printf("  %-24s %10.3f", name, 1e3 * t->median_s);
     if (t->flop > 0) {
         printf(" %9.1f", flops / FLOPS_PER_GFLOP);
@@ -660,17 +663,17 @@ static void print_step(const bench_options *o, const bench_ceilings *c,
     }
     printf(" %8.2f", bps / BYTES_PER_GB);
     xattn_bench_print_pct(bps, o->ceilings ? byte_ceiling(c, r) : 0);
-    printf("  %s\n", o->ceilings ? xattn_bench_bound(c, t->flop, t->bytes) : "-");
+    printf("  %s\n", o->ceilings ? xattn_bench_bound(c, (double)t->flop, (double)t->bytes) : "-");
 }
 
 void xattn_bench_moe_print_table(const bench_options *o, const bench_ceilings *c,
                                  const bench_moe_case *cases, const bench_moe_result *res,
                                  int n)
 {
-    printf("MoE layers: activations and logits %s, weights %s, swiglu; T chosen so that one\n"
-           "forward takes about 1 s unless --tokens. GFLOP/s: the expert GEMMs, "
-           "2*rows*(2I*H + H*I)\nover the real rows (padding not counted). GB/s: each input "
-           "read once + each\noutput written once, real rows only:\n"
+    printf("MoE layers: activations and logits %s, weights %s, swiglu; T from --tokens, else\n"
+           "the default run's, else (--full) chosen so that one forward takes about 1 s.\n"
+           "GFLOP/s: the expert GEMMs, 2*rows*(2I*H + H*I) over the real rows (padding not\n"
+           "counted). GB/s: each input read once + each output written once, real rows only:\n"
            "  route     logits (+ bias) read; topk ids + weights written\n"
            "  dispatch  ids + x read; offsets + x_perm + row_token + token_row written\n"
            "  experts   offsets + x_perm + the weights of experts with rows read; y written\n"
@@ -718,94 +721,92 @@ void xattn_bench_moe_print_table(const bench_options *o, const bench_ceilings *c
     }
 }
 
-static void json_pct(int have, double achieved, double ceiling)
+static void json_step(xattn_json *j, const bench_options *o, const bench_ceilings *c,
+                      const bench_moe_result *r, const char *name, const bench_moe_timing *t)
 {
-    if (have && ceiling > 0)
-        xattn_bench_json_number(100.0 * achieved / ceiling);
-    else
-        printf("null");
+    double flops = (double)t->flop / t->median_s, bps = (double)t->bytes / t->median_s;
+    xattn_json_object_begin(j, name);
+    xattn_json_double(j, "median_s", t->median_s);
+    xattn_json_double(j, "min_s", t->min_s);
+    if (t->repeats) {
+        xattn_json_int(j, "repeats", t->repeats);
+        xattn_json_int(j, "runs_per_repeat", t->runs_per_repeat);
+    }
+    xattn_json_uint(j, "flop", t->flop);
+    xattn_json_uint(j, "bytes", t->bytes);
+    xattn_json_double(j, "flops", flops);
+    xattn_json_double(j, "bytes_per_s", bps);
+    xattn_bench_json_pct(j, "flops_pct", o->ceilings && t->flop > 0, flops, c->flop_rate);
+    xattn_bench_json_pct(j, "bytes_pct", o->ceilings, bps, byte_ceiling(c, r));
+    xattn_json_string(j, "bound", o->ceilings ? xattn_bench_bound(c, (double)t->flop,
+                                                                   (double)t->bytes)
+                                              : "-");
+    xattn_json_object_end(j);
 }
 
-static void json_step(const bench_options *o, const bench_ceilings *c,
-                      const bench_moe_result *r, const char *name, const bench_moe_timing *t,
-                      const char *sep)
-{
-    double flops = t->flop / t->median_s, bps = t->bytes / t->median_s;
-    printf("       \"%s\": {\"median_s\": ", name);
-    xattn_bench_json_number(t->median_s);
-    printf(", \"min_s\": ");
-    xattn_bench_json_number(t->min_s);
-    if (t->repeats)
-        printf(", \"repeats\": %d, \"runs_per_repeat\": %d", t->repeats, t->runs_per_repeat);
-    printf(", \"flop\": ");
-    xattn_bench_json_number(t->flop);
-    printf(", \"bytes\": ");
-    xattn_bench_json_number(t->bytes);
-    printf(",\n         \"flops\": ");
-    xattn_bench_json_number(flops);
-    printf(", \"bytes_per_s\": ");
-    xattn_bench_json_number(bps);
-    printf(", \"flops_pct\": ");
-    json_pct(o->ceilings && t->flop > 0, flops, c->flop_rate);
-    printf(", \"bytes_pct\": ");
-    json_pct(o->ceilings, bps, byte_ceiling(c, r));
-    printf(", \"bound\": ");
-    xattn_bench_json_string(o->ceilings ? xattn_bench_bound(c, t->flop, t->bytes) : "-");
-    printf("}%s\n", sep);
-}
-
-void xattn_bench_moe_print_json(const bench_options *o, const bench_ceilings *c,
+void xattn_bench_moe_print_json(xattn_json *j, const bench_options *o, const bench_ceilings *c,
                                 const bench_moe_case *mc, const bench_moe_result *r)
 {
     const xattn_moe_desc *d = &mc->desc;
-    printf("{\"name\": ");
-    xattn_bench_json_string(mc->name);
-    printf(", \"op\": \"moe\", \"model\": ");
-    xattn_bench_json_string(mc->model);
-    printf(", \"dtype\": \"%s\", \"weight_dtype\": \"%s\", \"logits_dtype\": \"%s\",\n",
-           xattn_dtype_name(d->dtype), xattn_dtype_name(d->weight_dtype),
-           xattn_dtype_name(d->logits_dtype));
-    printf("     \"hidden\": %d, \"inter\": %d, \"experts\": %d, \"model_experts\": %d, "
-           "\"top_k\": %d, \"route\": \"%s\",\n     \"renormalize\": %s, \"bias\": %s, "
-           "\"n_group\": %d, \"topk_group\": %d, \"routed_scaling_factor\": ",
-           (int)d->hidden, (int)d->inter, (int)d->num_experts, (int)mc->model_experts,
-           (int)d->top_k, route_mode_name(d->route),
-           (d->flags & XATTN_MOE_RENORMALIZE) ? "true" : "false",
-           (d->flags & XATTN_MOE_BIAS) ? "true" : "false", (int)d->n_group,
-           (int)d->topk_group);
-    xattn_bench_json_number(d->routed_scaling_factor != 0.0f ? d->routed_scaling_factor : 1.0);
-    printf(", \"activation\": \"swiglu\",\n     \"weight_bytes\": ");
-    xattn_bench_json_number(d->num_experts * weight_bytes_per_expert(d));
-    static const char *const names[] = {"ok", "unsupported", "error"};
-    printf(", \"status\": \"%s\"", names[r->status]);
-    if (r->status != RUN_OK) {
-        printf(", \"message\": ");
-        xattn_bench_json_string(r->message);
-        printf("}");
+    xattn_json_object_begin(j, NULL);
+    xattn_json_string(j, "name", mc->name);
+    xattn_json_string(j, "op", "moe");
+    xattn_json_string(j, "model", mc->model);
+    xattn_json_string(j, "dtype", xattn_dtype_name(d->dtype));
+    xattn_json_string(j, "weight_dtype", xattn_dtype_name(d->weight_dtype));
+    xattn_json_string(j, "logits_dtype", xattn_dtype_name(d->logits_dtype));
+    xattn_json_int(j, "hidden", d->hidden);
+    xattn_json_int(j, "inter", d->inter);
+    xattn_json_int(j, "experts", d->num_experts);
+    xattn_json_int(j, "model_experts", mc->model_experts);
+    xattn_json_int(j, "top_k", d->top_k);
+    xattn_json_string(j, "route", route_mode_name(d->route));
+    xattn_json_bool(j, "renormalize", (d->flags & XATTN_MOE_RENORMALIZE) != 0);
+    xattn_json_bool(j, "bias", (d->flags & XATTN_MOE_BIAS) != 0);
+    xattn_json_int(j, "n_group", d->n_group);
+    xattn_json_int(j, "topk_group", d->topk_group);
+    xattn_json_double(j, "routed_scaling_factor",
+                      d->routed_scaling_factor != 0.0f ? d->routed_scaling_factor : 1.0);
+    xattn_json_string(j, "activation", "swiglu");
+    xattn_json_uint(j, "weight_bytes", (uint64_t)d->num_experts * 3 * (uint64_t)d->hidden *
+                                           (uint64_t)d->inter * xattn_dtype_size(d->weight_dtype));
+    xattn_json_uint(j, "flop_per_token", 2 * (uint64_t)d->top_k * 3 * (uint64_t)d->hidden *
+                                             (uint64_t)d->inter);
+    if (!r) { /* --list: T is known only when given */
+        if (mc->tokens) xattn_json_int(j, "tokens", mc->tokens);
+        else xattn_json_null(j, "tokens");
+        xattn_json_object_end(j);
         return;
     }
-    printf(", \"tokens\": %lld, \"tokens_from\": ", (long long)r->tokens);
-    xattn_bench_json_string(r->tokens_from);
-    printf(",\n     \"rows\": %lld, \"padded_rows\": %lld, \"align\": %d, "
-           "\"active_experts\": %d, \"workspace_bytes\": %zu,\n     \"steps\": {\n",
-           (long long)r->rows, (long long)r->padded_rows, (int)r->align,
-           (int)r->active_experts, r->workspace_bytes);
-    for (int s = MOE_ROUTE; s <= MOE_COMBINE; s++)
-        json_step(o, c, r, step_names[s], &r->step[s], ",");
-    bench_moe_timing moved = data_movement(r);
-    json_step(o, c, r, "route_dispatch_combine", &moved, ",");
-    json_step(o, c, r, step_names[MOE_FORWARD], &r->step[MOE_FORWARD], "");
-    printf("     },\n     \"window_bytes_per_s\": ");
-    if (r->window_passes) {
-        printf("{\"best\": ");
-        xattn_bench_json_number(r->window_best);
-        printf(", \"median\": ");
-        xattn_bench_json_number(r->window_median);
-        printf(", \"passes\": %d}", r->window_passes);
-    } else {
-        printf("null");
+    static const char *const names[] = {"ok", "unsupported", "error"};
+    xattn_json_string(j, "status", names[r->status]);
+    if (r->status != RUN_OK) {
+        xattn_json_string(j, "message", r->message);
+        xattn_json_object_end(j);
+        return;
     }
-    printf(", \"plan\": ");
-    xattn_bench_json_string(r->plan);
-    printf("}");
+    xattn_json_int(j, "tokens", r->tokens);
+    xattn_json_string(j, "tokens_from", r->tokens_from);
+    xattn_json_int(j, "rows", r->rows);
+    xattn_json_int(j, "padded_rows", r->padded_rows);
+    xattn_json_int(j, "align", r->align);
+    xattn_json_int(j, "active_experts", r->active_experts);
+    xattn_json_uint(j, "workspace_bytes", r->workspace_bytes);
+    xattn_json_object_begin(j, "steps");
+    for (int s = MOE_ROUTE; s <= MOE_COMBINE; s++) json_step(j, o, c, r, step_names[s], &r->step[s]);
+    bench_moe_timing moved = data_movement(r);
+    json_step(j, o, c, r, "route_dispatch_combine", &moved);
+    json_step(j, o, c, r, step_names[MOE_FORWARD], &r->step[MOE_FORWARD]);
+    xattn_json_object_end(j);
+    if (r->window_passes) {
+        xattn_json_object_begin(j, "window_bytes_per_s");
+        xattn_json_double(j, "best", r->window_best);
+        xattn_json_double(j, "median", r->window_median);
+        xattn_json_int(j, "passes", r->window_passes);
+        xattn_json_object_end(j);
+    } else {
+        xattn_json_null(j, "window_bytes_per_s");
+    }
+    xattn_json_string(j, "plan", r->plan);
+    xattn_json_object_end(j);
 }

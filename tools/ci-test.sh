@@ -106,10 +106,11 @@ meson test -C "$build_dir" --print-errorlogs
 # The bench must run every code path, not measure anything: small shapes, one
 # repeat, and no timing is checked (benchmarks are never tests). It fails on
 # any failed call other than XATTN_ERR_UNSUPPORTED, and on malformed JSON.
+# --full: every workload of the full run (all MoE presets), at these shapes.
 step "xattn bench smoke run"
 xattn=$build_dir/tools/xattn
 json=$(mktemp)
-"$xattn" bench --repeats 1 --warmup 1 --sq 64 --sk 96 --hq 4 --hkv 2 --d 64 \
+"$xattn" bench --full --repeats 1 --warmup 1 --sq 64 --sk 96 --hq 4 --hkv 2 --d 64 \
     --tokens 16 --hidden 64 --inter 32 --experts 16 --bandwidth-mib 16 --json >"$json"
 python3 -m json.tool "$json" >/dev/null
 rm -f "$json"
@@ -117,11 +118,11 @@ rm -f "$json"
     --dtype bf16 --no-ceilings --workload prefill
 # MoE with T chosen by the bench itself and mixed dtypes. 16 experts: the
 # DeepSeek-V3 preset's groups need a multiple of 8.
-"$xattn" bench --repeats 1 --warmup 0 --workload moe --hidden 64 --inter 32 --experts 16 \
-    --moe-mib 16 --dtype bf16 --weight-dtype f16 --no-ceilings
+"$xattn" bench --full --repeats 1 --warmup 0 --workload moe --hidden 64 --inter 32 \
+    --experts 16 --moe-mib 16 --dtype bf16 --weight-dtype f16 --no-ceilings
 # The same workloads on OpenCL (PoCL), both kernel styles.
 for style in cpu gpu; do
-    XATTN_OPENCL_STYLE=$style "$xattn" bench --backend opencl --repeats 1 --warmup 0 \
+    XATTN_OPENCL_STYLE=$style "$xattn" bench --full --backend opencl --repeats 1 --warmup 0 \
         --sq 33 --sk 70 --hq 4 --hkv 2 --d 64 --tokens 16 --hidden 64 --inter 32 \
         --experts 16 --moe-mib 16 --dtype bf16 --weight-dtype f16 --no-ceilings
 done

@@ -155,7 +155,7 @@ step_bench() {
     for b in $(gpu_backends); do
         for dt in f32 bf16; do
             note "bench $b $dt"
-            run_logged "bench-$b-$dt" "$xattn" bench --backend "$b" --dtype "$dt" \
+            run_logged "bench-$b-$dt" "$xattn" bench --full --backend "$b" --dtype "$dt" \
                 --moe-mib 8192 --repeats 5
         done
     done

@@ -12,7 +12,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-# name, Sq, Sk, Hq, Hkv, D, causal (B = 1), as `xattn bench --list` says.
+# name, Sq, Sk, Hq, Hkv, D, causal (B = 1), as `xattn bench --list --full` says.
 WORKLOADS = [
     ("prefill-causal", 4096, 4096, 8, 8, 128, True),
     ("prefill", 4096, 4096, 8, 8, 128, False),

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "harness.h"
+#include "opts.h"
 
 int xattn_cmd_check(int argc, char **argv);
 
@@ -26,6 +27,7 @@ typedef struct options {
     uint64_t seed;
     int32_t device; /* XATTN_DEVICE */
     int list, verbose;
+    int any_backend; /* --backend given */
 } options;
 
 typedef struct tally {
@@ -34,37 +36,6 @@ typedef struct tally {
     char **failures; /* repro lines, printed again at the end */
     size_t num_failures;
 } tally;
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: xattn check [--backend NAME]... [--filter SUBSTR]... [--seed N]\n"
-            "                   [--list] [-v]\n"
-            "\n"
-            "Runs every primitive on every selected backend against the float64\n"
-            "reference, on fresh random inputs from a printed seed, with outputs\n"
-            "poisoned (NaN) before each run.\n"
-            "\n"
-            "  --backend NAME   cpu, opencl, cuda or hip (repeat or comma-separate;\n"
-            "                   default: all). A backend with no device is SKIPPED.\n"
-            "  --filter SUBSTR  only cases whose name contains SUBSTR (repeatable: any)\n"
-            "  --seed N         reproduce a run (default: a fresh seed, printed)\n"
-            "  --list           print the case names and exit\n"
-            "  -v               plan descriptions, timings and the reference's cost\n"
-            "\n"
-            "environment: XATTN_REQUIRE_BACKEND=NAME[,NAME] turns a skip of a selected\n"
-            "             backend NAME into a failure.\n"
-            "             XATTN_BACKEND=NAME (not auto), without --backend, selects and\n"
-            "             requires that backend: unavailable is a failure, not a skip.\n"
-            "             XATTN_DEVICE=N picks the device within each backend.\n"
-            "tolerances:  NMSE f32 1e-10, f16 1e-6, bf16 4e-5 (one row: 1000x that);\n"
-            "             LSE abs f32 1e-4, else 2e-3; NaN/Inf must match the reference.\n"
-            "             MoE: route ids exact but where reference scores tie within\n"
-            "             1e-6 (exact ties: lower index), weights NMSE 1e-10; dispatch\n"
-            "             maps and permuted rows bit-exact.\n"
-            "exit status: 0 all passed, 1 a failure, 2 bad usage, 77 every selected\n"
-            "             backend was skipped (no device).\n");
-}
 
 static int backend_index(const char *name, size_t len)
 {
@@ -79,6 +50,10 @@ static int backend_index(const char *name, size_t len)
 static int parse_backends(const char *list, int *flags, const char *what)
 {
     const char *p = list;
+    if (!*p) {
+        fprintf(stderr, "xattn check: %s: empty (valid: cpu, opencl, cuda, hip)\n", what);
+        return -1;
+    }
     while (*p) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
@@ -95,76 +70,82 @@ static int parse_backends(const char *list, int *flags, const char *what)
     return 0;
 }
 
-static int parse_seed(const char *s, uint64_t *out)
+static int parse_backend_opt(void *opts, const char *value)
 {
-    char *end;
-    if (!*s || !isdigit((unsigned char)*s)) return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end) return -1;
-    *out = (uint64_t)v;
+    options *o = opts;
+    o->any_backend = 1;
+    return parse_backends(value, o->selected, "--backend");
+}
+
+static int parse_filter_opt(void *opts, const char *value)
+{
+    options *o = opts;
+    if (o->num_filters == MAX_FILTERS) {
+        fprintf(stderr, "xattn check: at most %d --filter options\n", MAX_FILTERS);
+        return -1;
+    }
+    o->filters[o->num_filters++] = value;
     return 0;
 }
 
+#define OPT_STRUCT options
+static const xattn_opt check_table[] = {
+    OPT_CUSTOM("backend", 0, parse_backend_opt, "NAME",
+               "cpu, opencl, cuda or hip (repeat or comma-separate;\n"
+               "default: all). A backend with no device is SKIPPED."),
+    OPT_CUSTOM("filter", 0, parse_filter_opt, "SUBSTR",
+               "only cases whose name contains SUBSTR (repeatable: any)"),
+    OPT_U64("seed", seed, "N", "reproduce a run (default: a fresh seed, printed)"),
+    OPT_FLAG("list", 0, list, 1, "print the case names and exit"),
+    OPT_FLAG("verbose", 'v', verbose, 1, "plan descriptions, timings and the reference's cost"),
+};
+#undef OPT_STRUCT
+
+static void usage(FILE *f);
+static const xattn_cmd check_cmd = {
+    "xattn check", "[--backend NAME]... [--filter SUBSTR]... [--seed N] [--list] [-v]",
+    check_table, XATTN_OPTS_COUNT(check_table), usage};
+
+static void usage(FILE *f)
+{
+    xattn_opts_print_synopsis(f, &check_cmd);
+    fprintf(f,
+            "\n"
+            "Runs every primitive on every selected backend against the float64\n"
+            "reference, on fresh random inputs from a printed seed, with outputs\n"
+            "poisoned (NaN) before each run.\n"
+            "\n");
+    xattn_opts_print(f, &check_cmd);
+    fprintf(f,
+            "\n"
+            "environment: XATTN_REQUIRE_BACKEND=NAME[,NAME] turns a skip of a selected\n"
+            "             backend NAME into a failure.\n"
+            "             XATTN_BACKEND=NAME (not auto), without --backend, selects and\n"
+            "             requires that backend: unavailable is a failure, not a skip.\n"
+            "             XATTN_DEVICE=N picks the device within each backend.\n"
+            "tolerances:  NMSE f32 1e-10, f16 1e-6, bf16 4e-5 (one row: 1000x that);\n"
+            "             LSE abs f32 1e-4, else 2e-3; NaN/Inf must match the reference.\n"
+            "             MoE: route ids exact but where reference scores tie within\n"
+            "             1e-6 (exact ties: lower index), weights NMSE 1e-10; dispatch\n"
+            "             maps and permuted rows bit-exact.\n"
+            "exit status: 0 all passed, 1 a failure, 2 bad usage, 77 every selected\n"
+            "             backend was skipped (no device).\n");
+}
+
+/* 0: run; 1: --help printed; -1: bad usage (printed). */
 static int parse_args(int argc, char **argv, options *o)
 {
-    int any_backend = 0, have_seed = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 1;
-        } else if (!strcmp(a, "--list")) {
-            o->list = 1;
-            continue;
-        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
-            o->verbose = 1;
-            continue;
-        }
-        /* Options with a value: "--opt VALUE" or "--opt=VALUE". */
-        static const char *const with_value[] = {"--backend", "--filter", "--seed"};
-        size_t k;
-        for (k = 0; k < 3; k++) {
-            size_t n = strlen(with_value[k]);
-            if (!strncmp(a, with_value[k], n) && (a[n] == '\0' || a[n] == '=')) {
-                if (a[n] == '=') val = a + n + 1;
-                else if (i + 1 < argc) val = argv[++i];
-                else {
-                    fprintf(stderr, "xattn check: %s needs a value\n", with_value[k]);
-                    return -1;
-                }
-                break;
-            }
-        }
-        if (k == 3) {
-            fprintf(stderr, "xattn check: unknown option '%s'\n\n", a);
-            usage(stderr);
-            return -1;
-        }
-        if (k == 0) {
-            if (parse_backends(val, o->selected, "--backend")) return -1;
-            any_backend = 1;
-        } else if (k == 1) {
-            if (o->num_filters == MAX_FILTERS) {
-                fprintf(stderr, "xattn check: at most %d --filter options\n", MAX_FILTERS);
-                return -1;
-            }
-            o->filters[o->num_filters++] = val;
-        } else {
-            if (parse_seed(val, &o->seed)) {
-                fprintf(stderr, "xattn check: --seed: '%s' is not a non-negative integer\n", val);
-                return -1;
-            }
-            have_seed = 1;
-        }
-    }
+    int seen[XATTN_OPTS_COUNT(check_table)];
+    int r = xattn_opts_parse(&check_cmd, argc, argv, o, seen);
+    if (r != XATTN_OPTS_RUN) return r == XATTN_OPTS_HELP ? 1 : -1;
+    int have_seed = xattn_opts_seen(&check_cmd, seen, "seed") != 0;
     /* An explicitly named backend must run: never a silent skip, and never a
      * silently ignored variable. */
     const char *env_backend = getenv("XATTN_BACKEND");
-    if (!any_backend && env_backend && *env_backend && strcmp(env_backend, "auto")) {
+    if (!o->any_backend && env_backend && *env_backend && strcmp(env_backend, "auto")) {
         if (parse_backends(env_backend, o->selected, "XATTN_BACKEND")) return -1;
         for (size_t i = 0; i < NUM_BACKENDS; i++) o->required[i] |= o->selected[i];
-    } else if (!any_backend) {
+    } else if (!o->any_backend) {
         for (size_t i = 0; i < NUM_BACKENDS; i++) o->selected[i] = 1;
     }
     const char *env_device = getenv("XATTN_DEVICE");
