@@ -108,8 +108,9 @@ XATTN_API size_t xattn_plan_workspace_size(const xattn_plan *plan);
 XATTN_API xattn_status xattn_plan_describe(const xattn_plan *plan, char *buf,
                                            size_t size, size_t *needed);
 
-/* Destroy a plan. Accepts NULL. Thread-safety: not concurrently with a run
- * of the same plan. */
+/* Destroy a plan and drop its reference to the context, which this may
+ * close (see xattn_context_destroy). Accepts NULL. Thread-safety: not
+ * concurrently with a run of the same plan. */
 XATTN_API void xattn_plan_destroy(xattn_plan **plan);
 
 /* Run attention. Launch-only: no allocation, no compilation; on GPU

@@ -154,8 +154,15 @@ XATTN_API xattn_status xattn_context_create(xattn_context **out);
 XATTN_API xattn_status xattn_context_create_with(const xattn_context_options *opts,
                                                  xattn_context **out);
 
-/* Destroy a context; every buffer and plan made from it must be destroyed
- * first. Accepts NULL. Thread-safety: not with other calls on this context. */
+/* Destroy the caller's handle of a context. Accepts NULL.
+ * Buffers, attention plans and MoE plans made from the context keep it
+ * alive: they may be destroyed before or after it, in any order (as
+ * garbage-collected bindings do), and until each is freed it keeps working
+ * (runs, reads, writes, describe). The device is closed, and its queue
+ * released, when the last of them goes.
+ * Thread-safety: safe against calls on buffers and plans made from the
+ * context, on any thread; the handle itself must not be used concurrently
+ * with or after this call. */
 XATTN_API void xattn_context_destroy(xattn_context **ctx);
 
 /* Backend name ("cpu", "opencl", "cuda", "hip"), device name and caps.
@@ -201,8 +208,10 @@ XATTN_API xattn_status xattn_buffer_alloc(xattn_context *ctx, size_t bytes,
 XATTN_API xattn_status xattn_buffer_wrap(xattn_context *ctx, void *native,
                                          size_t bytes, xattn_buffer **out);
 
-/* Free a buffer (wrapped memory is not freed). Accepts NULL.
- * Errors: none. Thread-safety: not concurrently with a run using it. */
+/* Free a buffer (wrapped memory is not freed) and drop its reference to
+ * the context, which this may close (see xattn_context_destroy). Accepts
+ * NULL. Errors: none. Thread-safety: not concurrently with a run using it;
+ * safe against calls on other objects of the same context. */
 XATTN_API void xattn_buffer_free(xattn_buffer **buf);
 
 /* Copy host memory into a buffer / a buffer into host memory. Blocking.

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "context.h"
 #include "error.h"
 #include "registry.h"
 
@@ -24,6 +25,7 @@ static xattn_status context_open(const xattn_backend_vtable *vt, xattn_backend_k
 {
     xattn_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return xattn_error(XATTN_ERR_OUT_OF_MEMORY, "context: out of memory");
+    atomic_init(&ctx->refs, 1); /* the caller's */
     ctx->vt = vt;
     ctx->kind = kind;
     ctx->device_index = opts->device;
@@ -173,12 +175,27 @@ xattn_status xattn_context_create_with(const xattn_context_options *opts, xattn_
                          XATTN_ERR_INVALID_ARGUMENT, out);
 }
 
+void xattn_context_retain(xattn_context *ctx)
+{
+    /* Relaxed: the new reference comes from one the caller already holds. */
+    atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+}
+
+void xattn_context_release(xattn_context *ctx)
+{
+    /* acq_rel: whatever any holder did with the device happens before the
+     * close that the last release performs. */
+    if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1) return;
+    ctx->vt->device_close(ctx->dev);
+    free(ctx);
+}
+
 void xattn_context_destroy(xattn_context **ctx)
 {
     if (!ctx || !*ctx) return;
-    (*ctx)->vt->device_close((*ctx)->dev);
-    free(*ctx);
+    xattn_context *c = *ctx;
     *ctx = NULL;
+    xattn_context_release(c);
 }
 
 const char *xattn_context_backend_name(const xattn_context *ctx)
@@ -227,6 +244,7 @@ static xattn_status buffer_new(xattn_context *ctx, void *native, size_t bytes, i
     buf->size = bytes;
     buf->owned = owned;
     buf->host = ctx->vt->buffer_host_ptr ? ctx->vt->buffer_host_ptr(ctx->dev, native) : NULL;
+    xattn_context_retain(ctx);
     *out = buf;
     return XATTN_OK;
 }
@@ -263,9 +281,10 @@ void xattn_buffer_free(xattn_buffer **buf)
 {
     if (!buf || !*buf) return;
     xattn_buffer *b = *buf;
-    if (b->owned) b->ctx->vt->buffer_free(b->ctx->dev, b->native);
-    free(b);
     *buf = NULL;
+    if (b->owned) b->ctx->vt->buffer_free(b->ctx->dev, b->native);
+    xattn_context_release(b->ctx);
+    free(b);
 }
 
 static xattn_status check_range(const xattn_buffer *buf, size_t offset, const void *host,
