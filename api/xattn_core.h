@@ -195,15 +195,23 @@ XATTN_API xattn_status xattn_backend_probe(xattn_backend_kind kind,
 typedef struct xattn_buffer xattn_buffer;
 
 /* Allocate bytes of device memory (host memory on the CPU backend), aligned
- * to at least 64 bytes. Errors: XATTN_ERR_INVALID_ARGUMENT (NULL, size 0,
- * size above PTRDIFF_MAX), XATTN_ERR_OUT_OF_MEMORY. Thread-safety: safe. */
+ * to at least 64 bytes. bytes may be 0 (empty tensors, such as a MoE step
+ * with T = 0): the buffer then has size 0 and still a valid native handle.
+ * The buffer holds a reference to ctx (see xattn_context_destroy).
+ * Errors: XATTN_ERR_INVALID_ARGUMENT (NULL ctx or out, size above
+ * PTRDIFF_MAX), XATTN_ERR_OUT_OF_MEMORY. Thread-safety: safe. */
 XATTN_API xattn_status xattn_buffer_alloc(xattn_context *ctx, size_t bytes,
                                           xattn_buffer **out);
 
 /* Wrap memory the caller owns without copying: a CUDA/HIP device pointer, a
  * cl_mem, or a host pointer on the CPU backend. The caller keeps ownership
- * and must keep it alive while the buffer is in use.
- * Errors: XATTN_ERR_INVALID_ARGUMENT (NULL, size 0, size above PTRDIFF_MAX),
+ * and must keep it alive while the buffer is in use. bytes may be 0, and
+ * native may then be NULL (how DLPack and NumPy describe an empty array):
+ * such a buffer gets a private placeholder allocation as its native handle.
+ * Where native is an address (host, CUDA, HIP), native + bytes must not
+ * wrap around the address space.
+ * Errors: XATTN_ERR_INVALID_ARGUMENT (NULL ctx or out, NULL native with
+ * bytes > 0, size above PTRDIFF_MAX, a range that wraps around),
  * XATTN_ERR_OUT_OF_MEMORY. Thread-safety: safe. */
 XATTN_API xattn_status xattn_buffer_wrap(xattn_context *ctx, void *native,
                                          size_t bytes, xattn_buffer **out);

@@ -8,10 +8,14 @@
 #include "backend.h"
 #include "context.h"
 #include "error.h"
+#include "native.h"
 #include "registry.h"
 
 enum {
     REASON_BYTES = 512,
+    /* A zero-byte buffer still gets a real allocation of this size, so its
+     * native handle is never NULL, which backends take for "absent". */
+    EMPTY_BUFFER_BYTES = 1,
     /* More worker threads than this is a mistake, not a machine. */
     MAX_CPU_THREADS = 4096,
 };
@@ -254,11 +258,10 @@ xattn_status xattn_buffer_alloc(xattn_context *ctx, size_t bytes, xattn_buffer *
     xattn_error_clear();
     if (!ctx) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "ctx: must not be NULL");
     if (!out) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "out: must not be NULL");
-    if (bytes == 0) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "bytes: must be > 0");
     if (bytes > (size_t)PTRDIFF_MAX)
         return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "bytes: %zu is too large", bytes);
     void *native = NULL;
-    XATTN_TRY(ctx->vt->buffer_alloc(ctx->dev, bytes, &native));
+    XATTN_TRY(ctx->vt->buffer_alloc(ctx->dev, bytes ? bytes : EMPTY_BUFFER_BYTES, &native));
     xattn_status st = buffer_new(ctx, native, bytes, 1, out);
     if (st != XATTN_OK) ctx->vt->buffer_free(ctx->dev, native);
     return st;
@@ -270,10 +273,18 @@ xattn_status xattn_buffer_wrap(xattn_context *ctx, void *native, size_t bytes,
     xattn_error_clear();
     if (!ctx) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "ctx: must not be NULL");
     if (!out) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "out: must not be NULL");
-    if (!native) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "native: must not be NULL");
-    if (bytes == 0) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "bytes: must be > 0");
+    if (!native && bytes)
+        return xattn_error(XATTN_ERR_INVALID_ARGUMENT,
+                           "native: must not be NULL (NULL is accepted only with bytes 0)");
     if (bytes > (size_t)PTRDIFF_MAX)
         return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "bytes: %zu is too large", bytes);
+    const xattn_native_kind *nk = xattn_native_kind_of(ctx->kind);
+    if (nk && nk->is_address && (uintptr_t)native > UINTPTR_MAX - bytes)
+        return xattn_error(XATTN_ERR_INVALID_ARGUMENT,
+                           "native/bytes: %p + %zu bytes wraps around the address space",
+                           native, bytes);
+    /* NULL with 0 bytes is how DLPack and NumPy describe an empty array. */
+    if (!native) return xattn_buffer_alloc(ctx, 0, out);
     return buffer_new(ctx, native, bytes, 0, out);
 }
 
