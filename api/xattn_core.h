@@ -272,6 +272,32 @@ XATTN_API xattn_tensor xattn_tensor_contiguous(xattn_buffer *buf, size_t offset,
                                                xattn_dtype dtype, int32_t rank,
                                                const int64_t *shape);
 
+/* ---- f16 and bf16 conversions ------------------------------------------ */
+
+/* IEEE binary16 (f16) and bfloat16 (bf16) values travel as their bit
+ * patterns in uint16_t. These are the conversions the library itself uses
+ * for f16 and bf16 tensors:
+ *  - to f32: exact (f16 subnormals included);
+ *  - from f32: round to nearest, ties to even; f16 results below the
+ *    smallest normal are subnormal, then ±0; a value that rounds past the
+ *    largest finite f16 (65504), i.e. |x| ≥ 65520, becomes ±inf (bf16 has
+ *    f32's range: only values that round past its largest finite overflow);
+ *  - ±inf stays ±inf, −0 stays −0, and NaN stays NaN, quiet, with its sign
+ *    (the payload may change).
+ * Errors: none. Thread-safety: safe. */
+XATTN_API float xattn_f16_to_f32(uint16_t h);
+XATTN_API uint16_t xattn_f32_to_f16(float f);
+XATTN_API float xattn_bf16_to_f32(uint16_t h);
+XATTN_API uint16_t xattn_f32_to_bf16(float f);
+
+/* The same conversions over arrays: dst[i] = convert(src[i]) for i < n.
+ * Errors: XATTN_ERR_INVALID_ARGUMENT (dst or src NULL with n > 0; the two
+ * arrays overlap). Thread-safety: safe (the arrays are the caller's). */
+XATTN_API xattn_status xattn_f16_to_f32_array(float *dst, const uint16_t *src, size_t n);
+XATTN_API xattn_status xattn_f32_to_f16_array(uint16_t *dst, const float *src, size_t n);
+XATTN_API xattn_status xattn_bf16_to_f32_array(float *dst, const uint16_t *src, size_t n);
+XATTN_API xattn_status xattn_f32_to_bf16_array(uint16_t *dst, const float *src, size_t n);
+
 #ifdef __cplusplus
 }
 #endif
