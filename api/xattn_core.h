@@ -231,7 +231,9 @@ XATTN_API xattn_status xattn_buffer_read(const xattn_buffer *buf, size_t offset,
                                          void *dst, size_t bytes);
 
 /* Size in bytes and the native handle (device pointer, cl_mem, host pointer);
- * 0 / NULL for a NULL buffer. Thread-safety: safe. */
+ * 0 / NULL for a NULL buffer. A zero-byte buffer's handle is never NULL (a
+ * private placeholder when it was allocated, or wrapped from NULL).
+ * Errors: none. Thread-safety: safe. */
 XATTN_API size_t xattn_buffer_size(const xattn_buffer *buf);
 XATTN_API void *xattn_buffer_native(const xattn_buffer *buf);
 
