@@ -46,10 +46,21 @@ typedef enum xattn_q_layout {
 /* The problem a plan is made for. Zero-initialise, then fill. Uniform
  * layouts must match B, Sq and Sk exactly at run time; for ragged and paged
  * layouts seqlen_q / seqlen_k are bounds, and the plan runs any batch of B
- * sequences within them. */
+ * sequences within them.
+ *
+ * Every run takes exactly B sequences (cu_seqlens [B+1], block_table and
+ * seqlens_k [B], uniform Q [B, ...]). To run fewer with a plan made for B,
+ * pad the batch with empty sequences: a ragged Q gives them no rows (repeat
+ * the last cu_seqlens_q entry); a ragged K no keys (repeat the last
+ * cu_seqlens_k entry); a paged K seqlens_k = 0. Rows of a uniform Q in a
+ * padding sequence then see no key (O = 0, LSE = −inf): ignore them.
+ *
+ * Paged K/V: sequence b reads only the first ceil(seqlens_k[b] / page_size)
+ * entries of block_table row b; the other entries are never read and may
+ * hold anything (−1, say). */
 typedef struct xattn_attn_desc {
     xattn_dtype dtype;          /* of Q, K, V and O: f32, f16 or bf16 */
-    int32_t batch;              /* B ≥ 1 */
+    int32_t batch;              /* B ≥ 1, exactly the sequences of a run */
     int32_t num_q_heads;        /* Hq */
     int32_t num_kv_heads;       /* Hkv, Hq % Hkv == 0 */
     int32_t head_dim_qk;        /* Dqk */
@@ -109,8 +120,9 @@ XATTN_API size_t xattn_plan_workspace_size(const xattn_plan *plan);
 XATTN_API xattn_status xattn_plan_describe(const xattn_plan *plan, char *buf,
                                            size_t size, size_t *needed);
 
-/* Destroy a plan. Accepts NULL. Thread-safety: not concurrently with a run
- * of the same plan. */
+/* Destroy a plan and drop its reference to the context, which this may
+ * close (see xattn_context_destroy). Accepts NULL. Thread-safety: not
+ * concurrently with a run of the same plan. */
 XATTN_API void xattn_plan_destroy(xattn_plan **plan);
 
 /* Run attention. Launch-only: no allocation, no compilation; on GPU

@@ -154,8 +154,15 @@ XATTN_API xattn_status xattn_context_create(xattn_context **out);
 XATTN_API xattn_status xattn_context_create_with(const xattn_context_options *opts,
                                                  xattn_context **out);
 
-/* Destroy a context; every buffer and plan made from it must be destroyed
- * first. Accepts NULL. Thread-safety: not with other calls on this context. */
+/* Destroy the caller's handle of a context. Accepts NULL.
+ * Buffers, attention plans and MoE plans made from the context keep it
+ * alive: they may be destroyed before or after it, in any order (as
+ * garbage-collected bindings do), and until each is freed it keeps working
+ * (runs, reads, writes, describe). The device is closed, and its queue
+ * released, when the last of them goes.
+ * Thread-safety: safe against calls on buffers and plans made from the
+ * context, on any thread; the handle itself must not be used concurrently
+ * with or after this call. */
 XATTN_API void xattn_context_destroy(xattn_context **ctx);
 
 /* Backend name ("cpu", "opencl", "cuda", "hip"), device name and caps.
@@ -188,21 +195,31 @@ XATTN_API xattn_status xattn_backend_probe(xattn_backend_kind kind,
 typedef struct xattn_buffer xattn_buffer;
 
 /* Allocate bytes of device memory (host memory on the CPU backend), aligned
- * to at least 64 bytes. Errors: XATTN_ERR_INVALID_ARGUMENT (NULL, size 0,
- * size above PTRDIFF_MAX), XATTN_ERR_OUT_OF_MEMORY. Thread-safety: safe. */
+ * to at least 64 bytes. bytes may be 0 (empty tensors, such as a MoE step
+ * with T = 0): the buffer then has size 0 and still a valid native handle.
+ * The buffer holds a reference to ctx (see xattn_context_destroy).
+ * Errors: XATTN_ERR_INVALID_ARGUMENT (NULL ctx or out, size above
+ * PTRDIFF_MAX), XATTN_ERR_OUT_OF_MEMORY. Thread-safety: safe. */
 XATTN_API xattn_status xattn_buffer_alloc(xattn_context *ctx, size_t bytes,
                                           xattn_buffer **out);
 
 /* Wrap memory the caller owns without copying: a CUDA/HIP device pointer, a
  * cl_mem, or a host pointer on the CPU backend. The caller keeps ownership
- * and must keep it alive while the buffer is in use.
- * Errors: XATTN_ERR_INVALID_ARGUMENT (NULL, size 0, size above PTRDIFF_MAX),
+ * and must keep it alive while the buffer is in use. bytes may be 0, and
+ * native may then be NULL (how DLPack and NumPy describe an empty array):
+ * such a buffer gets a private placeholder allocation as its native handle.
+ * Where native is an address (host, CUDA, HIP), native + bytes must not
+ * wrap around the address space.
+ * Errors: XATTN_ERR_INVALID_ARGUMENT (NULL ctx or out, NULL native with
+ * bytes > 0, size above PTRDIFF_MAX, a range that wraps around),
  * XATTN_ERR_OUT_OF_MEMORY. Thread-safety: safe. */
 XATTN_API xattn_status xattn_buffer_wrap(xattn_context *ctx, void *native,
                                          size_t bytes, xattn_buffer **out);
 
-/* Free a buffer (wrapped memory is not freed). Accepts NULL.
- * Errors: none. Thread-safety: not concurrently with a run using it. */
+/* Free a buffer (wrapped memory is not freed) and drop its reference to
+ * the context, which this may close (see xattn_context_destroy). Accepts
+ * NULL. Errors: none. Thread-safety: not concurrently with a run using it;
+ * safe against calls on other objects of the same context. */
 XATTN_API void xattn_buffer_free(xattn_buffer **buf);
 
 /* Copy host memory into a buffer / a buffer into host memory. Blocking.
@@ -214,7 +231,9 @@ XATTN_API xattn_status xattn_buffer_read(const xattn_buffer *buf, size_t offset,
                                          void *dst, size_t bytes);
 
 /* Size in bytes and the native handle (device pointer, cl_mem, host pointer);
- * 0 / NULL for a NULL buffer. Thread-safety: safe. */
+ * 0 / NULL for a NULL buffer. A zero-byte buffer's handle is never NULL (a
+ * private placeholder when it was allocated, or wrapped from NULL).
+ * Errors: none. Thread-safety: safe. */
 XATTN_API size_t xattn_buffer_size(const xattn_buffer *buf);
 XATTN_API void *xattn_buffer_native(const xattn_buffer *buf);
 
@@ -254,6 +273,32 @@ XATTN_API const char *xattn_dtype_name(xattn_dtype dtype);
 XATTN_API xattn_tensor xattn_tensor_contiguous(xattn_buffer *buf, size_t offset,
                                                xattn_dtype dtype, int32_t rank,
                                                const int64_t *shape);
+
+/* ---- f16 and bf16 conversions ------------------------------------------ */
+
+/* IEEE binary16 (f16) and bfloat16 (bf16) values travel as their bit
+ * patterns in uint16_t. These are the conversions the library itself uses
+ * for f16 and bf16 tensors:
+ *  - to f32: exact (f16 subnormals included);
+ *  - from f32: round to nearest, ties to even; f16 results below the
+ *    smallest normal are subnormal, then ±0; a value that rounds past the
+ *    largest finite f16 (65504), i.e. |x| ≥ 65520, becomes ±inf (bf16 has
+ *    f32's range: only values that round past its largest finite overflow);
+ *  - ±inf stays ±inf, −0 stays −0, and NaN stays NaN, quiet, with its sign
+ *    (the payload may change).
+ * Errors: none. Thread-safety: safe. */
+XATTN_API float xattn_f16_to_f32(uint16_t h);
+XATTN_API uint16_t xattn_f32_to_f16(float f);
+XATTN_API float xattn_bf16_to_f32(uint16_t h);
+XATTN_API uint16_t xattn_f32_to_bf16(float f);
+
+/* The same conversions over arrays: dst[i] = convert(src[i]) for i < n.
+ * Errors: XATTN_ERR_INVALID_ARGUMENT (dst or src NULL with n > 0; the two
+ * arrays overlap). Thread-safety: safe (the arrays are the caller's). */
+XATTN_API xattn_status xattn_f16_to_f32_array(float *dst, const uint16_t *src, size_t n);
+XATTN_API xattn_status xattn_f32_to_f16_array(uint16_t *dst, const float *src, size_t n);
+XATTN_API xattn_status xattn_bf16_to_f32_array(float *dst, const uint16_t *src, size_t n);
+XATTN_API xattn_status xattn_f32_to_bf16_array(uint16_t *dst, const float *src, size_t n);
 
 #ifdef __cplusplus
 }

@@ -163,8 +163,9 @@ XATTN_API int64_t xattn_moe_rows(const xattn_moe_plan *plan, int64_t num_tokens)
 XATTN_API xattn_status xattn_moe_plan_describe(const xattn_moe_plan *plan, char *buf,
                                                size_t size, size_t *needed);
 
-/* Destroy a plan. Accepts NULL. Thread-safety: not concurrently with a run
- * of the same plan. */
+/* Destroy a plan and drop its reference to the context, which this may
+ * close (see xattn_context_destroy). Accepts NULL. Thread-safety: not
+ * concurrently with a run of the same plan. */
 XATTN_API void xattn_moe_plan_destroy(xattn_moe_plan **plan);
 
 /* The five calls. Launch-only (no allocation, no compilation; asynchronous

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "context.h"
 #include "error.h"
 #include "tensor_check.h"
 #include "text.h"
@@ -164,6 +165,7 @@ xattn_status xattn_plan_create(xattn_context *ctx, const xattn_attn_desc *desc, 
               (int)plan->params.block_q, (int)plan->params.block_k,
               (int)plan->params.kv_splits, (long long)plan->params.num_work,
               plan->params.workspace_bytes);
+    xattn_context_retain(ctx);
     *out = plan;
     return XATTN_OK;
 }
@@ -190,9 +192,10 @@ void xattn_plan_destroy(xattn_plan **plan)
 {
     if (!plan || !*plan) return;
     xattn_plan *p = *plan;
-    p->ctx->vt->attn_release(p->ctx->dev, p->state);
-    free(p);
     *plan = NULL;
+    p->ctx->vt->attn_release(p->ctx->dev, p->state);
+    xattn_context_release(p->ctx);
+    free(p);
 }
 
 /* cu_seqlens [B+1]: starts at 0, non-decreasing, each length <= max_len,

@@ -2,6 +2,7 @@
 /* The one door between the front end and a backend: a const vtable.
  * The table is append-only; a module whose abi_version differs from
  * XATTN_BACKEND_ABI_VERSION is rejected by the loader. */
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "plan.h"
@@ -143,6 +144,8 @@ typedef struct xattn_backend_vtable {
 typedef const xattn_backend_vtable *(*xattn_backend_entry_fn)(void);
 
 struct xattn_context {
+    /* The caller's handle plus one per live buffer and plan (context.h). */
+    atomic_size_t refs;
     const xattn_backend_vtable *vt;
     xattn_backend_kind kind;
     xattn_device *dev;
@@ -152,7 +155,7 @@ struct xattn_context {
 };
 
 struct xattn_buffer {
-    xattn_context *ctx;
+    xattn_context *ctx; /* holds a reference */
     void *native;
     void *host;      /* host-visible address, or NULL */
     size_t size;
@@ -160,14 +163,14 @@ struct xattn_buffer {
 };
 
 struct xattn_plan {
-    xattn_context *ctx;
+    xattn_context *ctx; /* holds a reference */
     xattn_attn_problem prob;
     xattn_attn_plan_params params;
     void *state;     /* backend's, from attn_prepare */
 };
 
 struct xattn_moe_plan {
-    xattn_context *ctx;
+    xattn_context *ctx; /* holds a reference */
     xattn_moe_problem prob;
     xattn_moe_plan_params params;
     void *state;     /* backend's, from moe_prepare */

@@ -6,11 +6,16 @@
 #include <string.h>
 
 #include "backend.h"
+#include "context.h"
 #include "error.h"
+#include "native.h"
 #include "registry.h"
 
 enum {
     REASON_BYTES = 512,
+    /* A zero-byte buffer still gets a real allocation of this size, so its
+     * native handle is never NULL, which backends take for "absent". */
+    EMPTY_BUFFER_BYTES = 1,
     /* More worker threads than this is a mistake, not a machine. */
     MAX_CPU_THREADS = 4096,
 };
@@ -24,6 +29,7 @@ static xattn_status context_open(const xattn_backend_vtable *vt, xattn_backend_k
 {
     xattn_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return xattn_error(XATTN_ERR_OUT_OF_MEMORY, "context: out of memory");
+    atomic_init(&ctx->refs, 1); /* the caller's */
     ctx->vt = vt;
     ctx->kind = kind;
     ctx->device_index = opts->device;
@@ -173,12 +179,27 @@ xattn_status xattn_context_create_with(const xattn_context_options *opts, xattn_
                          XATTN_ERR_INVALID_ARGUMENT, out);
 }
 
+void xattn_context_retain(xattn_context *ctx)
+{
+    /* Relaxed: the new reference comes from one the caller already holds. */
+    atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+}
+
+void xattn_context_release(xattn_context *ctx)
+{
+    /* acq_rel: whatever any holder did with the device happens before the
+     * close that the last release performs. */
+    if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1) return;
+    ctx->vt->device_close(ctx->dev);
+    free(ctx);
+}
+
 void xattn_context_destroy(xattn_context **ctx)
 {
     if (!ctx || !*ctx) return;
-    (*ctx)->vt->device_close((*ctx)->dev);
-    free(*ctx);
+    xattn_context *c = *ctx;
     *ctx = NULL;
+    xattn_context_release(c);
 }
 
 const char *xattn_context_backend_name(const xattn_context *ctx)
@@ -227,6 +248,7 @@ static xattn_status buffer_new(xattn_context *ctx, void *native, size_t bytes, i
     buf->size = bytes;
     buf->owned = owned;
     buf->host = ctx->vt->buffer_host_ptr ? ctx->vt->buffer_host_ptr(ctx->dev, native) : NULL;
+    xattn_context_retain(ctx);
     *out = buf;
     return XATTN_OK;
 }
@@ -236,11 +258,10 @@ xattn_status xattn_buffer_alloc(xattn_context *ctx, size_t bytes, xattn_buffer *
     xattn_error_clear();
     if (!ctx) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "ctx: must not be NULL");
     if (!out) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "out: must not be NULL");
-    if (bytes == 0) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "bytes: must be > 0");
     if (bytes > (size_t)PTRDIFF_MAX)
         return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "bytes: %zu is too large", bytes);
     void *native = NULL;
-    XATTN_TRY(ctx->vt->buffer_alloc(ctx->dev, bytes, &native));
+    XATTN_TRY(ctx->vt->buffer_alloc(ctx->dev, bytes ? bytes : EMPTY_BUFFER_BYTES, &native));
     xattn_status st = buffer_new(ctx, native, bytes, 1, out);
     if (st != XATTN_OK) ctx->vt->buffer_free(ctx->dev, native);
     return st;
@@ -252,10 +273,18 @@ xattn_status xattn_buffer_wrap(xattn_context *ctx, void *native, size_t bytes,
     xattn_error_clear();
     if (!ctx) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "ctx: must not be NULL");
     if (!out) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "out: must not be NULL");
-    if (!native) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "native: must not be NULL");
-    if (bytes == 0) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "bytes: must be > 0");
+    if (!native && bytes)
+        return xattn_error(XATTN_ERR_INVALID_ARGUMENT,
+                           "native: must not be NULL (NULL is accepted only with bytes 0)");
     if (bytes > (size_t)PTRDIFF_MAX)
         return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "bytes: %zu is too large", bytes);
+    const xattn_native_kind *nk = xattn_native_kind_of(ctx->kind);
+    if (nk && nk->is_address && (uintptr_t)native > UINTPTR_MAX - bytes)
+        return xattn_error(XATTN_ERR_INVALID_ARGUMENT,
+                           "native/bytes: %p + %zu bytes wraps around the address space",
+                           native, bytes);
+    /* NULL with 0 bytes is how DLPack and NumPy describe an empty array. */
+    if (!native) return xattn_buffer_alloc(ctx, 0, out);
     return buffer_new(ctx, native, bytes, 0, out);
 }
 
@@ -263,9 +292,10 @@ void xattn_buffer_free(xattn_buffer **buf)
 {
     if (!buf || !*buf) return;
     xattn_buffer *b = *buf;
-    if (b->owned) b->ctx->vt->buffer_free(b->ctx->dev, b->native);
-    free(b);
     *buf = NULL;
+    if (b->owned) b->ctx->vt->buffer_free(b->ctx->dev, b->native);
+    xattn_context_release(b->ctx);
+    free(b);
 }
 
 static xattn_status check_range(const xattn_buffer *buf, size_t offset, const void *host,

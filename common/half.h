@@ -1,9 +1,17 @@
 #pragma once
-/* IEEE binary16 and bfloat16 conversions, round-to-nearest-even. */
+/* IEEE binary16 and bfloat16 conversions, round-to-nearest-even.
+ *
+ * The library exports these as xattn_f16_to_f32 and friends (xattn_core.h;
+ * common/half.c). Inside the library the same names are also macros for the
+ * inline versions below, as the C library does for its own functions, so
+ * kernels inline them instead of calling through the export. The public
+ * header comes first, so its declarations are not renamed. */
 #include <stdint.h>
 #include <string.h>
 
-static inline float xattn_f16_to_f32(uint16_t h)
+#include "xattn_core.h"
+
+static inline float xattn_f16_to_f32_inline(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;
@@ -29,7 +37,7 @@ static inline float xattn_f16_to_f32(uint16_t h)
     return f;
 }
 
-static inline uint16_t xattn_f32_to_f16(float f)
+static inline uint16_t xattn_f32_to_f16_inline(float f)
 {
     uint32_t x;
     memcpy(&x, &f, sizeof x);
@@ -54,7 +62,7 @@ static inline uint16_t xattn_f32_to_f16(float f)
     return (uint16_t)(sign | (r >> 13));
 }
 
-static inline float xattn_bf16_to_f32(uint16_t h)
+static inline float xattn_bf16_to_f32_inline(uint16_t h)
 {
     uint32_t bits = (uint32_t)h << 16;
     float f;
@@ -62,7 +70,7 @@ static inline float xattn_bf16_to_f32(uint16_t h)
     return f;
 }
 
-static inline uint16_t xattn_f32_to_bf16(float f)
+static inline uint16_t xattn_f32_to_bf16_inline(float f)
 {
     uint32_t x;
     memcpy(&x, &f, sizeof x);
@@ -70,3 +78,8 @@ static inline uint16_t xattn_f32_to_bf16(float f)
     x += 0x7fffu + ((x >> 16) & 1u);
     return (uint16_t)(x >> 16);
 }
+
+#define xattn_f16_to_f32(h) xattn_f16_to_f32_inline(h)
+#define xattn_f32_to_f16(f) xattn_f32_to_f16_inline(f)
+#define xattn_bf16_to_f32(h) xattn_bf16_to_f32_inline(h)
+#define xattn_f32_to_bf16(f) xattn_f32_to_bf16_inline(f)

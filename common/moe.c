@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "context.h"
 #include "error.h"
 #include "tensor_check.h"
 #include "text.h"
@@ -123,6 +124,7 @@ xattn_status xattn_moe_plan_create(xattn_context *ctx, const xattn_moe_desc *des
     }
     xattn_log(XATTN_LOG_DEBUG, "moe plan: align %d rows %lld ws %zu", (int)plan->params.align,
               (long long)plan->params.max_rows, plan->params.workspace_bytes);
+    xattn_context_retain(ctx);
     *out = plan;
     return XATTN_OK;
 }
@@ -158,9 +160,10 @@ void xattn_moe_plan_destroy(xattn_moe_plan **plan)
 {
     if (!plan || !*plan) return;
     xattn_moe_plan *p = *plan;
-    p->ctx->vt->moe_release(p->ctx->dev, p->state);
-    free(p);
     *plan = NULL;
+    p->ctx->vt->moe_release(p->ctx->dev, p->state);
+    xattn_context_release(p->ctx);
+    free(p);
 }
 
 /* ---- argument checks ------------------------------------------------------ */

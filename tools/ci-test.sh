@@ -16,7 +16,7 @@ set -euo pipefail
 # What the build and the tests need, plus what the GPU-backend issues build
 # against (OpenCL headers and loader, PoCL as a CPU OpenCL device). The CUDA
 # toolkit is not a Debian package here: install NVIDIA's where wanted.
-PACKAGES=(gcc g++ meson ninja-build pkg-config libcmocka-dev
+PACKAGES=(gcc g++ meson ninja-build pkg-config libcmocka-dev libdlpack-dev
           ocl-icd-opencl-dev opencl-headers pocl-opencl-icd)
 
 deps=1 sanitize=0 build_dir=

@@ -9,13 +9,19 @@
  * planner plans GPU-style for it.
  *
  * FAKE_ABI_VERSION builds a module with a wrong ABI version; FAKE_ENTRY
- * renames the entry point to build a module the loader cannot use. */
+ * renames the entry point to build a module the loader cannot use.
+ *
+ * It counts open devices, live buffers and plan states (fake_backend.h), so
+ * the lifetime tests can check that a device closes only after the last
+ * object made from it. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
 #include "error.h"
+#include "fake_backend.h"
 
 #ifndef FAKE_ABI_VERSION
 #  define FAKE_ABI_VERSION XATTN_BACKEND_ABI_VERSION
@@ -32,6 +38,19 @@ enum { FAKE_ALIGN = 64 };
 struct xattn_device {
     int32_t index;
 };
+
+/* Process-wide: a test runs one context at a time or checks totals. */
+static atomic_int devices_open, buffers_live, states_live, closes_with_live;
+
+XATTN_API void xattn_fake_backend_counts(xattn_fake_counts *out);
+
+XATTN_API void xattn_fake_backend_counts(xattn_fake_counts *out)
+{
+    out->devices_open = atomic_load(&devices_open);
+    out->buffers_live = atomic_load(&buffers_live);
+    out->states_live = atomic_load(&states_live);
+    out->closes_with_live = atomic_load(&closes_with_live);
+}
 
 static int32_t fake_probe(char *reason, size_t reason_size)
 {
@@ -53,11 +72,18 @@ static xattn_status fake_device_open(int32_t index, const xattn_context_options 
         caps->style = XATTN_DEVICE_STYLE_GPU;
     }
     snprintf(caps->name, sizeof caps->name, "%s", FAKE_DEVICE_NAME);
+    atomic_fetch_add(&devices_open, 1);
     *out = dev;
     return XATTN_OK;
 }
 
-static void fake_device_close(xattn_device *dev) { free(dev); }
+static void fake_device_close(xattn_device *dev)
+{
+    if (atomic_load(&buffers_live) || atomic_load(&states_live))
+        atomic_fetch_add(&closes_with_live, 1);
+    atomic_fetch_sub(&devices_open, 1);
+    free(dev);
+}
 
 static xattn_status fake_synchronize(xattn_device *dev)
 {
@@ -71,6 +97,7 @@ static xattn_status fake_buffer_alloc(xattn_device *dev, size_t bytes, void **na
     size_t rounded = (bytes + FAKE_ALIGN - 1) / FAKE_ALIGN * FAKE_ALIGN;
     void *p = rounded >= bytes ? aligned_alloc(FAKE_ALIGN, rounded) : NULL;
     if (!p) return xattn_error(XATTN_ERR_OUT_OF_MEMORY, FAKE_NAME " (test module): %zu bytes", bytes);
+    atomic_fetch_add(&buffers_live, 1);
     *native = p;
     return XATTN_OK;
 }
@@ -78,6 +105,7 @@ static xattn_status fake_buffer_alloc(xattn_device *dev, size_t bytes, void **na
 static void fake_buffer_free(xattn_device *dev, void *native)
 {
     (void)dev;
+    atomic_fetch_sub(&buffers_live, 1);
     free(native);
 }
 
@@ -112,12 +140,14 @@ static xattn_status fake_attn_prepare(xattn_device *dev, const struct xattn_plan
     (void)plan;
     *state = malloc(16);
     if (!*state) return xattn_error(XATTN_ERR_OUT_OF_MEMORY, FAKE_NAME " (test module): out of memory");
+    atomic_fetch_add(&states_live, 1);
     return XATTN_OK;
 }
 
 static void fake_attn_release(xattn_device *dev, void *state)
 {
     (void)dev;
+    if (state) atomic_fetch_sub(&states_live, 1);
     free(state);
 }
 

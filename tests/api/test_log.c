@@ -184,7 +184,7 @@ static void exercise_library(void)
     (void)xattn_context_create(NULL);
     if (xattn_context_create(&ctx) == XATTN_OK) {
         xattn_buffer *buf = NULL;
-        (void)xattn_buffer_alloc(ctx, 0, &buf);
+        (void)xattn_buffer_alloc(ctx, 64, NULL);
         if (xattn_buffer_alloc(ctx, 64, &buf) == XATTN_OK) {
             unsigned char b[64] = {0};
             (void)xattn_buffer_write(buf, 0, b, sizeof b);
