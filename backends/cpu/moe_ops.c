@@ -15,7 +15,13 @@
  *    the row cursors of its tokens by a prefix sum over experts and threads;
  *    the first thread's slice then holds where each segment's padding
  *    starts [E] i32.
- * combine keeps its accumulators on the stack. */
+ * combine keeps its accumulators on the stack.
+ *
+ * With XATTN_MOE_WEIGHTS_ON_INPUT the launch hands dispatch topk_weights,
+ * and dispatch scales each row as it copies it; combine then gets none and
+ * adds its rows with weight 1 (multiplying by 1 is exact, so that is the
+ * unweighted sum). */
+#include <math.h>
 #include <omp.h>
 #include <string.h>
 
@@ -234,8 +240,8 @@ static inline __attribute__((always_inline)) void axpy_rows(float *restrict acc,
 }
 
 /* One token of combine for dtype t: out (+)= Σ_j w[j] · y[rows[j]] over
- * the rows that were not dropped, a chunk of the row at a time and
- * AXPY_MAX source rows per pass over the chunk. */
+ * the rows that were not dropped (w NULL: weight 1), a chunk of the row at
+ * a time and AXPY_MAX source rows per pass over the chunk. */
 static inline __attribute__((always_inline)) void combine_token(
     char *dst, const char *y, int64_t y_st, const int32_t *rows, const float *w, int32_t k,
     int64_t H, int accumulate, xattn_dtype t)
@@ -252,7 +258,7 @@ static inline __attribute__((always_inline)) void combine_token(
         for (int32_t j = 0; j < k; j++) {
             if (rows[j] < 0) continue; /* dropped: contributes nothing */
             src[m] = y + (rows[j] * y_st + h0) * es;
-            sw[m++] = w[j];
+            sw[m++] = w ? w[j] : 1.0f;
             if (m == AXPY_MAX) {
                 axpy_rows(acc, src, sw, m, n, t);
                 m = 0;
@@ -284,6 +290,46 @@ static void combine_token_bf16(char *dst, const char *y, int64_t y_st, const int
     combine_token(dst, y, y_st, rows, w, k, H, accumulate, XATTN_BF16);
 }
 
+/* dst = w · src for a row of n elements of dtype t, each product formed in
+ * f32 and rounded to t once (dispatch with the weights on the input). With
+ * stream, a chunk at a time through a buffer, so the stores can bypass the
+ * caches as copy_row's do. */
+static inline __attribute__((always_inline)) void scale_row(char *restrict dst,
+                                                            const char *restrict src, float w,
+                                                            int64_t n, int stream, xattn_dtype t)
+{
+    const int64_t es = t == XATTN_F32 ? 4 : 2;
+    if (!stream) {
+        for (int64_t i = 0; i < n; i++) set_elem(dst, i, t, w * elem(src, i, t));
+        return;
+    }
+    _Alignas(16) char buf[COMBINE_CHUNK * sizeof(float)];
+    const int64_t chunk = (int64_t)sizeof buf / es;
+    for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+        const int64_t m = n - i0 < chunk ? n - i0 : chunk;
+        const char *s = src + i0 * es;
+        for (int64_t i = 0; i < m; i++) set_elem(buf, i, t, w * elem(s, i, t));
+        copy_row(dst + i0 * es, buf, (size_t)(m * es), stream);
+    }
+}
+
+typedef void (*scale_row_fn)(char *dst, const char *src, float w, int64_t n, int stream);
+
+static void scale_row_f32(char *dst, const char *src, float w, int64_t n, int stream)
+{
+    scale_row(dst, src, w, n, stream, XATTN_F32);
+}
+
+static void scale_row_f16(char *dst, const char *src, float w, int64_t n, int stream)
+{
+    scale_row(dst, src, w, n, stream, XATTN_F16);
+}
+
+static void scale_row_bf16(char *dst, const char *src, float w, int64_t n, int stream)
+{
+    scale_row(dst, src, w, n, stream, XATTN_BF16);
+}
+
 /* dst[0..n) = src[0..n) as f32 (route's logits). */
 static void row_to_f32(float *restrict dst, const char *restrict src, xattn_dtype t, int64_t n)
 {
@@ -294,16 +340,23 @@ static void row_to_f32(float *restrict dst, const char *restrict src, xattn_dtyp
 
 /* ---- route ------------------------------------------------------------------ */
 
+/* A quiet NaN, ORed into a result: whatever the other bits, it reads NaN. */
+#define QUIET_NAN_BITS 0x7fc00000u
+
 /* e^x within 2 ulp, with x clamped to [−87, 88] so that 2^n stays a normal
  * f32: below −87 the result is e^−87 ≈ 2^−125.6 instead of less, which no
  * softmax term (the largest is 1) or sigmoid (1 / (1 + e^−x)) can tell.
  * Written without branches or calls so the loops over a token's experts
  * vectorise, which libm's expf does not: Cody–Waite reduction
- * x = n·ln2 + r, |r| ≤ ln2/2, then a degree-7 Taylor polynomial for e^r. */
+ * x = n·ln2 + r, |r| ≤ ln2/2, then a degree-7 Taylor polynomial for e^r.
+ * NaN in is NaN out: the reduction runs on 0 instead, so n never holds a
+ * NaN that the conversion to an integer could not represent. */
 static inline float exp_f32(float x)
 {
+    const uint32_t nan = mask_if(!(x == x));
     const uint32_t lo = mask_if(x < -87.0f), hi = mask_if(x > 88.0f);
-    x = bits_f32((f32_bits(x) & ~(lo | hi)) | (f32_bits(-87.0f) & lo) | (f32_bits(88.0f) & hi));
+    x = bits_f32((f32_bits(x) & ~(lo | hi | nan)) | (f32_bits(-87.0f) & lo) |
+                 (f32_bits(88.0f) & hi));
     const float round = 0x1.8p23f; /* adding it rounds to an integer */
     const float n = (x * 0x1.715476p0f + round) - round;     /* x / ln2 */
     const float r = (x - n * 0x1.62e4p-1f) - n * 0x1.7f7d1cp-20f; /* ln2 in two parts */
@@ -315,7 +368,8 @@ static inline float exp_f32(float x)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    return p * bits_f32((uint32_t)((int32_t)n + 127) << 23);
+    return bits_f32(f32_bits(p * bits_f32((uint32_t)((int32_t)n + 127) << 23)) |
+                    (nan & QUIET_NAN_BITS));
 }
 
 static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
@@ -334,13 +388,23 @@ static float sum_f32(const float *v, int64_t n)
     return sum;
 }
 
+/* Whether any of v[0..n) is NaN. */
+static int any_nan(const float *v, int64_t n)
+{
+    int nan = 0;
+    for (int64_t i = 0; i < n; i++) nan |= !(v[i] == v[i]);
+    return nan;
+}
+
 /* Offer expert id with score v to the best list vals/ids (*n of k filled,
  * highest first). Experts are offered in ascending index order and only a
  * strictly higher score moves ahead, so equal scores keep the lower index
- * first. */
+ * first. A NaN score counts as −inf (api/xattn_moe.h): compared as it is,
+ * it would stay wherever it landed. */
 static inline void top_offer(float *vals, int32_t *ids, int32_t *n, int32_t k, float v,
                              int32_t id)
 {
+    if (!(v == v)) v = -INFINITY;
     int32_t pos;
     if (*n < k) {
         pos = (*n)++;
@@ -368,6 +432,9 @@ static void select_grouped(const xattn_moe_desc *d, const float *bias, float *b,
         for (int32_t e = 0; e < E; e++) b[e] = sigmoid(b[e]) + bias[e];
     else
         for (int32_t e = 0; e < E; e++) b[e] = sigmoid(b[e]);
+    /* NaN scores count as −inf, here too: the top-two search below compares
+     * them as they are. */
+    for (int32_t e = 0; e < E; e++) b[e] = b[e] == b[e] ? b[e] : -INFINITY;
     for (int32_t g = 0; g < G; g++) {
         const float *gb = b + (int64_t)g * size;
         if (size == 1) {
@@ -397,14 +464,16 @@ static void select_grouped(const xattn_moe_desc *d, const float *bias, float *b,
             top_offer(vals, ids, &picked, d->top_k, b[e], e);
 }
 
-/* One token: logits row → ids [k], weights [k]. */
+/* One token: logits row → ids [k], weights [k]. bias_nan: the bias holds a
+ * NaN, which makes every token's weights NaN. */
 static void route_token(const struct xattn_moe_plan *plan, const char *logits_row,
-                        const float *bias, float *scratch, int32_t *ids, float *w)
+                        const float *bias, int bias_nan, float *scratch, int32_t *ids, float *w)
 {
     const xattn_moe_desc *d = &plan->prob.desc;
     const int32_t E = d->num_experts, k = d->top_k;
     float *l = scratch;
     row_to_f32(l, logits_row, d->logits_dtype, E);
+    const int nan = bias_nan || any_nan(l, E);
 
     int32_t n = 0;
     switch (d->route) {
@@ -445,6 +514,9 @@ static void route_token(const struct xattn_moe_plan *plan, const char *logits_ro
         break;
     }
     }
+    /* NaN in, NaN out, for the whole token (api/xattn_moe.h). */
+    if (nan)
+        for (int32_t j = 0; j < k; j++) w[j] = NAN;
 
     if (d->flags & XATTN_MOE_RENORMALIZE) {
         const float sum = sum_f32(w, k);
@@ -463,13 +535,14 @@ void xattn_cpu_moe_route(const struct xattn_moe_plan *plan, const xattn_moe_laun
     int32_t *ids = (int32_t *)mref(l->topk_ids);
     float *weights = (float *)mref(l->topk_weights);
     const size_t le = xattn_dtype_size(d->logits_dtype);
+    const int bias_nan = bias && any_nan(bias, d->num_experts);
     const int threads = threads_for(plan, T * d->num_experts * (int64_t)le);
 #pragma omp parallel num_threads(threads)
     {
         float *scratch = (float *)scratch_slice(plan, l, omp_get_thread_num());
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < T; t++)
-            route_token(plan, logits + t * l->logits_st * (int64_t)le, bias, scratch,
+            route_token(plan, logits + t * l->logits_st * (int64_t)le, bias, bias_nan, scratch,
                         ids + t * l->ids_st, weights + t * l->weights_st);
     }
 }
@@ -516,6 +589,11 @@ void xattn_cpu_moe_dispatch(const struct xattn_moe_plan *plan, const xattn_moe_l
     const int32_t E = d->num_experts, k = d->top_k;
     const size_t row_bytes = (size_t)d->hidden * xattn_dtype_size(d->dtype);
     const int32_t *ids = (const int32_t *)cref(l->topk_ids);
+    /* Present with XATTN_MOE_WEIGHTS_ON_INPUT: each row is scaled. */
+    const float *weights = l->topk_weights.native ? (const float *)cref(l->topk_weights) : NULL;
+    const scale_row_fn scale = d->dtype == XATTN_F32    ? scale_row_f32
+                               : d->dtype == XATTN_BF16 ? scale_row_bf16
+                                                        : scale_row_f16;
     const char *x = cref(l->x);
     const int32_t *offsets = (const int32_t *)mref(l->expert_offsets);
     const int32_t *pad_from = dispatch_pad_from(plan, l);
@@ -549,6 +627,7 @@ void xattn_cpu_moe_dispatch(const struct xattn_moe_plan *plan, const xattn_moe_l
         /* Scatter: each (token, slot) to the next row of its segment. */
         for (int64_t t = t0; t < t1; t++) {
             const char *src = x + t * x_st;
+            const float *w = weights ? weights + t * l->weights_st : NULL;
             for (int32_t j = 0; j < k; j++) {
                 const int32_t e = ids[t * l->ids_st + j];
                 if (e < 0) {
@@ -558,7 +637,8 @@ void xattn_cpu_moe_dispatch(const struct xattn_moe_plan *plan, const xattn_moe_l
                 const int64_t r = cursor[e]++;
                 token_row[t * l->token_row_st + j] = (int32_t)r;
                 row_token[r * l->row_token_st] = (int32_t)t;
-                copy_row(x_perm + r * xp_st, src, row_bytes, stream);
+                if (w) scale(x_perm + r * xp_st, src, w[j], d->hidden, stream);
+                else copy_row(x_perm + r * xp_st, src, row_bytes, stream);
             }
         }
         if (stream) stream_fence();
@@ -586,7 +666,8 @@ void xattn_cpu_moe_combine(const struct xattn_moe_plan *plan, const xattn_moe_la
     const int32_t k = d->top_k;
     const int64_t es = (int64_t)xattn_dtype_size(d->dtype);
     const char *y = cref(l->y);
-    const float *weights = (const float *)cref(l->topk_weights);
+    /* Absent with XATTN_MOE_WEIGHTS_ON_INPUT: the rows add unweighted. */
+    const float *weights = l->topk_weights.native ? (const float *)cref(l->topk_weights) : NULL;
     const int32_t *token_row = (const int32_t *)cref(l->token_row);
     char *out = mref(l->out);
     const combine_token_fn fn = d->dtype == XATTN_F32    ? combine_token_f32
@@ -596,5 +677,5 @@ void xattn_cpu_moe_combine(const struct xattn_moe_plan *plan, const xattn_moe_la
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t t = 0; t < T; t++)
         fn(out + t * l->out_st * es, y, l->y_st, token_row + t * l->token_row_st,
-           weights + t * l->weights_st, k, H, l->accumulate);
+           weights ? weights + t * l->weights_st : NULL, k, H, l->accumulate);
 }
