@@ -338,10 +338,30 @@ static void row_to_f32(float *restrict dst, const char *restrict src, xattn_dtyp
     else load_row(dst, src, XATTN_F16, n);
 }
 
-/* ---- route ------------------------------------------------------------------ */
+/* dst[0..n) = src[0..n) as f32 for dtype t; returns whether one is NaN,
+ * found in the same pass (a route's logits). */
+static inline __attribute__((always_inline)) int load_row_nan(float *restrict dst,
+                                                              const char *restrict src,
+                                                              xattn_dtype t, int64_t n)
+{
+    int nan = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = elem(src, i, t);
+        dst[i] = v;
+        nan |= !(v == v);
+    }
+    return nan;
+}
 
-/* A quiet NaN, ORed into a result: whatever the other bits, it reads NaN. */
-#define QUIET_NAN_BITS 0x7fc00000u
+static int row_to_f32_nan(float *restrict dst, const char *restrict src, xattn_dtype t,
+                          int64_t n)
+{
+    if (t == XATTN_F32) return load_row_nan(dst, src, XATTN_F32, n);
+    if (t == XATTN_BF16) return load_row_nan(dst, src, XATTN_BF16, n);
+    return load_row_nan(dst, src, XATTN_F16, n);
+}
+
+/* ---- route ------------------------------------------------------------------ */
 
 /* e^x within 2 ulp, with x clamped to [−87, 88] so that 2^n stays a normal
  * f32: below −87 the result is e^−87 ≈ 2^−125.6 instead of less, which no
@@ -349,16 +369,18 @@ static void row_to_f32(float *restrict dst, const char *restrict src, xattn_dtyp
  * Written without branches or calls so the loops over a token's experts
  * vectorise, which libm's expf does not: Cody–Waite reduction
  * x = n·ln2 + r, |r| ≤ ln2/2, then a degree-7 Taylor polynomial for e^r.
- * NaN in is NaN out: the reduction runs on 0 instead, so n never holds a
- * NaN that the conversion to an integer could not represent. */
+ * 2^n is built from the bits of n in `shifted` rather than by converting n
+ * to an integer, so a NaN x (which makes n NaN) is no undefined behaviour:
+ * it gives a NaN polynomial, and NaN in is NaN out at no extra cost. */
 static inline float exp_f32(float x)
 {
-    const uint32_t nan = mask_if(!(x == x));
     const uint32_t lo = mask_if(x < -87.0f), hi = mask_if(x > 88.0f);
-    x = bits_f32((f32_bits(x) & ~(lo | hi | nan)) | (f32_bits(-87.0f) & lo) |
-                 (f32_bits(88.0f) & hi));
-    const float round = 0x1.8p23f; /* adding it rounds to an integer */
-    const float n = (x * 0x1.715476p0f + round) - round;     /* x / ln2 */
+    x = bits_f32((f32_bits(x) & ~(lo | hi)) | (f32_bits(-87.0f) & lo) | (f32_bits(88.0f) & hi));
+    /* Adding 1.5·2^23 rounds to an integer, which lands in the low mantissa
+     * bits (the ulp there is 1). */
+    const float round = 0x1.8p23f;
+    const float shifted = x * 0x1.715476p0f + round;            /* x / ln2 */
+    const float n = shifted - round;
     const float r = (x - n * 0x1.62e4p-1f) - n * 0x1.7f7d1cp-20f; /* ln2 in two parts */
     float p = 1.0f / 5040;
     p = p * r + 1.0f / 720;
@@ -368,8 +390,7 @@ static inline float exp_f32(float x)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    return bits_f32(f32_bits(p * bits_f32((uint32_t)((int32_t)n + 127) << 23)) |
-                    (nan & QUIET_NAN_BITS));
+    return p * bits_f32((f32_bits(shifted) - f32_bits(round) + 127u) << 23);
 }
 
 static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
@@ -396,15 +417,21 @@ static int any_nan(const float *v, int64_t n)
     return nan;
 }
 
+/* v[0..n) with every NaN replaced by −inf. */
+static void nan_to_low(float *v, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) v[i] = v[i] == v[i] ? v[i] : -INFINITY;
+}
+
 /* Offer expert id with score v to the best list vals/ids (*n of k filled,
  * highest first). Experts are offered in ascending index order and only a
  * strictly higher score moves ahead, so equal scores keep the lower index
- * first. A NaN score counts as −inf (api/xattn_moe.h): compared as it is,
- * it would stay wherever it landed. */
+ * first. Scores are never NaN here: a NaN counts as −inf (api/xattn_moe.h)
+ * and is replaced before it is offered, since compared as it is it would
+ * stay wherever it landed. */
 static inline void top_offer(float *vals, int32_t *ids, int32_t *n, int32_t k, float v,
                              int32_t id)
 {
-    if (!(v == v)) v = -INFINITY;
     int32_t pos;
     if (*n < k) {
         pos = (*n)++;
@@ -423,9 +450,11 @@ static inline void top_offer(float *vals, int32_t *ids, int32_t *n, int32_t k, f
 
 /* SIGMOID_GROUPED selection of one token: b = sigmoid(logit) + bias in
  * place of the logits, the topk_group groups with the best sums of their
- * top two b, then the k best b among those groups' experts. */
-static void select_grouped(const xattn_moe_desc *d, const float *bias, float *b, float *gscore,
-                           float *kept_score, int32_t *kept, float *vals, int32_t *ids)
+ * top two b, then the k best b among those groups' experts. nan: the
+ * logits or the bias hold a NaN (the only way b gets one). */
+static void select_grouped(const xattn_moe_desc *d, const float *bias, int nan, float *b,
+                           float *gscore, float *kept_score, int32_t *kept, float *vals,
+                           int32_t *ids)
 {
     const int32_t E = d->num_experts, G = d->n_group, size = E / G;
     if (bias)
@@ -434,7 +463,7 @@ static void select_grouped(const xattn_moe_desc *d, const float *bias, float *b,
         for (int32_t e = 0; e < E; e++) b[e] = sigmoid(b[e]);
     /* NaN scores count as −inf, here too: the top-two search below compares
      * them as they are. */
-    for (int32_t e = 0; e < E; e++) b[e] = b[e] == b[e] ? b[e] : -INFINITY;
+    if (nan) nan_to_low(b, E);
     for (int32_t g = 0; g < G; g++) {
         const float *gb = b + (int64_t)g * size;
         if (size == 1) {
@@ -448,6 +477,8 @@ static void select_grouped(const xattn_moe_desc *d, const float *bias, float *b,
             else if (gb[i] > second) second = gb[i];
         }
         gscore[g] = first + second;
+        /* +inf and −inf (biases) make a NaN group score: −inf too. */
+        if (!(gscore[g] == gscore[g])) gscore[g] = -INFINITY;
     }
     /* Best groups, ties to the lower group. */
     int32_t n = 0;
@@ -472,8 +503,10 @@ static void route_token(const struct xattn_moe_plan *plan, const char *logits_ro
     const xattn_moe_desc *d = &plan->prob.desc;
     const int32_t E = d->num_experts, k = d->top_k;
     float *l = scratch;
-    row_to_f32(l, logits_row, d->logits_dtype, E);
-    const int nan = bias_nan || any_nan(l, E);
+    const int logit_nan = row_to_f32_nan(l, logits_row, d->logits_dtype, E);
+    const int nan = bias_nan || logit_nan;
+    /* Selection by logit sees NaN as −inf; the weights become NaN below. */
+    if (logit_nan && d->route != XATTN_MOE_ROUTE_SIGMOID_GROUPED) nan_to_low(l, E);
 
     int32_t n = 0;
     switch (d->route) {
@@ -503,7 +536,7 @@ static void route_token(const struct xattn_moe_plan *plan, const char *logits_ro
         float *gscore = (float *)((char *)scratch + scratch_array(E));
         float *kept_score = (float *)((char *)gscore + scratch_array(d->n_group));
         int32_t *kept = (int32_t *)((char *)kept_score + scratch_array(d->topk_group));
-        select_grouped(d, bias, l, gscore, kept_score, kept, w, ids);
+        select_grouped(d, bias, nan, l, gscore, kept_score, kept, w, ids);
         /* The weight is the unbiased s of the logit. */
         for (int32_t j = 0; j < k; j++) {
             float logit;
@@ -582,6 +615,35 @@ static void dispatch_layout(const struct xattn_moe_plan *plan, const xattn_moe_l
     offsets[(int64_t)E * l->offsets_st] = (int32_t)row;
 }
 
+/* Tokens [t0, t1) of dispatch: each (token, slot) to the next row of its
+ * segment (cursor[e]), its row copied, or with weights scaled by its
+ * weight. Inlined once with weights NULL and once without, so the copy
+ * loop stays as it was without the weights on the input. */
+static inline __attribute__((always_inline)) void scatter(
+    const xattn_moe_launch *l, int64_t t0, int64_t t1, int32_t k, const int32_t *ids,
+    int32_t *cursor, const char *x, int64_t x_st, char *x_perm, int64_t xp_st,
+    int32_t *row_token, int32_t *token_row, size_t row_bytes, int stream, const float *weights,
+    scale_row_fn scale, int64_t H)
+{
+    for (int64_t t = t0; t < t1; t++) {
+        const char *src = x + t * x_st;
+        for (int32_t j = 0; j < k; j++) {
+            const int32_t e = ids[t * l->ids_st + j];
+            if (e < 0) {
+                token_row[t * l->token_row_st + j] = -1;
+                continue;
+            }
+            const int64_t r = cursor[e]++;
+            token_row[t * l->token_row_st + j] = (int32_t)r;
+            row_token[r * l->row_token_st] = (int32_t)t;
+            if (weights)
+                scale(x_perm + r * xp_st, src, weights[t * l->weights_st + j], H, stream);
+            else
+                copy_row(x_perm + r * xp_st, src, row_bytes, stream);
+        }
+    }
+}
+
 void xattn_cpu_moe_dispatch(const struct xattn_moe_plan *plan, const xattn_moe_launch *l)
 {
     const xattn_moe_desc *d = &plan->prob.desc;
@@ -625,22 +687,12 @@ void xattn_cpu_moe_dispatch(const struct xattn_moe_plan *plan, const xattn_moe_l
         dispatch_layout(plan, l, nthreads);
 
         /* Scatter: each (token, slot) to the next row of its segment. */
-        for (int64_t t = t0; t < t1; t++) {
-            const char *src = x + t * x_st;
-            const float *w = weights ? weights + t * l->weights_st : NULL;
-            for (int32_t j = 0; j < k; j++) {
-                const int32_t e = ids[t * l->ids_st + j];
-                if (e < 0) {
-                    token_row[t * l->token_row_st + j] = -1;
-                    continue;
-                }
-                const int64_t r = cursor[e]++;
-                token_row[t * l->token_row_st + j] = (int32_t)r;
-                row_token[r * l->row_token_st] = (int32_t)t;
-                if (w) scale(x_perm + r * xp_st, src, w[j], d->hidden, stream);
-                else copy_row(x_perm + r * xp_st, src, row_bytes, stream);
-            }
-        }
+        if (weights)
+            scatter(l, t0, t1, k, ids, cursor, x, x_st, x_perm, xp_st, row_token, token_row,
+                    row_bytes, stream, weights, scale, d->hidden);
+        else
+            scatter(l, t0, t1, k, ids, cursor, x, x_st, x_perm, xp_st, row_token, token_row,
+                    row_bytes, stream, NULL, NULL, 0);
         if (stream) stream_fence();
         /* Padding rows of a share of the experts, and a share of the rows
          * past the last segment: rows no other thread writes. */

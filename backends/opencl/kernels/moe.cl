@@ -39,15 +39,16 @@
 #define SUM_LANES 8
 
 /* e^x exactly as the CPU backend's exp_f32: x clamped to [−87, 88],
- * Cody–Waite reduction by ln2 in two parts, degree-7 Taylor polynomial.
- * NaN in is NaN out, without converting a NaN to an integer. */
+ * Cody–Waite reduction by ln2 in two parts, degree-7 Taylor polynomial, and
+ * 2^n from the bits of n in `shifted` (never a NaN converted to an
+ * integer: NaN in is NaN out). */
 inline float exp_f32(float x)
 {
-    if (isnan(x)) return x;
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
     const float round = 0x1.8p23f; /* adding it rounds to an integer */
-    const float n = (x * 0x1.715476p0f + round) - round;
+    const float shifted = x * 0x1.715476p0f + round;
+    const float n = shifted - round;
     const float r = (x - n * 0x1.62e4p-1f) - n * 0x1.7f7d1cp-20f;
     float p = 1.0f / 5040;
     p = p * r + 1.0f / 720;
@@ -57,7 +58,7 @@ inline float exp_f32(float x)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    return p * as_float((uint)((int)n + 127) << 23);
+    return p * as_float((as_uint(shifted) - as_uint(round) + 127u) << 23);
 }
 
 inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
