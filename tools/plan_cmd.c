@@ -15,7 +15,8 @@
 /* Plans for the presets are a few hundred bytes; leave room. */
 enum { PLAN_TEXT_BYTES = 4096 };
 
-/* MoE layers of `--model`: shape and routing as the models ship them. */
+/* MoE layers of `--model`: shape, routing and expert form as the models
+ * ship them. */
 typedef struct moe_model {
     const char *name;
     int32_t hidden, inter, experts, top_k;
@@ -23,16 +24,24 @@ typedef struct moe_model {
     int32_t n_group, topk_group;
     uint32_t flags;
     float routed_scale;
+    xattn_moe_activation activation;
+    xattn_dtype bias_dtype;
 } moe_model;
 
 static const moe_model moe_models[] = {
-    {"mixtral", 4096, 14336, 8, 2, XATTN_MOE_ROUTE_SOFTMAX_TOPK, 0, 0, XATTN_MOE_RENORMALIZE, 0},
+    {"mixtral", 4096, 14336, 8, 2, XATTN_MOE_ROUTE_SOFTMAX_TOPK, 0, 0, XATTN_MOE_RENORMALIZE, 0,
+     XATTN_MOE_SWIGLU, XATTN_F32},
     {"qwen3-moe", 2048, 768, 128, 8, XATTN_MOE_ROUTE_SOFTMAX_TOPK, 0, 0, XATTN_MOE_RENORMALIZE,
-     0},
+     0, XATTN_MOE_SWIGLU, XATTN_F32},
     {"deepseek-v3", 7168, 2048, 256, 8, XATTN_MOE_ROUTE_SIGMOID_GROUPED, 8, 4,
-     XATTN_MOE_RENORMALIZE | XATTN_MOE_BIAS, 2.5f},
-    {"gpt-oss", 2880, 2880, 128, 4, XATTN_MOE_ROUTE_TOPK_SOFTMAX, 0, 0, 0, 0},
-    {"llama-4", 5120, 8192, 16, 1, XATTN_MOE_ROUTE_TOPK_SIGMOID, 0, 0, 0, 0},
+     XATTN_MOE_RENORMALIZE | XATTN_MOE_BIAS, 2.5f, XATTN_MOE_SWIGLU, XATTN_F32},
+    /* Interleaved W1, bf16 biases, the clamped SwiGLU. */
+    {"gpt-oss", 2880, 2880, 128, 4, XATTN_MOE_ROUTE_TOPK_SOFTMAX, 0, 0,
+     XATTN_MOE_W1_INTERLEAVED | XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2, 0,
+     XATTN_MOE_SWIGLU_CLAMPED, XATTN_BF16},
+    /* The route weight on the expert's input. */
+    {"llama-4", 5120, 8192, 16, 1, XATTN_MOE_ROUTE_TOPK_SIGMOID, 0, 0,
+     XATTN_MOE_WEIGHTS_ON_INPUT, 0, XATTN_MOE_SWIGLU, XATTN_F32},
 };
 
 /* Route modes by their --route names, in xattn_moe_route_mode order. */
@@ -98,7 +107,15 @@ static void plan_usage(FILE *f)
             "  --bias            sigmoid-grouped: a selection bias per expert\n"
             "  --renormalize     route weights renormalised to sum 1\n"
             "  --routed-scale S  route weights times S\n"
-            "  --activation A    swiglu (default) or geglu\n"
+            "  --activation A    swiglu, geglu or swiglu-clamped (default: the model's)\n"
+            "  --swiglu-alpha A, --swiglu-limit L\n"
+            "                    swiglu-clamped's alpha and limit (default 1.702 and 7)\n"
+            "  --w1-interleaved  W1 rows alternate gate and up\n"
+            "  --b1, --b2        expert biases after the gate/up and the down GEMM\n"
+            "  --bias-dtype T    b1 and b2 (default: the model's, else f32)\n"
+            "  --weights-on-input\n"
+            "                    dispatch scales rows by their route weight, combine sums\n"
+            "                    them unweighted\n"
             "  --weight-dtype T  W1 and W2 (default --dtype)\n"
             "  --logits-dtype T  gate logits (default --dtype)\n"
             "  --align N         segment alignment 1..%d (default: the planner's choice)\n",
@@ -177,10 +194,11 @@ static int parse_choice(const char *opt, const char *s, const char *const *names
 typedef struct moe_opts {
     const moe_model *model;
     int32_t tokens, hidden, inter, experts, top_k, n_group, topk_group, align;
-    int route, activation, weight_dtype, logits_dtype;
+    int route, activation, weight_dtype, logits_dtype, bias_dtype;
     uint32_t flags;         /* added to the model's */
     int routed_scale_set;   /* 0: the model's routed_scaling_factor */
     float routed_scale;
+    float swiglu_alpha, swiglu_limit; /* 0: the default */
 } moe_opts;
 
 typedef struct plan_opts {
@@ -205,7 +223,7 @@ static int takes_value(const char *opt)
         "--dqk", "--dv", "--page-size", "--softcap", "--scale", "--window", "--dtype",
         "--model", "--tokens", "--hidden", "--inter", "--experts", "--top-k", "--route",
         "--groups", "--topk-group", "--routed-scale", "--activation", "--weight-dtype",
-        "--logits-dtype", "--align",
+        "--logits-dtype", "--align", "--bias-dtype", "--swiglu-alpha", "--swiglu-limit",
     };
     for (size_t i = 0; i < sizeof with_value / sizeof with_value[0]; i++)
         if (!strcmp(opt, with_value[i])) return 1;
@@ -229,7 +247,8 @@ static int parse_moe_arg(const char *a, const char *v, moe_opts *m, int *takes)
         {"--topk-group", offsetof(moe_opts, topk_group)},
         {"--align", offsetof(moe_opts, align)},
     };
-    static const char *const activations[] = {"swiglu", "geglu"};
+    /* In xattn_moe_activation order. */
+    static const char *const activations[] = {"swiglu", "geglu", "swiglu-clamped"};
     *takes = 1;
     for (size_t i = 0; i < sizeof int_opts / sizeof int_opts[0]; i++)
         if (!strcmp(a, int_opts[i].flag))
@@ -254,6 +273,9 @@ static int parse_moe_arg(const char *a, const char *v, moe_opts *m, int *takes)
                                              sizeof activations / sizeof activations[0])) >= 0;
     if (!strcmp(a, "--weight-dtype")) return parse_dtype(a, v, &m->weight_dtype);
     if (!strcmp(a, "--logits-dtype")) return parse_dtype(a, v, &m->logits_dtype);
+    if (!strcmp(a, "--bias-dtype")) return parse_dtype(a, v, &m->bias_dtype);
+    if (!strcmp(a, "--swiglu-alpha")) return parse_float(a, v, &m->swiglu_alpha);
+    if (!strcmp(a, "--swiglu-limit")) return parse_float(a, v, &m->swiglu_limit);
     if (!strcmp(a, "--routed-scale")) {
         m->routed_scale_set = 1;
         return parse_float(a, v, &m->routed_scale);
@@ -261,6 +283,10 @@ static int parse_moe_arg(const char *a, const char *v, moe_opts *m, int *takes)
     *takes = 0;
     if (!strcmp(a, "--bias")) m->flags |= XATTN_MOE_BIAS;
     else if (!strcmp(a, "--renormalize")) m->flags |= XATTN_MOE_RENORMALIZE;
+    else if (!strcmp(a, "--weights-on-input")) m->flags |= XATTN_MOE_WEIGHTS_ON_INPUT;
+    else if (!strcmp(a, "--w1-interleaved")) m->flags |= XATTN_MOE_W1_INTERLEAVED;
+    else if (!strcmp(a, "--b1")) m->flags |= XATTN_MOE_EXPERT_B1;
+    else if (!strcmp(a, "--b2")) m->flags |= XATTN_MOE_EXPERT_B2;
     else return -1;
     return 1;
 }
@@ -273,7 +299,7 @@ static int parse_args(int argc, char **argv, plan_opts *o)
     m->model = &moe_models[0];
     m->tokens = 512;
     m->hidden = m->inter = m->experts = m->top_k = m->n_group = m->topk_group = -1;
-    m->route = m->activation = m->weight_dtype = m->logits_dtype = -1;
+    m->route = m->activation = m->weight_dtype = m->logits_dtype = m->bias_dtype = -1;
     o->batch = 1;
     o->sq = 4096;
     o->sk = -1;
@@ -415,8 +441,14 @@ static xattn_moe_desc make_moe_desc(const moe_opts *m, xattn_dtype dtype)
     d.weight_dtype = m->weight_dtype >= 0 ? (xattn_dtype)m->weight_dtype : dtype;
     d.logits_dtype = m->logits_dtype >= 0 ? (xattn_dtype)m->logits_dtype : dtype;
     d.route = m->route >= 0 ? (xattn_moe_route_mode)m->route : mm->route;
-    d.activation = m->activation >= 0 ? (xattn_moe_activation)m->activation : XATTN_MOE_SWIGLU;
+    d.activation = m->activation >= 0 ? (xattn_moe_activation)m->activation : mm->activation;
     d.flags = mm->flags | m->flags;
+    /* A bias dtype, alpha or limit means something only with its option;
+     * given without it, the planner's error says so. */
+    if (m->bias_dtype >= 0) d.bias_dtype = (xattn_dtype)m->bias_dtype;
+    else if (d.flags & (XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2)) d.bias_dtype = mm->bias_dtype;
+    d.swiglu_alpha = m->swiglu_alpha;
+    d.swiglu_limit = m->swiglu_limit;
     d.n_group = m->n_group > 0 ? m->n_group : mm->n_group;
     d.topk_group = m->topk_group > 0 ? m->topk_group : mm->topk_group;
     d.routed_scaling_factor = m->routed_scale_set ? m->routed_scale : mm->routed_scale;
