@@ -204,7 +204,8 @@ xattn_status ocl_moe_gemm_prepare(xattn_device *dev, const struct xattn_moe_plan
                            (d->flags & XATTN_MOE_EXPERT_B2) != 0);
     /* Hexadecimal float literals carry α and the limit exactly. */
     if (d->activation == XATTN_MOE_SWIGLU_CLAMPED)
-        bad |= ocl_options_add(opts, sizeof opts, " -DACT_CLAMPED=1 -DACT_ALPHA=%af -DACT_LIMIT=%af",
+        bad |= ocl_options_add(opts, sizeof opts,
+                               " -DACT_CLAMPED=1 -DACT_ALPHA=%af -DACT_LIMIT=%af",
                                (double)plan->prob.alpha, (double)plan->prob.limit);
     xattn_status st = bad ? xattn_error(XATTN_ERR_INTERNAL, "opencl: MoE GEMM options too long")
                     : g->cpu ? cpu_options(dev, p, d, g, opts, sizeof opts)

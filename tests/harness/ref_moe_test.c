@@ -398,7 +398,8 @@ static void t_nan_route(hx_rng *r, hx_result *res)
     /* A NaN logit ranks as −inf, and every weight of its token is NaN,
      * whether the NaN expert was picked or not. */
     const double nan = NAN;
-    const double first[4] = {nan, 3, 2, 0}, two[4] = {1, nan, nan, 0}, all[4] = {nan, nan, nan, nan};
+    const double first[4] = {nan, 3, 2, 0}, two[4] = {1, nan, nan, 0};
+    const double all[4] = {nan, nan, nan, nan};
     const int32_t ids12[2] = {1, 2}, ids03[2] = {0, 3}, ids01[2] = {0, 1}, ids32[2] = {3, 2};
     xattn_ref_moe p = layer(XATTN_MOE_ROUTE_TOPK_SOFTMAX, 4, 2);
     if (!route_is_nan(&p, first, ids12, "topk_softmax, NaN first", res)) return;

@@ -714,7 +714,8 @@ static void round_permuted_rows(moe_run *run)
 {
     const xattn_dtype dt = run->m->desc.dtype;
     const int64_t n = (int64_t)run->offsets[run->ref.experts] * run->ref.hidden;
-    for (int64_t i = 0; i < n; i++) run->x_perm[i] = hx_round(dt, hx_round(XATTN_F32, run->x_perm[i]));
+    for (int64_t i = 0; i < n; i++)
+        run->x_perm[i] = hx_round(dt, hx_round(XATTN_F32, run->x_perm[i]));
 }
 
 /* Route weights as a router might give them, for dispatch (weights on the
