@@ -47,8 +47,9 @@
  * its permuted rows); other tokens are unaffected. Infinite logits and
  * biases are ordinary values: they rank first (+inf) or last (−inf), and
  * the weights are what IEEE arithmetic makes of them (a softmax over a
- * +inf logit is NaN). NaN or infinity in x, W1, W2, b1 or b2 propagates
- * through the GEMMs as IEEE arithmetic has it.
+ * +inf logit is NaN; a −inf logit weighs 0, or less than 1e−37). NaN or
+ * infinity in x, W1, W2, b1 or b2 propagates through the GEMMs as IEEE
+ * arithmetic has it.
  *
  * Dispatch. Expert e's segment is rows [expert_offsets[e],
  * expert_offsets[e+1]); it holds the (token, slot) pairs routed to e with
@@ -167,7 +168,7 @@ typedef struct xattn_moe_args {
     xattn_tensor bias;           /* [E] f32, with XATTN_MOE_BIAS  route, forward */
     xattn_tensor topk_ids;       /* [T, k] i32   out: route; in: dispatch */
     xattn_tensor topk_weights;   /* [T, k] f32   out: route; in: combine, or
-                                    dispatch with WEIGHTS_ON_INPUT */
+                                    with WEIGHTS_ON_INPUT dispatch instead */
     xattn_tensor x;              /* [T, H] dtype          dispatch, forward */
     xattn_tensor expert_offsets; /* [E+1] i32    out: dispatch; in: experts */
     xattn_tensor x_perm;         /* [R, H] dtype out: dispatch; in: experts */
