@@ -284,13 +284,16 @@ static const uint32_t token_args = BIT(ARG_LOGITS) | BIT(ARG_TOPK_IDS) | BIT(ARG
                                    BIT(ARG_X) | BIT(ARG_TOKEN_ROW) | BIT(ARG_OUT);
 static const uint32_t row_args = BIT(ARG_X_PERM) | BIT(ARG_ROW_TOKEN) | BIT(ARG_Y);
 
-/* Why a call does not use operand i, where the flags decide it. */
+/* Why a call does not use operand i, where the flags decide it: a call
+ * that would read it under a flag the plan lacks, or combine with the
+ * weights on the input. */
 static const char *unused_reason(const xattn_moe_desc *d, const moe_call *c, int i)
 {
     switch (i) {
-    case ARG_BIAS: return " (desc.flags lacks XATTN_MOE_BIAS)";
-    case ARG_B1: return " (desc.flags lacks XATTN_MOE_EXPERT_B1)";
-    case ARG_B2: return " (desc.flags lacks XATTN_MOE_EXPERT_B2)";
+    case ARG_BIAS:
+        return (c->ins & BIT(ARG_LOGITS)) ? " (desc.flags lacks XATTN_MOE_BIAS)" : "";
+    case ARG_B1: return (c->ins & BIT(ARG_W1)) ? " (desc.flags lacks XATTN_MOE_EXPERT_B1)" : "";
+    case ARG_B2: return (c->ins & BIT(ARG_W2)) ? " (desc.flags lacks XATTN_MOE_EXPERT_B2)" : "";
     case ARG_TOPK_WEIGHTS:
         if ((d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) && !strcmp(c->name, "combine"))
             return " (desc.flags has XATTN_MOE_WEIGHTS_ON_INPUT: dispatch applies the weights)";
