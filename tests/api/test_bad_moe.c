@@ -1427,6 +1427,24 @@ static void test_call_rejects_bias_without_bias_flag(void **state)
     EXPECT_INVALID_NAMING("bias without XATTN_MOE_BIAS", "bias", "XATTN_MOE_BIAS");
 }
 
+/* A call that never reads the bias (dispatch), on a plan that has it: the
+ * message says the call does not use it, not that the flag is missing. */
+static void test_call_rejects_bias_it_never_reads_without_blaming_the_flag(void **state)
+{
+    fx_make(*state);
+    const int64_t shape[1] = {EXPERTS};
+    fx.args.bias = xattn_tensor_contiguous(fx_buffer(EXPERTS * sizeof(float), 1), 0, XATTN_F32,
+                                           1, shape);
+    xt_check_status(fx_run(), XATTN_ERR_INVALID_ARGUMENT, "bias given to dispatch", __FILE__,
+                    __LINE__);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", xattn_last_error());
+    if (!xt_mentions(msg, "does not use") || strstr(msg, "lacks"))
+        fail_msg("message \"%s\" should say dispatch does not use bias, and not that a flag "
+                 "is lacking", msg);
+    check_outputs_untouched(__FILE__, __LINE__);
+}
+
 /* ---- expert biases and the weights on the input ---------------------------- */
 
 /* b1 and b2 of the right shape and dtype, on a plan without EXPERT_B1/B2:
@@ -1731,6 +1749,8 @@ static int run_call_tests(void)
         ON(test_call_rejects_missing_bias_with_bias_flag, FORWARD_BIAS),
         ON(test_call_rejects_bias_without_bias_flag, ROUTE),
         ON(test_call_rejects_bias_without_bias_flag, FORWARD),
+        ON(test_call_rejects_bias_it_never_reads_without_blaming_the_flag, DISPATCH_BIAS),
+        ON(test_call_rejects_bias_it_never_reads_without_blaming_the_flag, COMBINE),
         ON(test_call_rejects_expert_bias_without_flag, EXPERTS),
         ON(test_call_rejects_expert_bias_without_flag, FORWARD),
         ON(test_combine_rejects_weights_with_weights_on_input, COMBINE_LLAMA4),
