@@ -10,7 +10,7 @@
 #include "xattn_attn.h"
 #include "xattn_moe.h"
 
-#define XATTN_BACKEND_ABI_VERSION 3u
+#define XATTN_BACKEND_ABI_VERSION 4u
 #define XATTN_BACKEND_ENTRY_SYMBOL "xattn_backend_entry"
 
 typedef struct xattn_device xattn_device; /* backend-defined */
@@ -73,7 +73,10 @@ typedef enum xattn_moe_op {
 } xattn_moe_op;
 
 /* One MoE call, validated. Operands the op does not use are absent
- * (native == NULL). Row strides are in elements; the innermost is 1.
+ * (native == NULL): so topk_weights in dispatch means "scale the rows"
+ * (XATTN_MOE_WEIGHTS_ON_INPUT) and its absence in combine "sum them
+ * unweighted"; b1 and b2 are present exactly when the plan's flags ask.
+ * Row strides are in elements; the innermost is 1.
  * Index contents are trusted: topk_ids in [-1, E), token_row in [-1, rows),
  * expert_offsets monotonic, aligned, ending at most at rows. */
 typedef struct xattn_moe_launch {
@@ -88,6 +91,9 @@ typedef struct xattn_moe_launch {
     int64_t w2_se, w2_sn;      /* W2: per expert, per output row */
     int32_t accumulate;        /* combine: out += result */
     xattn_ref workspace;       /* plan.params.workspace_bytes available */
+    /* ABI 4: expert biases (experts), in desc.bias_dtype. */
+    xattn_ref b1, b2;          /* [E, 2I] and [E, H] */
+    int64_t b1_se, b2_se;      /* per expert */
 } xattn_moe_launch;
 
 struct xattn_plan;

@@ -19,11 +19,36 @@ static int is_float_dtype(xattn_dtype t)
     return t == XATTN_F32 || t == XATTN_F16 || t == XATTN_BF16;
 }
 
-static const uint32_t known_flags = XATTN_MOE_RENORMALIZE | XATTN_MOE_BIAS;
+static const uint32_t known_flags = XATTN_MOE_RENORMALIZE | XATTN_MOE_BIAS |
+                                   XATTN_MOE_WEIGHTS_ON_INPUT | XATTN_MOE_W1_INTERLEAVED |
+                                   XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2;
+static const uint32_t expert_bias_flags = XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2;
 
 static xattn_status check_dtype(xattn_dtype t, const char *name)
 {
     if (!is_float_dtype(t)) return INVALID("desc.%s: %d is not f32, f16 or bf16", name, (int)t);
+    return XATTN_OK;
+}
+
+/* swiglu_alpha and swiglu_limit: 0 or finite and positive under
+ * SWIGLU_CLAMPED, 0 under any other activation (which would ignore them). */
+static xattn_status check_activation_params(const xattn_moe_desc *d)
+{
+    const struct {
+        float v;
+        const char *name;
+    } params[] = {{d->swiglu_alpha, "swiglu_alpha"}, {d->swiglu_limit, "swiglu_limit"}};
+    for (size_t i = 0; i < XATTN_ARRAY_SIZE(params); i++) {
+        const float v = params[i].v;
+        if (d->activation != XATTN_MOE_SWIGLU_CLAMPED) {
+            if (v != 0.0f)
+                return INVALID("desc.%s: %g given, but activation is not "
+                               "XATTN_MOE_SWIGLU_CLAMPED", params[i].name, (double)v);
+        } else if (!isfinite(v) || v < 0.0f) {
+            return INVALID("desc.%s: %g, must be finite and > 0 (0: the GPT-OSS value)",
+                           params[i].name, (double)v);
+        }
+    }
     return XATTN_OK;
 }
 
@@ -43,10 +68,19 @@ xattn_status xattn_moe_problem_init(const xattn_moe_desc *d, xattn_moe_problem *
     XATTN_TRY(check_dtype(d->dtype, "dtype"));
     XATTN_TRY(check_dtype(d->weight_dtype, "weight_dtype"));
     XATTN_TRY(check_dtype(d->logits_dtype, "logits_dtype"));
-    if (d->activation != XATTN_MOE_SWIGLU && d->activation != XATTN_MOE_GEGLU)
+    if (d->activation != XATTN_MOE_SWIGLU && d->activation != XATTN_MOE_GEGLU &&
+        d->activation != XATTN_MOE_SWIGLU_CLAMPED)
         return INVALID("desc.activation: %d is not an xattn_moe_activation", (int)d->activation);
+    XATTN_TRY(check_activation_params(d));
     if (d->flags & ~known_flags)
         return INVALID("desc.flags: unknown bits 0x%x", (unsigned)(d->flags & ~known_flags));
+    if (d->flags & expert_bias_flags) {
+        if (!is_float_dtype(d->bias_dtype))
+            return INVALID("desc.bias_dtype: %d is not f32, f16 or bf16", (int)d->bias_dtype);
+    } else if (d->bias_dtype != XATTN_F32) {
+        return INVALID("desc.bias_dtype: %d given, but desc.flags has neither "
+                       "XATTN_MOE_EXPERT_B1 nor XATTN_MOE_EXPERT_B2", (int)d->bias_dtype);
+    }
     if (d->align < 0 || d->align > XATTN_MOE_MAX_ALIGN)
         return INVALID("desc.align: %d, must be 0 (planner's choice) or 1..%d", (int)d->align,
                        XATTN_MOE_MAX_ALIGN);
@@ -86,6 +120,10 @@ xattn_status xattn_moe_problem_init(const xattn_moe_desc *d, xattn_moe_problem *
     memset(out, 0, sizeof *out);
     out->desc = *d;
     out->scale = d->routed_scaling_factor != 0.0f ? d->routed_scaling_factor : 1.0f;
+    if (d->activation == XATTN_MOE_SWIGLU_CLAMPED) {
+        out->alpha = d->swiglu_alpha != 0.0f ? d->swiglu_alpha : XATTN_MOE_SWIGLU_ALPHA;
+        out->limit = d->swiglu_limit != 0.0f ? d->swiglu_limit : XATTN_MOE_SWIGLU_LIMIT;
+    }
     return XATTN_OK;
 }
 
@@ -108,6 +146,8 @@ xattn_status xattn_moe_plan_create(xattn_context *ctx, const xattn_moe_desc *des
     XATTN_TRY(check_device_dtype(ctx, prob.desc.dtype, "dtype"));
     XATTN_TRY(check_device_dtype(ctx, prob.desc.weight_dtype, "weight_dtype"));
     XATTN_TRY(check_device_dtype(ctx, prob.desc.logits_dtype, "logits_dtype"));
+    if (prob.desc.flags & expert_bias_flags)
+        XATTN_TRY(check_device_dtype(ctx, prob.desc.bias_dtype, "bias_dtype"));
     if (!ctx->vt->moe_prepare || !ctx->vt->moe_run)
         return xattn_error(XATTN_ERR_UNSUPPORTED, "moe: the %s backend has no MoE kernels",
                            ctx->vt->name);
@@ -172,12 +212,13 @@ void xattn_moe_plan_destroy(xattn_moe_plan **plan)
  * reads and writes and reject the rest. */
 enum {
     ARG_LOGITS, ARG_BIAS, ARG_TOPK_IDS, ARG_TOPK_WEIGHTS, ARG_X, ARG_EXPERT_OFFSETS,
-    ARG_X_PERM, ARG_ROW_TOKEN, ARG_TOKEN_ROW, ARG_W1, ARG_W2, ARG_Y, ARG_OUT, ARG_COUNT
+    ARG_X_PERM, ARG_ROW_TOKEN, ARG_TOKEN_ROW, ARG_W1, ARG_W2, ARG_Y, ARG_OUT, ARG_B1, ARG_B2,
+    ARG_COUNT
 };
 
 static const char *const arg_names[ARG_COUNT] = {
     "logits", "bias", "topk_ids", "topk_weights", "x", "expert_offsets",
-    "x_perm", "row_token", "token_row", "w1", "w2", "y", "out",
+    "x_perm", "row_token", "token_row", "w1", "w2", "y", "out", "b1", "b2",
 };
 
 static const xattn_tensor *arg_tensor(const xattn_moe_args *a, int i)
@@ -185,6 +226,7 @@ static const xattn_tensor *arg_tensor(const xattn_moe_args *a, int i)
     const xattn_tensor *t[ARG_COUNT] = {
         &a->logits, &a->bias, &a->topk_ids, &a->topk_weights, &a->x, &a->expert_offsets,
         &a->x_perm, &a->row_token, &a->token_row, &a->w1, &a->w2, &a->y, &a->out,
+        &a->b1, &a->b2,
     };
     return t[i];
 }
@@ -230,6 +272,12 @@ static int32_t arg_shape(const xattn_moe_problem *p, const moe_call *c, int i, i
         shape[2] = d->inter;
         return 3;
     case ARG_Y: *dtype = d->dtype; shape[0] = R; shape[1] = d->hidden; return 2;
+    case ARG_B1:
+        *dtype = d->bias_dtype;
+        shape[0] = d->num_experts;
+        shape[1] = 2 * (int64_t)d->inter;
+        return 2;
+    case ARG_B2: *dtype = d->bias_dtype; shape[0] = d->num_experts; shape[1] = d->hidden; return 2;
     default: *dtype = d->dtype; shape[0] = T; shape[1] = d->hidden; return 2; /* ARG_OUT */
     }
 }
@@ -239,6 +287,25 @@ static const uint32_t token_args = BIT(ARG_LOGITS) | BIT(ARG_TOPK_IDS) | BIT(ARG
                                    BIT(ARG_X) | BIT(ARG_TOKEN_ROW) | BIT(ARG_OUT);
 static const uint32_t row_args = BIT(ARG_X_PERM) | BIT(ARG_ROW_TOKEN) | BIT(ARG_Y);
 
+/* Why a call does not use operand i, where the flags decide it: a call
+ * that would read it under a flag the plan lacks, or combine with the
+ * weights on the input. */
+static const char *unused_reason(const xattn_moe_desc *d, const moe_call *c, int i)
+{
+    switch (i) {
+    case ARG_BIAS:
+        return (c->ins & BIT(ARG_LOGITS)) ? " (desc.flags lacks XATTN_MOE_BIAS)" : "";
+    case ARG_B1: return (c->ins & BIT(ARG_W1)) ? " (desc.flags lacks XATTN_MOE_EXPERT_B1)" : "";
+    case ARG_B2: return (c->ins & BIT(ARG_W2)) ? " (desc.flags lacks XATTN_MOE_EXPERT_B2)" : "";
+    case ARG_TOPK_WEIGHTS:
+        if ((d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) && !strcmp(c->name, "combine"))
+            return " (desc.flags has XATTN_MOE_WEIGHTS_ON_INPUT: dispatch applies the weights)";
+        if (!strcmp(c->name, "dispatch")) return " (desc.flags lacks XATTN_MOE_WEIGHTS_ON_INPUT)";
+        return "";
+    default: return "";
+    }
+}
+
 /* Check every operand of a call: the used ones against the plan, the unused
  * ones absent; T within max_tokens and R within [rows(T), max_rows]; the
  * workspace; and no output sharing memory with another operand. */
@@ -247,14 +314,16 @@ static xattn_status check_call(const xattn_moe_plan *plan, const xattn_moe_args 
     const xattn_context *ctx = plan->ctx;
     const xattn_moe_desc *d = &plan->prob.desc;
     if ((d->flags & XATTN_MOE_BIAS) && (c->ins & BIT(ARG_LOGITS))) c->ins |= BIT(ARG_BIAS);
+    if ((d->flags & XATTN_MOE_EXPERT_B1) && (c->ins & BIT(ARG_W1))) c->ins |= BIT(ARG_B1);
+    if ((d->flags & XATTN_MOE_EXPERT_B2) && (c->ins & BIT(ARG_W2))) c->ins |= BIT(ARG_B2);
     uint32_t used = c->ins | c->outs;
     c->tokens = c->rows = ANY;
     for (int i = 0; i < ARG_COUNT; i++) {
         const xattn_tensor *t = arg_tensor(a, i);
         if (!(used & BIT(i))) {
-            char why[96];
+            char why[160];
             snprintf(why, sizeof why, "xattn_moe_%s does not use it%s", c->name,
-                     i == ARG_BIAS ? " (desc.flags lacks XATTN_MOE_BIAS)" : "");
+                     unused_reason(d, c, i));
             XATTN_TRY(xattn_check_absent(t, arg_names[i], why));
             continue;
         }
@@ -364,11 +433,12 @@ static void fill_launch(const xattn_moe_args *a, const moe_call *c, xattn_moe_la
     xattn_ref *refs[ARG_COUNT] = {
         &l->logits, &l->bias, &l->topk_ids, &l->topk_weights, &l->x, &l->expert_offsets,
         &l->x_perm, &l->row_token, &l->token_row, &l->w1, &l->w2, &l->y, &l->out,
+        &l->b1, &l->b2,
     };
     int64_t *row_strides[ARG_COUNT] = {
         &l->logits_st, NULL, &l->ids_st, &l->weights_st, &l->x_st, &l->offsets_st,
         &l->x_perm_st, &l->row_token_st, &l->token_row_st, &l->w1_se, &l->w2_se, &l->y_st,
-        &l->out_st,
+        &l->out_st, &l->b1_se, &l->b2_se,
     };
     for (int i = 0; i < ARG_COUNT; i++) {
         if (!(used & BIT(i))) continue;
@@ -428,11 +498,12 @@ xattn_status xattn_moe_dispatch(const xattn_moe_plan *plan, const xattn_moe_args
 {
     XATTN_TRY(start_call(plan, a));
     XATTN_TRY(check_no_accumulate(a, "dispatch"));
+    const xattn_moe_desc *d = &plan->prob.desc;
     moe_call c = {.name = "dispatch", .ins = BIT(ARG_TOPK_IDS) | BIT(ARG_X),
                   .outs = BIT(ARG_EXPERT_OFFSETS) | BIT(ARG_X_PERM) | BIT(ARG_ROW_TOKEN) |
                           BIT(ARG_TOKEN_ROW)};
+    if (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) c.ins |= BIT(ARG_TOPK_WEIGHTS);
     XATTN_TRY(check_call(plan, a, &c));
-    const xattn_moe_desc *d = &plan->prob.desc;
     XATTN_TRY(check_ids(&a->topk_ids, c.tokens, d->top_k, d->num_experts));
     if (c.tokens == 0) return XATTN_OK;
     xattn_moe_launch l;
@@ -462,6 +533,7 @@ xattn_status xattn_moe_combine(const xattn_moe_plan *plan, const xattn_moe_args 
     moe_call c = {.name = "combine",
                   .ins = BIT(ARG_Y) | BIT(ARG_TOPK_WEIGHTS) | BIT(ARG_TOKEN_ROW),
                   .outs = BIT(ARG_OUT)};
+    if (plan->prob.desc.flags & XATTN_MOE_WEIGHTS_ON_INPUT) c.ins &= ~BIT(ARG_TOPK_WEIGHTS);
     XATTN_TRY(check_call(plan, a, &c));
     XATTN_TRY(check_token_row(&a->token_row, c.tokens, plan->prob.desc.top_k, c.rows));
     if (c.tokens == 0) return XATTN_OK;
@@ -504,19 +576,24 @@ xattn_status xattn_moe_forward(const xattn_moe_plan *plan, const xattn_moe_args 
     l.offsets_st = l.row_token_st = 1;
     l.x_perm_st = l.y_st = d->hidden;
 
-    /* Each op sees only its own operands, as after a separate call. */
+    /* Each op sees only its own operands, as after a separate call. With
+     * the weights on the input, dispatch reads them and combine does not. */
+    const int on_input = (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) != 0;
     xattn_moe_launch route = l, dispatch = l, experts = l, combine = l;
     route.x = route.expert_offsets = route.x_perm = route.row_token = route.token_row =
-        route.w1 = route.w2 = route.y = route.out = (xattn_ref){0};
+        route.w1 = route.w2 = route.y = route.out = route.b1 = route.b2 = (xattn_ref){0};
     route.accumulate = 0;
-    dispatch.logits = dispatch.bias = dispatch.topk_weights = dispatch.w1 = dispatch.w2 =
-        dispatch.y = dispatch.out = (xattn_ref){0};
+    dispatch.logits = dispatch.bias = dispatch.w1 = dispatch.w2 = dispatch.y = dispatch.out =
+        dispatch.b1 = dispatch.b2 = (xattn_ref){0};
+    if (!on_input) dispatch.topk_weights = (xattn_ref){0};
     dispatch.accumulate = 0;
     experts.logits = experts.bias = experts.topk_ids = experts.topk_weights = experts.x =
         experts.row_token = experts.token_row = experts.out = (xattn_ref){0};
     experts.accumulate = 0;
     combine.logits = combine.bias = combine.topk_ids = combine.x = combine.expert_offsets =
-        combine.x_perm = combine.row_token = combine.w1 = combine.w2 = (xattn_ref){0};
+        combine.x_perm = combine.row_token = combine.w1 = combine.w2 = combine.b1 =
+            combine.b2 = (xattn_ref){0};
+    if (on_input) combine.topk_weights = (xattn_ref){0};
     XATTN_TRY(launch(plan, XATTN_MOE_OP_ROUTE, &route));
     XATTN_TRY(launch(plan, XATTN_MOE_OP_DISPATCH, &dispatch));
     XATTN_TRY(launch(plan, XATTN_MOE_OP_EXPERTS, &experts));

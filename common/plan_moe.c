@@ -395,6 +395,16 @@ static const char *route_name(xattn_moe_route_mode m)
     return "?";
 }
 
+static const char *activation_name(xattn_moe_activation a)
+{
+    switch (a) {
+    case XATTN_MOE_SWIGLU: return "swiglu";
+    case XATTN_MOE_GEGLU: return "geglu";
+    case XATTN_MOE_SWIGLU_CLAMPED: return "swiglu_clamped";
+    }
+    return "?";
+}
+
 static void put_tiles(char *buf, size_t size, size_t *len, const char *name,
                       const xattn_moe_gemm_tiles *t, int gpu, int pairs)
 {
@@ -433,7 +443,22 @@ int xattn_moe_params_format(const xattn_moe_problem *prob, const xattn_moe_plan_
     if (d->flags & XATTN_MOE_BIAS) xattn_text_put(buf, size, &n, ", bias");
     if (d->flags & XATTN_MOE_RENORMALIZE) xattn_text_put(buf, size, &n, ", renormalised");
     if (prob->scale != 1.0f) xattn_text_put(buf, size, &n, ", scale %g", (double)prob->scale);
-    xattn_text_put(buf, size, &n, ", %s\n", d->activation == XATTN_MOE_GEGLU ? "geglu" : "swiglu");
+    if (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT)
+        xattn_text_put(buf, size, &n, ", weights on the input");
+    xattn_text_put(buf, size, &n, "\n             experts %s", activation_name(d->activation));
+    if (d->activation == XATTN_MOE_SWIGLU_CLAMPED)
+        xattn_text_put(buf, size, &n, " (alpha %g, limit %g)", (double)prob->alpha,
+                       (double)prob->limit);
+    if (d->flags & XATTN_MOE_W1_INTERLEAVED)
+        xattn_text_put(buf, size, &n, ", W1 gate/up rows interleaved");
+    if (d->flags & (XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2))
+        xattn_text_put(buf, size, &n, ", biases %s%s%s %s",
+                       (d->flags & XATTN_MOE_EXPERT_B1) ? "b1" : "",
+                       (d->flags & XATTN_MOE_EXPERT_B1) && (d->flags & XATTN_MOE_EXPERT_B2)
+                           ? " and " : "",
+                       (d->flags & XATTN_MOE_EXPERT_B2) ? "b2" : "",
+                       xattn_dtype_name(d->bias_dtype));
+    xattn_text_put(buf, size, &n, "\n");
 
     xattn_text_put(buf, size, &n, "style        %s\n", cpu ? "cpu (register blocks, no barriers)"
                                               : "gpu (local-memory tiles, barriers)");

@@ -8,6 +8,9 @@
 typedef struct xattn_moe_problem {
     xattn_moe_desc desc;   /* as given by the caller */
     float scale;           /* resolved routed_scaling_factor (0 → 1) */
+    float alpha, limit;    /* SWIGLU_CLAMPED: resolved swiglu_alpha and
+                              swiglu_limit (0 → the GPT-OSS values); 0 for
+                              the other activations */
 } xattn_moe_problem;
 
 /* Validate a descriptor and resolve its defaults (front end, common/moe.c).

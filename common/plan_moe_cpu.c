@@ -72,6 +72,8 @@ int xattn_cpu_moe_scratch_layout(const xattn_moe_problem *prob,
     ok = ok && region(&off, &out->partial,
                       block_m * XATTN_CPU_MOE_TILE_COLS * XATTN_CPU_MOE_MAX_LANES, k_steps);
     ok = ok && region(&off, &out->c, c, 1);
+    ok = ok && region(&off, &out->bias, max64(2 * (int64_t)up->block_n, down->block_n),
+                      (d->flags & (XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2)) != 0);
     out->total = off;
     return ok;
 }

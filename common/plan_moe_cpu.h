@@ -26,9 +26,12 @@
  *                             unreduced register-block sums between K steps
  *                             (some GEMM has block_k < K)
  *   c        max(up.block_m · 2 · up.block_n, down.block_m · down.block_n)
- *                             one work item's outputs before its epilogue */
+ *                             one work item's outputs before its epilogue
+ *   bias     max(2 · up.block_n, down.block_n)
+ *                             the item's b1 (gate, then up) or b2 entries as
+ *                             f32 (the layer has EXPERT_B1 or EXPERT_B2) */
 typedef struct xattn_cpu_moe_scratch {
-    size_t a, panel, partial, c;
+    size_t a, panel, partial, c, bias;
     int64_t panel_ld;  /* f32 between panel rows: max(block_k) plus a cache
                           line, so the rows do not share first-level cache sets */
     size_t total;

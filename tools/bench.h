@@ -107,7 +107,7 @@ void xattn_bench_json_pct(xattn_json *j, const char *key, int have, double achie
 
 /* ---- MoE layer workloads (bench_moe.c) ------------------------------------- */
 
-#define BENCH_MOE_MAX_CASES 4
+#define BENCH_MOE_MAX_CASES 5
 
 /* A model's MoE layer as it runs here: the model's H, I, k and routing,
  * with fewer experts where the weights would not fit. */
@@ -116,14 +116,18 @@ typedef struct bench_moe_case {
     const char *model;    /* "DeepSeek-V3" */
     int32_t model_experts;
     xattn_moe_desc desc;  /* num_experts: the experts run; max_tokens set when run */
+    int32_t shared_inter; /* a shared expert of this FFN size runs over every token and the
+                             routed layer adds to it (accumulate); 0: none */
     int tokens;           /* T from --tokens or the default run; 0: calibrated */
     const char *tokens_from; /* with tokens: where it came from */
     int shape_overridden; /* H or I from --hidden / --inter */
     int above_budget;     /* the fewest experts the routing allows exceed --moe-mib */
 } bench_moe_case;
 
-/* The timed primitives, in the order forward runs them, then forward. */
-enum { MOE_ROUTE, MOE_DISPATCH, MOE_EXPERTS, MOE_COMBINE, MOE_FORWARD, MOE_STEPS };
+/* The timed primitives, in the order forward runs them, then forward (with
+ * a shared expert: the shared expert, then forward adding to its output),
+ * then the shared expert alone. */
+enum { MOE_ROUTE, MOE_DISPATCH, MOE_EXPERTS, MOE_COMBINE, MOE_FORWARD, MOE_SHARED, MOE_STEPS };
 
 typedef struct bench_moe_timing {
     uint64_t flop, bytes;   /* per run, exact */

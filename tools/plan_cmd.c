@@ -17,7 +17,8 @@
 /* Plans for the presets are a few hundred bytes; leave room. */
 enum { PLAN_TEXT_BYTES = 4096 };
 
-/* MoE layers of `--model`: shape and routing as the models ship them. */
+/* MoE layers of `--model`: shape, routing and expert form as the models
+ * ship them. */
 typedef struct moe_model {
     const char *name;
     int32_t hidden, inter, experts, top_k;
@@ -25,16 +26,24 @@ typedef struct moe_model {
     int32_t n_group, topk_group;
     uint32_t flags;
     float routed_scale;
+    xattn_moe_activation activation;
+    xattn_dtype bias_dtype;
 } moe_model;
 
 static const moe_model moe_models[] = {
-    {"mixtral", 4096, 14336, 8, 2, XATTN_MOE_ROUTE_SOFTMAX_TOPK, 0, 0, XATTN_MOE_RENORMALIZE, 0},
+    {"mixtral", 4096, 14336, 8, 2, XATTN_MOE_ROUTE_SOFTMAX_TOPK, 0, 0, XATTN_MOE_RENORMALIZE, 0,
+     XATTN_MOE_SWIGLU, XATTN_F32},
     {"qwen3-moe", 2048, 768, 128, 8, XATTN_MOE_ROUTE_SOFTMAX_TOPK, 0, 0, XATTN_MOE_RENORMALIZE,
-     0},
+     0, XATTN_MOE_SWIGLU, XATTN_F32},
     {"deepseek-v3", 7168, 2048, 256, 8, XATTN_MOE_ROUTE_SIGMOID_GROUPED, 8, 4,
-     XATTN_MOE_RENORMALIZE | XATTN_MOE_BIAS, 2.5f},
-    {"gpt-oss", 2880, 2880, 128, 4, XATTN_MOE_ROUTE_TOPK_SOFTMAX, 0, 0, 0, 0},
-    {"llama-4", 5120, 8192, 16, 1, XATTN_MOE_ROUTE_TOPK_SIGMOID, 0, 0, 0, 0},
+     XATTN_MOE_RENORMALIZE | XATTN_MOE_BIAS, 2.5f, XATTN_MOE_SWIGLU, XATTN_F32},
+    /* Interleaved W1, bf16 biases, the clamped SwiGLU. */
+    {"gpt-oss", 2880, 2880, 128, 4, XATTN_MOE_ROUTE_TOPK_SOFTMAX, 0, 0,
+     XATTN_MOE_W1_INTERLEAVED | XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2, 0,
+     XATTN_MOE_SWIGLU_CLAMPED, XATTN_BF16},
+    /* The route weight on the expert's input. */
+    {"llama-4", 5120, 8192, 16, 1, XATTN_MOE_ROUTE_TOPK_SIGMOID, 0, 0,
+     XATTN_MOE_WEIGHTS_ON_INPUT, 0, XATTN_MOE_SWIGLU, XATTN_F32},
 };
 
 /* Route modes by their --route names, in xattn_moe_route_mode order. */
@@ -45,9 +54,10 @@ static const char *const route_names[] = {"softmax-topk", "topk-softmax", "sigmo
 typedef struct moe_opts {
     const moe_model *model;
     int tokens, hidden, inter, experts, top_k, n_group, topk_group, align;
-    int route, activation, weight_dtype, logits_dtype;
+    int route, activation, weight_dtype, logits_dtype, bias_dtype;
     uint32_t flags;         /* added to the model's */
     float routed_scale;     /* with --routed-scale: replaces the model's */
+    float swiglu_alpha, swiglu_limit; /* 0: the default */
 } moe_opts;
 
 typedef struct plan_opts {
@@ -104,7 +114,8 @@ static int parse_model(void *opts, const char *s)
     return -1;
 }
 
-static const char *const activation_names[] = {"swiglu", "geglu", NULL};
+/* In xattn_moe_activation order. */
+static const char *const activation_names[] = {"swiglu", "geglu", "swiglu-clamped", NULL};
 
 /* The sections of the table: options before the first heading serve both
  * kinds of plan; each later section only the kind its heading names. */
@@ -155,7 +166,16 @@ static const xattn_opt plan_table[] = {
     OPT_BITS("bias", m.flags, XATTN_MOE_BIAS, "sigmoid-grouped: a selection bias per expert"),
     OPT_BITS("renormalize", m.flags, XATTN_MOE_RENORMALIZE, "route weights renormalised to sum 1"),
     OPT_FLOAT("routed-scale", m.routed_scale, "S", "route weights times S"),
-    OPT_CHOICE("activation", m.activation, activation_names, "A", "swiglu (default) or geglu"),
+    OPT_CHOICE("activation", m.activation, activation_names, "A",
+               "swiglu, geglu or swiglu-clamped (default: the\nmodel's)"),
+    OPT_FLOAT("swiglu-alpha", m.swiglu_alpha, "A", "swiglu-clamped: alpha (default 1.702)"),
+    OPT_FLOAT("swiglu-limit", m.swiglu_limit, "L", "swiglu-clamped: limit (default 7)"),
+    OPT_BITS("w1-interleaved", m.flags, XATTN_MOE_W1_INTERLEAVED, "W1 rows alternate gate and up"),
+    OPT_BITS("b1", m.flags, XATTN_MOE_EXPERT_B1, "expert bias after the gate/up GEMM"),
+    OPT_BITS("b2", m.flags, XATTN_MOE_EXPERT_B2, "expert bias after the down GEMM"),
+    OPT_DTYPE("bias-dtype", m.bias_dtype, "b1 and b2 (default: the model's, else f32)"),
+    OPT_BITS("weights-on-input", m.flags, XATTN_MOE_WEIGHTS_ON_INPUT,
+             "dispatch scales rows by their route weight,\ncombine sums them unweighted"),
     OPT_DTYPE("weight-dtype", m.weight_dtype, "W1 and W2 (default --dtype)"),
     OPT_DTYPE("logits-dtype", m.logits_dtype, "gate logits (default --dtype)"),
     OPT_INT("align", m.align, 1, XATTN_MOE_MAX_ALIGN, "N", "segment alignment (default: the planner's choice)"),
@@ -195,7 +215,7 @@ static int parse_args(int argc, char **argv, plan_opts *o)
     m->model = &moe_models[0];
     m->tokens = 512;
     m->hidden = m->inter = m->experts = m->top_k = m->n_group = m->topk_group = -1;
-    m->route = m->activation = m->weight_dtype = m->logits_dtype = -1;
+    m->route = m->activation = m->weight_dtype = m->logits_dtype = m->bias_dtype = -1;
     o->batch = 1;
     o->sq = 4096;
     o->sk = -1;
@@ -299,8 +319,14 @@ static xattn_moe_desc make_moe_desc(const plan_opts *o, xattn_dtype dtype)
     d.weight_dtype = m->weight_dtype >= 0 ? (xattn_dtype)m->weight_dtype : dtype;
     d.logits_dtype = m->logits_dtype >= 0 ? (xattn_dtype)m->logits_dtype : dtype;
     d.route = m->route >= 0 ? (xattn_moe_route_mode)m->route : mm->route;
-    d.activation = m->activation >= 0 ? (xattn_moe_activation)m->activation : XATTN_MOE_SWIGLU;
+    d.activation = m->activation >= 0 ? (xattn_moe_activation)m->activation : mm->activation;
     d.flags = mm->flags | m->flags;
+    /* A bias dtype, alpha or limit means something only with its option;
+     * given without it, the planner's error says so. */
+    if (m->bias_dtype >= 0) d.bias_dtype = (xattn_dtype)m->bias_dtype;
+    else if (d.flags & (XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2)) d.bias_dtype = mm->bias_dtype;
+    d.swiglu_alpha = m->swiglu_alpha;
+    d.swiglu_limit = m->swiglu_limit;
     d.n_group = m->n_group > 0 ? m->n_group : mm->n_group;
     d.topk_group = m->topk_group > 0 ? m->topk_group : mm->topk_group;
     d.routed_scaling_factor = o->routed_scale_set ? m->routed_scale : mm->routed_scale;
@@ -492,8 +518,18 @@ static void json_moe(xattn_json *j, const xattn_moe_problem *prob, const xattn_m
     xattn_json_string(j, "activation",
                       (unsigned)d->activation < XATTN_OPTS_COUNT(activation_names) - 1
                           ? activation_names[d->activation] : "?");
+    if (d->activation == XATTN_MOE_SWIGLU_CLAMPED) {
+        xattn_json_double(j, "swiglu_alpha", prob->alpha);
+        xattn_json_double(j, "swiglu_limit", prob->limit);
+    }
     xattn_json_bool(j, "renormalize", (d->flags & XATTN_MOE_RENORMALIZE) != 0);
     xattn_json_bool(j, "bias", (d->flags & XATTN_MOE_BIAS) != 0);
+    xattn_json_bool(j, "weights_on_input", (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) != 0);
+    xattn_json_bool(j, "w1_interleaved", (d->flags & XATTN_MOE_W1_INTERLEAVED) != 0);
+    xattn_json_bool(j, "b1", (d->flags & XATTN_MOE_EXPERT_B1) != 0);
+    xattn_json_bool(j, "b2", (d->flags & XATTN_MOE_EXPERT_B2) != 0);
+    if (d->flags & (XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2))
+        xattn_json_string(j, "bias_dtype", xattn_dtype_name(d->bias_dtype));
     xattn_json_int(j, "n_group", d->n_group);
     xattn_json_int(j, "topk_group", d->topk_group);
     xattn_json_double(j, "routed_scaling_factor", prob->scale);

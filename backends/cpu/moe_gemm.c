@@ -23,10 +23,13 @@
  * shared among the threads dynamically; experts without rows have none.
  * Activations in f16 or bf16 are converted to f32 once per row block and
  * thread. Gate/up: an item's columns are block_n gate columns c.. and the
- * matching up columns I + c.., so its epilogue has both halves of every h
- * element: h = act(g)·u, stored as f32 rows [max_rows, I] in the plan's h
- * region of the workspace. The down GEMM's epilogue rounds y to its dtype
- * once. Padding rows of x are zero, so their h and y rows come out zero. */
+ * matching up columns, W1 rows c.. and I + c.. (or 2c.. and 2c + 1.. when
+ * interleaved), so its epilogue has both halves of every h element: it adds
+ * b1 and stores h = act(g, u) as f32 rows [max_rows, I] in the plan's h
+ * region of the workspace. The down GEMM's epilogue adds b2 and rounds y to
+ * its dtype once. An item converts its columns' biases to f32 once, into
+ * scratch. Padding rows of x are zero, so their y rows come out zero, or
+ * the expert's output for a zero row with biases (api/xattn_moe.h). */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -380,12 +383,17 @@ typedef struct gemm {
     const xattn_moe_gemm_tiles *tiles;
     int64_t k;              /* reduction length */
     int64_t n;              /* output columns (gate/up: gate columns I) */
-    int gate_up;            /* column c reads weight rows c and n + c */
+    int gate_up;            /* column c reads weight rows c·gate_step and
+                               up_base + c·gate_step */
+    int64_t gate_step, up_base; /* 1 and n, or 2 and 1 (W1 interleaved) */
     const char *a;          /* row r at a + r·a_st elements of a_dt */
     int64_t a_st;
     xattn_dtype a_dt;
     const char *w;          /* expert e's row j at w + (e·w_se + j·w_sn) elements */
     int64_t w_se, w_sn;
+    const char *bias;       /* NULL, or expert e's entry j at bias + (e·bias_se + j)
+                               elements of the run's bias_dt (b1 rows as W1's) */
+    int64_t bias_se;
 } gemm;
 
 typedef struct run_ctx {
@@ -395,6 +403,8 @@ typedef struct run_ctx {
     xattn_dtype dt, wdt;    /* activations and y; weights */
     int64_t wsize;          /* bytes per weight element */
     xattn_moe_activation act;
+    float alpha, limit;     /* SWIGLU_CLAMPED */
+    xattn_dtype bias_dt;
     float *h;               /* [rows, I] f32 */
     char *y;
     int64_t y_st;
@@ -420,6 +430,30 @@ static float activate(xattn_moe_activation act, float g)
     return g / (1.0f + expf(-s));
 }
 
+/* h = act(g, u). SWIGLU_CLAMPED clamps with comparisons rather than
+ * fminf/fmaxf, which would turn a NaN into the limit. */
+static inline float act_h(const run_ctx *c, float g, float u)
+{
+    if (c->act != XATTN_MOE_SWIGLU_CLAMPED) return activate(c->act, g) * u;
+    const float lim = c->limit;
+    g = g > lim ? lim : g;
+    u = u > lim ? lim : u < -lim ? -lim : u;
+    return g / (1.0f + expf(-c->alpha * g)) * (u + 1.0f);
+}
+
+/* Bias entry i of a row of dtype dt as f32. */
+static float bias_at(xattn_dtype dt, const char *row, int64_t i)
+{
+    if (dt == XATTN_F32) {
+        float v;
+        memcpy(&v, row + 4 * i, sizeof v);
+        return v;
+    }
+    uint16_t h;
+    memcpy(&h, row + 2 * i, sizeof h);
+    return dt == XATTN_F16 ? xattn_f16_to_f32(h) : xattn_bf16_to_f32(h);
+}
+
 /* One work item: rows row0.. and columns col0.. of expert e, its A rows
  * in f32 at a (row i at a + i·lda). */
 typedef struct item {
@@ -439,8 +473,10 @@ static int weight_rows(const run_ctx *c, const gemm *g, const item *it, int64_t 
     const char *w_e = g->w + it->e * g->w_se * c->wsize;
     for (int j = 0; j < NR; j++) {
         const int64_t q = q0 + (j < nc ? j : nc - 1);
-        const int64_t row = g->gate_up && q >= it->cols ? g->n + it->col0 + q - it->cols
-                                                        : it->col0 + q;
+        int64_t row = it->col0 + q;
+        if (g->gate_up)
+            row = q >= it->cols ? g->up_base + (it->col0 + q - it->cols) * g->gate_step
+                                : (it->col0 + q) * g->gate_step;
         w_rows[j] = w_e + row * g->w_sn * c->wsize;
     }
     return nc;
@@ -466,18 +502,43 @@ static prefetch next_panel(const run_ctx *c, const gemm *g, const item *it, int6
     return p;
 }
 
-/* The epilogue: h = act(gate)·up, or y rounded to its dtype. */
-static void store_item(const run_ctx *c, const gemm *g, const item *it, const float *cbuf)
+/* The item's bias entries as f32 into b: gate/up, its gate columns' then
+ * its up columns' b1 entries (as weight_rows maps them); down, its b2
+ * entries. */
+static void load_bias(const run_ctx *c, const gemm *g, const item *it, float *b)
+{
+    const char *row = g->bias + it->e * g->bias_se * dtype_size(c->bias_dt);
+    for (int64_t j = 0; j < it->cols; j++) {
+        const int64_t col = it->col0 + j;
+        if (!g->gate_up) {
+            b[j] = bias_at(c->bias_dt, row, col);
+            continue;
+        }
+        b[j] = bias_at(c->bias_dt, row, col * g->gate_step);
+        b[it->cols + j] = bias_at(c->bias_dt, row, g->up_base + col * g->gate_step);
+    }
+}
+
+/* The epilogue: h = act(gate + b1, up + b1), or y + b2 rounded to its
+ * dtype. bias: the item's entries (load_bias) or NULL. */
+static void store_item(const run_ctx *c, const gemm *g, const item *it, float *cbuf,
+                       const float *bias)
 {
     const int64_t cols = it->cols;
     for (int64_t i = 0; i < it->rows; i++) {
         if (g->gate_up) {
             const float *gate = cbuf + i * 2 * cols, *up = gate + cols;
             float *h = c->h + (it->row0 + i) * g->n + it->col0;
-            for (int64_t j = 0; j < cols; j++) h[j] = activate(c->act, gate[j]) * up[j];
+            if (bias)
+                for (int64_t j = 0; j < cols; j++)
+                    h[j] = act_h(c, gate[j] + bias[j], up[j] + bias[cols + j]);
+            else
+                for (int64_t j = 0; j < cols; j++) h[j] = act_h(c, gate[j], up[j]);
             continue;
         }
-        const float *crow = cbuf + i * cols;
+        float *crow = cbuf + i * cols;
+        if (bias)
+            for (int64_t j = 0; j < cols; j++) crow[j] += bias[j];
         char *y = c->y + (it->row0 + i) * c->y_st * dtype_size(c->dt);
         switch (c->dt) {
         case XATTN_F16:
@@ -497,6 +558,8 @@ static void store_item(const run_ctx *c, const gemm *g, const item *it, const fl
 
 static void run_item(const run_ctx *c, const gemm *g, const item *it, char *slice)
 {
+    float *bias = g->bias ? (float *)(slice + c->lay.bias) : NULL;
+    if (bias) load_bias(c, g, it, bias);
     const int64_t K = g->k, rows = it->rows, lda = it->lda;
     const int64_t ncol = g->gate_up ? 2 * it->cols : it->cols; /* weight rows of the item */
     float *cbuf = (float *)(slice + c->lay.c);
@@ -550,7 +613,7 @@ static void run_item(const run_ctx *c, const gemm *g, const item *it, char *slic
             }
         }
     }
-    store_item(c, g, it, cbuf);
+    store_item(c, g, it, cbuf, bias);
 }
 
 /* Every work item of a GEMM, shared among the team. */
@@ -615,15 +678,22 @@ void KERNEL_ENTRY(const struct xattn_moe_plan *plan, const xattn_moe_launch *l)
     c.wdt = d->weight_dtype;
     c.wsize = dtype_size(c.wdt);
     c.act = d->activation;
+    c.alpha = plan->prob.alpha;
+    c.limit = plan->prob.limit;
+    c.bias_dt = d->bias_dtype;
     char *ws = (char *)l->workspace.native + l->workspace.offset;
     c.h = (float *)(ws + pp->h_offset);
     c.y = (char *)l->y.native + l->y.offset;
     c.y_st = l->y_st;
-    c.up = (gemm){&pp->up, d->hidden, d->inter, 1,
+    const int interleaved = (d->flags & XATTN_MOE_W1_INTERLEAVED) != 0;
+    c.up = (gemm){&pp->up, d->hidden, d->inter, 1, interleaved ? 2 : 1,
+                  interleaved ? 1 : d->inter,
                   (const char *)l->x_perm.native + l->x_perm.offset, l->x_perm_st, c.dt,
-                  (const char *)l->w1.native + l->w1.offset, l->w1_se, l->w1_sn};
-    c.down = (gemm){&pp->down, d->inter, d->hidden, 0, (const char *)c.h, d->inter, XATTN_F32,
-                    (const char *)l->w2.native + l->w2.offset, l->w2_se, l->w2_sn};
+                  (const char *)l->w1.native + l->w1.offset, l->w1_se, l->w1_sn,
+                  l->b1.native ? (const char *)l->b1.native + l->b1.offset : NULL, l->b1_se};
+    c.down = (gemm){&pp->down, d->inter, d->hidden, 0, 1, 0, (const char *)c.h, d->inter,
+                    XATTN_F32, (const char *)l->w2.native + l->w2.offset, l->w2_se, l->w2_sn,
+                    l->b2.native ? (const char *)l->b2.native + l->b2.offset : NULL, l->b2_se};
     char *scratch = ws + pp->scratch_offset;
 
 #pragma omp parallel num_threads(pp->threads)

@@ -15,7 +15,13 @@
  *    the row cursors of its tokens by a prefix sum over experts and threads;
  *    the first thread's slice then holds where each segment's padding
  *    starts [E] i32.
- * combine keeps its accumulators on the stack. */
+ * combine keeps its accumulators on the stack.
+ *
+ * With XATTN_MOE_WEIGHTS_ON_INPUT the launch hands dispatch topk_weights,
+ * and dispatch scales each row as it copies it; combine then gets none and
+ * adds its rows with weight 1 (multiplying by 1 is exact, so that is the
+ * unweighted sum). */
+#include <math.h>
 #include <omp.h>
 #include <string.h>
 
@@ -234,8 +240,8 @@ static inline __attribute__((always_inline)) void axpy_rows(float *restrict acc,
 }
 
 /* One token of combine for dtype t: out (+)= Σ_j w[j] · y[rows[j]] over
- * the rows that were not dropped, a chunk of the row at a time and
- * AXPY_MAX source rows per pass over the chunk. */
+ * the rows that were not dropped (w NULL: weight 1), a chunk of the row at
+ * a time and AXPY_MAX source rows per pass over the chunk. */
 static inline __attribute__((always_inline)) void combine_token(
     char *dst, const char *y, int64_t y_st, const int32_t *rows, const float *w, int32_t k,
     int64_t H, int accumulate, xattn_dtype t)
@@ -252,7 +258,7 @@ static inline __attribute__((always_inline)) void combine_token(
         for (int32_t j = 0; j < k; j++) {
             if (rows[j] < 0) continue; /* dropped: contributes nothing */
             src[m] = y + (rows[j] * y_st + h0) * es;
-            sw[m++] = w[j];
+            sw[m++] = w ? w[j] : 1.0f;
             if (m == AXPY_MAX) {
                 axpy_rows(acc, src, sw, m, n, t);
                 m = 0;
@@ -284,12 +290,75 @@ static void combine_token_bf16(char *dst, const char *y, int64_t y_st, const int
     combine_token(dst, y, y_st, rows, w, k, H, accumulate, XATTN_BF16);
 }
 
+/* dst = w · src for a row of n elements of dtype t, each product formed in
+ * f32 and rounded to t once (dispatch with the weights on the input). With
+ * stream, a chunk at a time through a buffer, so the stores can bypass the
+ * caches as copy_row's do. */
+static inline __attribute__((always_inline)) void scale_row(char *restrict dst,
+                                                            const char *restrict src, float w,
+                                                            int64_t n, int stream, xattn_dtype t)
+{
+    const int64_t es = t == XATTN_F32 ? 4 : 2;
+    if (!stream) {
+        for (int64_t i = 0; i < n; i++) set_elem(dst, i, t, w * elem(src, i, t));
+        return;
+    }
+    _Alignas(16) char buf[COMBINE_CHUNK * sizeof(float)];
+    const int64_t chunk = (int64_t)sizeof buf / es;
+    for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+        const int64_t m = n - i0 < chunk ? n - i0 : chunk;
+        const char *s = src + i0 * es;
+        for (int64_t i = 0; i < m; i++) set_elem(buf, i, t, w * elem(s, i, t));
+        copy_row(dst + i0 * es, buf, (size_t)(m * es), stream);
+    }
+}
+
+typedef void (*scale_row_fn)(char *dst, const char *src, float w, int64_t n, int stream);
+
+static void scale_row_f32(char *dst, const char *src, float w, int64_t n, int stream)
+{
+    scale_row(dst, src, w, n, stream, XATTN_F32);
+}
+
+static void scale_row_f16(char *dst, const char *src, float w, int64_t n, int stream)
+{
+    scale_row(dst, src, w, n, stream, XATTN_F16);
+}
+
+static void scale_row_bf16(char *dst, const char *src, float w, int64_t n, int stream)
+{
+    scale_row(dst, src, w, n, stream, XATTN_BF16);
+}
+
 /* dst[0..n) = src[0..n) as f32 (route's logits). */
 static void row_to_f32(float *restrict dst, const char *restrict src, xattn_dtype t, int64_t n)
 {
     if (t == XATTN_F32) memcpy(dst, src, (size_t)n * sizeof *dst);
     else if (t == XATTN_BF16) load_row(dst, src, XATTN_BF16, n);
     else load_row(dst, src, XATTN_F16, n);
+}
+
+/* dst[0..n) = src[0..n) as f32 for dtype t; returns whether one is NaN,
+ * found in the same pass (a route's logits). */
+static inline __attribute__((always_inline)) int load_row_nan(float *restrict dst,
+                                                              const char *restrict src,
+                                                              xattn_dtype t, int64_t n)
+{
+    int nan = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = elem(src, i, t);
+        dst[i] = v;
+        nan |= !(v == v);
+    }
+    return nan;
+}
+
+static int row_to_f32_nan(float *restrict dst, const char *restrict src, xattn_dtype t,
+                          int64_t n)
+{
+    if (t == XATTN_F32) return load_row_nan(dst, src, XATTN_F32, n);
+    if (t == XATTN_BF16) return load_row_nan(dst, src, XATTN_BF16, n);
+    return load_row_nan(dst, src, XATTN_F16, n);
 }
 
 /* ---- route ------------------------------------------------------------------ */
@@ -299,13 +368,19 @@ static void row_to_f32(float *restrict dst, const char *restrict src, xattn_dtyp
  * softmax term (the largest is 1) or sigmoid (1 / (1 + e^−x)) can tell.
  * Written without branches or calls so the loops over a token's experts
  * vectorise, which libm's expf does not: Cody–Waite reduction
- * x = n·ln2 + r, |r| ≤ ln2/2, then a degree-7 Taylor polynomial for e^r. */
+ * x = n·ln2 + r, |r| ≤ ln2/2, then a degree-7 Taylor polynomial for e^r.
+ * 2^n is built from the bits of n in `shifted` rather than by converting n
+ * to an integer, so a NaN x (which makes n NaN) is no undefined behaviour:
+ * it gives a NaN polynomial, and NaN in is NaN out at no extra cost. */
 static inline float exp_f32(float x)
 {
     const uint32_t lo = mask_if(x < -87.0f), hi = mask_if(x > 88.0f);
     x = bits_f32((f32_bits(x) & ~(lo | hi)) | (f32_bits(-87.0f) & lo) | (f32_bits(88.0f) & hi));
-    const float round = 0x1.8p23f; /* adding it rounds to an integer */
-    const float n = (x * 0x1.715476p0f + round) - round;     /* x / ln2 */
+    /* Adding 1.5·2^23 rounds to an integer, which lands in the low mantissa
+     * bits (the ulp there is 1). */
+    const float round = 0x1.8p23f;
+    const float shifted = x * 0x1.715476p0f + round;            /* x / ln2 */
+    const float n = shifted - round;
     const float r = (x - n * 0x1.62e4p-1f) - n * 0x1.7f7d1cp-20f; /* ln2 in two parts */
     float p = 1.0f / 5040;
     p = p * r + 1.0f / 720;
@@ -315,7 +390,7 @@ static inline float exp_f32(float x)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    return p * bits_f32((uint32_t)((int32_t)n + 127) << 23);
+    return p * bits_f32((f32_bits(shifted) - f32_bits(round) + 127u) << 23);
 }
 
 static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
@@ -334,10 +409,26 @@ static float sum_f32(const float *v, int64_t n)
     return sum;
 }
 
+/* Whether any of v[0..n) is NaN. */
+static int any_nan(const float *v, int64_t n)
+{
+    int nan = 0;
+    for (int64_t i = 0; i < n; i++) nan |= !(v[i] == v[i]);
+    return nan;
+}
+
+/* v[0..n) with every NaN replaced by −inf. */
+static void nan_to_low(float *v, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) v[i] = v[i] == v[i] ? v[i] : -INFINITY;
+}
+
 /* Offer expert id with score v to the best list vals/ids (*n of k filled,
  * highest first). Experts are offered in ascending index order and only a
  * strictly higher score moves ahead, so equal scores keep the lower index
- * first. */
+ * first. Scores are never NaN here: a NaN counts as −inf (api/xattn_moe.h)
+ * and is replaced before it is offered, since compared as it is it would
+ * stay wherever it landed. */
 static inline void top_offer(float *vals, int32_t *ids, int32_t *n, int32_t k, float v,
                              int32_t id)
 {
@@ -359,15 +450,20 @@ static inline void top_offer(float *vals, int32_t *ids, int32_t *n, int32_t k, f
 
 /* SIGMOID_GROUPED selection of one token: b = sigmoid(logit) + bias in
  * place of the logits, the topk_group groups with the best sums of their
- * top two b, then the k best b among those groups' experts. */
-static void select_grouped(const xattn_moe_desc *d, const float *bias, float *b, float *gscore,
-                           float *kept_score, int32_t *kept, float *vals, int32_t *ids)
+ * top two b, then the k best b among those groups' experts. nan: the
+ * logits or the bias hold a NaN (the only way b gets one). */
+static void select_grouped(const xattn_moe_desc *d, const float *bias, int nan, float *b,
+                           float *gscore, float *kept_score, int32_t *kept, float *vals,
+                           int32_t *ids)
 {
     const int32_t E = d->num_experts, G = d->n_group, size = E / G;
     if (bias)
         for (int32_t e = 0; e < E; e++) b[e] = sigmoid(b[e]) + bias[e];
     else
         for (int32_t e = 0; e < E; e++) b[e] = sigmoid(b[e]);
+    /* NaN scores count as −inf, here too: the top-two search below compares
+     * them as they are. */
+    if (nan) nan_to_low(b, E);
     for (int32_t g = 0; g < G; g++) {
         const float *gb = b + (int64_t)g * size;
         if (size == 1) {
@@ -381,6 +477,8 @@ static void select_grouped(const xattn_moe_desc *d, const float *bias, float *b,
             else if (gb[i] > second) second = gb[i];
         }
         gscore[g] = first + second;
+        /* +inf and −inf (biases) make a NaN group score: −inf too. */
+        if (!(gscore[g] == gscore[g])) gscore[g] = -INFINITY;
     }
     /* Best groups, ties to the lower group. */
     int32_t n = 0;
@@ -397,14 +495,18 @@ static void select_grouped(const xattn_moe_desc *d, const float *bias, float *b,
             top_offer(vals, ids, &picked, d->top_k, b[e], e);
 }
 
-/* One token: logits row → ids [k], weights [k]. */
+/* One token: logits row → ids [k], weights [k]. bias_nan: the bias holds a
+ * NaN, which makes every token's weights NaN. */
 static void route_token(const struct xattn_moe_plan *plan, const char *logits_row,
-                        const float *bias, float *scratch, int32_t *ids, float *w)
+                        const float *bias, int bias_nan, float *scratch, int32_t *ids, float *w)
 {
     const xattn_moe_desc *d = &plan->prob.desc;
     const int32_t E = d->num_experts, k = d->top_k;
     float *l = scratch;
-    row_to_f32(l, logits_row, d->logits_dtype, E);
+    const int logit_nan = row_to_f32_nan(l, logits_row, d->logits_dtype, E);
+    const int nan = bias_nan || logit_nan;
+    /* Selection by logit sees NaN as −inf; the weights become NaN below. */
+    if (logit_nan && d->route != XATTN_MOE_ROUTE_SIGMOID_GROUPED) nan_to_low(l, E);
 
     int32_t n = 0;
     switch (d->route) {
@@ -434,7 +536,7 @@ static void route_token(const struct xattn_moe_plan *plan, const char *logits_ro
         float *gscore = (float *)((char *)scratch + scratch_array(E));
         float *kept_score = (float *)((char *)gscore + scratch_array(d->n_group));
         int32_t *kept = (int32_t *)((char *)kept_score + scratch_array(d->topk_group));
-        select_grouped(d, bias, l, gscore, kept_score, kept, w, ids);
+        select_grouped(d, bias, nan, l, gscore, kept_score, kept, w, ids);
         /* The weight is the unbiased s of the logit. */
         for (int32_t j = 0; j < k; j++) {
             float logit;
@@ -445,6 +547,9 @@ static void route_token(const struct xattn_moe_plan *plan, const char *logits_ro
         break;
     }
     }
+    /* NaN in, NaN out, for the whole token (api/xattn_moe.h). */
+    if (nan)
+        for (int32_t j = 0; j < k; j++) w[j] = NAN;
 
     if (d->flags & XATTN_MOE_RENORMALIZE) {
         const float sum = sum_f32(w, k);
@@ -463,13 +568,14 @@ void xattn_cpu_moe_route(const struct xattn_moe_plan *plan, const xattn_moe_laun
     int32_t *ids = (int32_t *)mref(l->topk_ids);
     float *weights = (float *)mref(l->topk_weights);
     const size_t le = xattn_dtype_size(d->logits_dtype);
+    const int bias_nan = bias && any_nan(bias, d->num_experts);
     const int threads = threads_for(plan, T * d->num_experts * (int64_t)le);
 #pragma omp parallel num_threads(threads)
     {
         float *scratch = (float *)scratch_slice(plan, l, omp_get_thread_num());
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < T; t++)
-            route_token(plan, logits + t * l->logits_st * (int64_t)le, bias, scratch,
+            route_token(plan, logits + t * l->logits_st * (int64_t)le, bias, bias_nan, scratch,
                         ids + t * l->ids_st, weights + t * l->weights_st);
     }
 }
@@ -509,6 +615,35 @@ static void dispatch_layout(const struct xattn_moe_plan *plan, const xattn_moe_l
     offsets[(int64_t)E * l->offsets_st] = (int32_t)row;
 }
 
+/* Tokens [t0, t1) of dispatch: each (token, slot) to the next row of its
+ * segment (cursor[e]), its row copied, or with weights scaled by its
+ * weight. Inlined once with weights NULL and once without, so the copy
+ * loop stays as it was without the weights on the input. */
+static inline __attribute__((always_inline)) void scatter(
+    const xattn_moe_launch *l, int64_t t0, int64_t t1, int32_t k, const int32_t *ids,
+    int32_t *cursor, const char *x, int64_t x_st, char *x_perm, int64_t xp_st,
+    int32_t *row_token, int32_t *token_row, size_t row_bytes, int stream, const float *weights,
+    scale_row_fn scale, int64_t H)
+{
+    for (int64_t t = t0; t < t1; t++) {
+        const char *src = x + t * x_st;
+        for (int32_t j = 0; j < k; j++) {
+            const int32_t e = ids[t * l->ids_st + j];
+            if (e < 0) {
+                token_row[t * l->token_row_st + j] = -1;
+                continue;
+            }
+            const int64_t r = cursor[e]++;
+            token_row[t * l->token_row_st + j] = (int32_t)r;
+            row_token[r * l->row_token_st] = (int32_t)t;
+            if (weights)
+                scale(x_perm + r * xp_st, src, weights[t * l->weights_st + j], H, stream);
+            else
+                copy_row(x_perm + r * xp_st, src, row_bytes, stream);
+        }
+    }
+}
+
 void xattn_cpu_moe_dispatch(const struct xattn_moe_plan *plan, const xattn_moe_launch *l)
 {
     const xattn_moe_desc *d = &plan->prob.desc;
@@ -516,6 +651,11 @@ void xattn_cpu_moe_dispatch(const struct xattn_moe_plan *plan, const xattn_moe_l
     const int32_t E = d->num_experts, k = d->top_k;
     const size_t row_bytes = (size_t)d->hidden * xattn_dtype_size(d->dtype);
     const int32_t *ids = (const int32_t *)cref(l->topk_ids);
+    /* Present with XATTN_MOE_WEIGHTS_ON_INPUT: each row is scaled. */
+    const float *weights = l->topk_weights.native ? (const float *)cref(l->topk_weights) : NULL;
+    const scale_row_fn scale = d->dtype == XATTN_F32    ? scale_row_f32
+                               : d->dtype == XATTN_BF16 ? scale_row_bf16
+                                                        : scale_row_f16;
     const char *x = cref(l->x);
     const int32_t *offsets = (const int32_t *)mref(l->expert_offsets);
     const int32_t *pad_from = dispatch_pad_from(plan, l);
@@ -547,20 +687,12 @@ void xattn_cpu_moe_dispatch(const struct xattn_moe_plan *plan, const xattn_moe_l
         dispatch_layout(plan, l, nthreads);
 
         /* Scatter: each (token, slot) to the next row of its segment. */
-        for (int64_t t = t0; t < t1; t++) {
-            const char *src = x + t * x_st;
-            for (int32_t j = 0; j < k; j++) {
-                const int32_t e = ids[t * l->ids_st + j];
-                if (e < 0) {
-                    token_row[t * l->token_row_st + j] = -1;
-                    continue;
-                }
-                const int64_t r = cursor[e]++;
-                token_row[t * l->token_row_st + j] = (int32_t)r;
-                row_token[r * l->row_token_st] = (int32_t)t;
-                copy_row(x_perm + r * xp_st, src, row_bytes, stream);
-            }
-        }
+        if (weights)
+            scatter(l, t0, t1, k, ids, cursor, x, x_st, x_perm, xp_st, row_token, token_row,
+                    row_bytes, stream, weights, scale, d->hidden);
+        else
+            scatter(l, t0, t1, k, ids, cursor, x, x_st, x_perm, xp_st, row_token, token_row,
+                    row_bytes, stream, NULL, NULL, 0);
         if (stream) stream_fence();
         /* Padding rows of a share of the experts, and a share of the rows
          * past the last segment: rows no other thread writes. */
@@ -586,7 +718,8 @@ void xattn_cpu_moe_combine(const struct xattn_moe_plan *plan, const xattn_moe_la
     const int32_t k = d->top_k;
     const int64_t es = (int64_t)xattn_dtype_size(d->dtype);
     const char *y = cref(l->y);
-    const float *weights = (const float *)cref(l->topk_weights);
+    /* Absent with XATTN_MOE_WEIGHTS_ON_INPUT: the rows add unweighted. */
+    const float *weights = l->topk_weights.native ? (const float *)cref(l->topk_weights) : NULL;
     const int32_t *token_row = (const int32_t *)cref(l->token_row);
     char *out = mref(l->out);
     const combine_token_fn fn = d->dtype == XATTN_F32    ? combine_token_f32
@@ -596,5 +729,5 @@ void xattn_cpu_moe_combine(const struct xattn_moe_plan *plan, const xattn_moe_la
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t t = 0; t < T; t++)
         fn(out + t * l->out_st * es, y, l->y_st, token_row + t * l->token_row_st,
-           weights + t * l->weights_st, k, H, l->accumulate);
+           weights ? weights + t * l->weights_st : NULL, k, H, l->accumulate);
 }

@@ -3,8 +3,8 @@
  *
  * Programs. kernels/moe.cl is built twice per plan: route with the logits
  * dtype, route mode and flags; dispatch and combine with the activation
- * dtype and the style. Nothing else specialises them, so plans of other
- * shapes share both builds.
+ * dtype, the style and whether the weights go on the input. Nothing else
+ * specialises them, so plans of other shapes share both builds.
  *
  * Dispatch cuts the tokens into chunks with one row of E expert counters
  * each in the plan's scratch region (see kernels/moe.cl); the region holds
@@ -86,7 +86,8 @@ static xattn_status build_kernels(xattn_device *dev, const struct xattn_moe_plan
 
     opts[0] = '\0';
     if (ocl_options_dtype(opts, sizeof opts, "IO", d->dtype) ||
-        ocl_options_add(opts, sizeof opts, " -DCPU_STYLE=%d", cpu))
+        ocl_options_add(opts, sizeof opts, " -DCPU_STYLE=%d -DON_INPUT=%d", cpu,
+                        (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) != 0))
         return xattn_error(XATTN_ERR_INTERNAL, "opencl: MoE dispatch options too long");
     XATTN_TRY(ocl_program_get(dev, "moe", opts, &prog));
     XATTN_TRY(ocl_kernel_create(dev, prog, "moe_count", &s->count));
@@ -201,6 +202,9 @@ static xattn_status run_dispatch(xattn_device *dev, const struct xattn_moe_plan 
     cl_ulong tr_off = l->token_row.offset, off_off = l->expert_offsets.offset;
     cl_ulong x_off = l->x.offset, xp_off = l->x_perm.offset;
     cl_ulong sc_off = l->workspace.offset + plan->params.scratch_offset;
+    /* Weights on the input: present, and the rows kernel scales by them. */
+    cl_ulong w_off = l->topk_weights.offset;
+    cl_long w_st = l->weights_st;
 
     const ocl_arg count_args[] = {
         OCL_ARG(T), OCL_ARG(k), OCL_ARG(E), OCL_ARG(chunk),
@@ -230,12 +234,14 @@ static xattn_status run_dispatch(xattn_device *dev, const struct xattn_moe_plan 
                          1, &chunk_global, s->dispatch_local ? &group : NULL));
 
     const ocl_arg rows_args[] = {
-        OCL_ARG(R), OCL_ARG(E), OCL_ARG(H), OCL_ARG(T), OCL_ARG(chunks),
+        OCL_ARG(R), OCL_ARG(E), OCL_ARG(H), OCL_ARG(T), OCL_ARG(chunks), OCL_ARG(k),
         OCL_ARG(l->expert_offsets.native), OCL_ARG(off_off), OCL_ARG(off_st),
         OCL_ARG(l->workspace.native), OCL_ARG(sc_off),
         OCL_ARG(l->row_token.native), OCL_ARG(rt_off), OCL_ARG(rt_st),
         OCL_ARG(l->x.native), OCL_ARG(x_off), OCL_ARG(x_st),
         OCL_ARG(l->x_perm.native), OCL_ARG(xp_off), OCL_ARG(xp_st),
+        OCL_ARG(l->token_row.native), OCL_ARG(tr_off), OCL_ARG(tr_st),
+        OCL_ARG(l->topk_weights.native), OCL_ARG(w_off), OCL_ARG(w_st),
     };
     const size_t lanes = s->rows_local ? s->rows_local : 1;
     const size_t rows_global[2] = {lanes, (size_t)R};

@@ -2,8 +2,11 @@
  * activation in its epilogue (x_perm → h, f32 in the workspace), then the
  * down GEMM (h → y). One program per plan holds both kernels of its style
  * (kernels/moe_gemm_cpu.cl or kernels/moe_gemm_gpu.cl); its options are the
- * dtypes, the activation and the tile sizes, while H, I, rows, experts and
- * every stride and offset are kernel arguments.
+ * dtypes, the activation (with SWIGLU_CLAMPED's α and limit as float
+ * literals), the W1 layout, which biases the layer has and the tile sizes,
+ * while H, I, rows, experts and every stride and offset are kernel
+ * arguments. The biases are added and the activation applied in the GEMMs'
+ * epilogues, so they cost no pass of their own.
  *
  * Neither style reads expert_offsets on the host: dimension 1 of the grid
  * counts virtual row tiles, rows / block_m + E of them, enough for any
@@ -190,10 +193,22 @@ xattn_status ocl_moe_gemm_prepare(xattn_device *dev, const struct xattn_moe_plan
     g->cpu = p->style == XATTN_DEVICE_STYLE_CPU;
 
     char opts[OPTIONS_SIZE] = "";
-    ocl_options_dtype(opts, sizeof opts, "XDT", d->dtype);
-    ocl_options_dtype(opts, sizeof opts, "WDT", d->weight_dtype);
-    ocl_options_add(opts, sizeof opts, " -DACT_GEGLU=%d", d->activation == XATTN_MOE_GEGLU);
-    xattn_status st = g->cpu ? cpu_options(dev, p, d, g, opts, sizeof opts)
+    /* BDT is defined without biases too (f32 then), so ELEM(BDT) compiles. */
+    int bad = ocl_options_dtype(opts, sizeof opts, "XDT", d->dtype);
+    bad |= ocl_options_dtype(opts, sizeof opts, "WDT", d->weight_dtype);
+    bad |= ocl_options_dtype(opts, sizeof opts, "BDT", d->bias_dtype);
+    bad |= ocl_options_add(opts, sizeof opts, " -DACT_GEGLU=%d -DW1_IL=%d -DHAS_B1=%d -DHAS_B2=%d",
+                           d->activation == XATTN_MOE_GEGLU,
+                           (d->flags & XATTN_MOE_W1_INTERLEAVED) != 0,
+                           (d->flags & XATTN_MOE_EXPERT_B1) != 0,
+                           (d->flags & XATTN_MOE_EXPERT_B2) != 0);
+    /* Hexadecimal float literals carry α and the limit exactly. */
+    if (d->activation == XATTN_MOE_SWIGLU_CLAMPED)
+        bad |= ocl_options_add(opts, sizeof opts,
+                               " -DACT_CLAMPED=1 -DACT_ALPHA=%af -DACT_LIMIT=%af",
+                               (double)plan->prob.alpha, (double)plan->prob.limit);
+    xattn_status st = bad ? xattn_error(XATTN_ERR_INTERNAL, "opencl: MoE GEMM options too long")
+                    : g->cpu ? cpu_options(dev, p, d, g, opts, sizeof opts)
                              : gpu_options(dev, p, d, g, opts, sizeof opts);
     cl_program prog = NULL;
     if (st == XATTN_OK)
@@ -242,6 +257,9 @@ xattn_status ocl_moe_gemm_run(xattn_device *dev, const struct xattn_moe_plan *pl
     cl_ulong h_off = l->workspace.offset + p->h_offset;
     cl_long off_st = l->offsets_st, x_st = l->x_perm_st, y_st = l->y_st;
     cl_long w1_se = l->w1_se, w1_sn = l->w1_sn, w2_se = l->w2_se, w2_sn = l->w2_sn;
+    /* Absent biases go as NULL buffers, which the kernels never read. */
+    cl_ulong b1_off = l->b1.offset, b2_off = l->b2.offset;
+    cl_long b1_se = l->b1_se, b2_se = l->b2_se;
     /* Every segment fits rows / block_m + E virtual tiles (see the kernels). */
     const int64_t row_tiles = rows / g->block_m + experts;
 
@@ -251,6 +269,7 @@ xattn_status ocl_moe_gemm_run(xattn_device *dev, const struct xattn_moe_plan *pl
         OCL_ARG(l->x_perm.native), OCL_ARG(x_off), OCL_ARG(x_st),
         OCL_ARG(l->w1.native), OCL_ARG(w1_off), OCL_ARG(w1_se), OCL_ARG(w1_sn),
         OCL_ARG(l->workspace.native), OCL_ARG(h_off),
+        OCL_ARG(l->b1.native), OCL_ARG(b1_off), OCL_ARG(b1_se),
     };
     XATTN_TRY(launch_gemm(dev, g, &g->up, (int)XATTN_ARRAY_SIZE(up_args), up_args, I, g->up_bn,
                           g->up_threads, row_tiles));
@@ -260,6 +279,7 @@ xattn_status ocl_moe_gemm_run(xattn_device *dev, const struct xattn_moe_plan *pl
         OCL_ARG(l->workspace.native), OCL_ARG(h_off),
         OCL_ARG(l->w2.native), OCL_ARG(w2_off), OCL_ARG(w2_se), OCL_ARG(w2_sn),
         OCL_ARG(l->y.native), OCL_ARG(y_off), OCL_ARG(y_st),
+        OCL_ARG(l->b2.native), OCL_ARG(b2_off), OCL_ARG(b2_se),
     };
     return launch_gemm(dev, g, &g->down, (int)XATTN_ARRAY_SIZE(down_args), down_args, H,
                        g->down_bn, g->down_threads, row_tiles);

@@ -79,6 +79,29 @@ static xattn_moe_desc grouped_desc(void)
     return d;
 }
 
+/* GPT-OSS's experts, scaled down: interleaved W1, both biases (f16, so a
+ * wrong bias dtype shows), the clamped SwiGLU with its parameters given. */
+static xattn_moe_desc gpt_oss_desc(void)
+{
+    xattn_moe_desc d = reference_desc();
+    d.route = XATTN_MOE_ROUTE_TOPK_SOFTMAX;
+    d.flags = XATTN_MOE_W1_INTERLEAVED | XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2;
+    d.bias_dtype = XATTN_F16;
+    d.activation = XATTN_MOE_SWIGLU_CLAMPED;
+    d.swiglu_alpha = 1.702f;
+    d.swiglu_limit = 7.0f;
+    return d;
+}
+
+/* Llama-4's routing: the weights on the expert's input. */
+static xattn_moe_desc llama4_desc(void)
+{
+    xattn_moe_desc d = reference_desc();
+    d.route = XATTN_MOE_ROUTE_TOPK_SIGMOID;
+    d.flags = XATTN_MOE_WEIGHTS_ON_INPUT;
+    return d;
+}
+
 /* ==== descriptors ===================================================== */
 
 /* plan_create(desc) fails with INVALID_ARGUMENT, names one of the words and
@@ -119,6 +142,46 @@ static void test_desc_accepts_reference_and_grouped(void **state)
     xattn_moe_desc d = reference_desc();
     EXPECT_DESC_ACCEPTED(d);
     d = grouped_desc();
+    EXPECT_DESC_ACCEPTED(d);
+    d = gpt_oss_desc();
+    EXPECT_DESC_ACCEPTED(d);
+    d = llama4_desc();
+    EXPECT_DESC_ACCEPTED(d);
+}
+
+/* The GPT-OSS and Llama-4 options: SWIGLU_CLAMPED with its parameters left
+ * 0 (the GPT-OSS values) or given, each option alone and with the others,
+ * every bias dtype, either bias alone, the weights on the input with every
+ * route. */
+static void test_desc_accepts_model_options(void **state)
+{
+    (void)state;
+    xattn_moe_desc d = reference_desc();
+    d.activation = XATTN_MOE_SWIGLU_CLAMPED;
+    EXPECT_DESC_ACCEPTED(d);
+    d.swiglu_alpha = 0.5f;
+    EXPECT_DESC_ACCEPTED(d);
+    d.swiglu_alpha = 0.0f;
+    d.swiglu_limit = 1e30f;
+    EXPECT_DESC_ACCEPTED(d);
+
+    const uint32_t options[] = {XATTN_MOE_W1_INTERLEAVED, XATTN_MOE_EXPERT_B1,
+                                XATTN_MOE_EXPERT_B2, XATTN_MOE_WEIGHTS_ON_INPUT};
+    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++) {
+        d = reference_desc();
+        d.flags |= options[i];
+        d.activation = (xattn_moe_activation)(i % 3);
+        EXPECT_DESC_ACCEPTED(d);
+    }
+    const xattn_dtype floats[] = {XATTN_F32, XATTN_F16, XATTN_BF16};
+    for (size_t i = 0; i < 3; i++) {
+        d = gpt_oss_desc();
+        d.bias_dtype = floats[i];
+        d.flags |= XATTN_MOE_WEIGHTS_ON_INPUT;
+        EXPECT_DESC_ACCEPTED(d);
+    }
+    d = grouped_desc();
+    d.flags |= XATTN_MOE_WEIGHTS_ON_INPUT;
     EXPECT_DESC_ACCEPTED(d);
 }
 
@@ -299,15 +362,66 @@ static void test_desc_rejects_unknown_activation(void **state)
 {
     (void)state;
     xattn_moe_desc d = reference_desc();
-    d.activation = (xattn_moe_activation)2;
+    d.activation = (xattn_moe_activation)3;
     EXPECT_DESC_REJECTED(d, "activation");
+    d.activation = (xattn_moe_activation)-1;
+    EXPECT_DESC_REJECTED(d, "activation");
+}
+
+/* swiglu_alpha and swiglu_limit belong to SWIGLU_CLAMPED: with another
+ * activation a value would be ignored. */
+static void test_desc_rejects_swiglu_params_with_other_activations(void **state)
+{
+    (void)state;
+    const xattn_moe_activation others[] = {XATTN_MOE_SWIGLU, XATTN_MOE_GEGLU};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        xattn_moe_desc d = gpt_oss_desc();
+        d.activation = others[i];
+        d.swiglu_limit = 0.0f;
+        EXPECT_DESC_REJECTED(d, "swiglu_alpha");
+        d.swiglu_alpha = 0.0f;
+        d.swiglu_limit = 7.0f;
+        EXPECT_DESC_REJECTED(d, "swiglu_limit");
+    }
+}
+
+static void test_desc_rejects_bad_swiglu_params(void **state)
+{
+    (void)state;
+    const float bad[] = {NAN, INFINITY, -INFINITY, -1.0f, -FLT_MIN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        xattn_moe_desc d = gpt_oss_desc();
+        d.swiglu_alpha = bad[i];
+        EXPECT_DESC_REJECTED(d, "swiglu_alpha");
+        d = gpt_oss_desc();
+        d.swiglu_limit = bad[i];
+        EXPECT_DESC_REJECTED(d, "swiglu_limit");
+    }
+}
+
+/* bias_dtype is a float dtype, and only means something with a bias. */
+static void test_desc_rejects_bad_bias_dtype(void **state)
+{
+    (void)state;
+    const xattn_dtype bad[] = {XATTN_I32, (xattn_dtype)99, (xattn_dtype)-1};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        xattn_moe_desc d = gpt_oss_desc();
+        d.bias_dtype = bad[i];
+        EXPECT_DESC_REJECTED(d, "bias_dtype");
+    }
+    const xattn_dtype given[] = {XATTN_F16, XATTN_BF16, XATTN_I32};
+    for (size_t i = 0; i < sizeof given / sizeof given[0]; i++) {
+        xattn_moe_desc d = reference_desc();
+        d.bias_dtype = given[i];
+        EXPECT_DESC_REJECTED(d, "bias_dtype", "XATTN_MOE_EXPERT_B1");
+    }
 }
 
 static void test_desc_rejects_unknown_flag_bits(void **state)
 {
     (void)state;
     xattn_moe_desc d = reference_desc();
-    d.flags |= 1u << 2;
+    d.flags |= 1u << 6;
     EXPECT_DESC_REJECTED(d, "flags");
     d = reference_desc();
     d.flags |= 1u << 31;
@@ -489,12 +603,12 @@ static void test_describe_rejects_null_plan(void **state)
 /* The operands of xattn_moe_args, in field order. */
 enum operand {
     OP_LOGITS, OP_BIAS, OP_TOPK_IDS, OP_TOPK_WEIGHTS, OP_X, OP_EXPERT_OFFSETS, OP_X_PERM,
-    OP_ROW_TOKEN, OP_TOKEN_ROW, OP_W1, OP_W2, OP_Y, OP_OUT, NUM_OPERANDS
+    OP_ROW_TOKEN, OP_TOKEN_ROW, OP_W1, OP_W2, OP_Y, OP_OUT, OP_B1, OP_B2, NUM_OPERANDS
 };
 
 static const char *const operand_names[NUM_OPERANDS] = {
     "logits", "bias", "topk_ids", "topk_weights", "x", "expert_offsets", "x_perm",
-    "row_token", "token_row", "w1", "w2", "y", "out",
+    "row_token", "token_row", "w1", "w2", "y", "out", "b1", "b2",
 };
 
 static const size_t operand_fields[NUM_OPERANDS] = {
@@ -504,7 +618,8 @@ static const size_t operand_fields[NUM_OPERANDS] = {
     offsetof(xattn_moe_args, x_perm),         offsetof(xattn_moe_args, row_token),
     offsetof(xattn_moe_args, token_row),      offsetof(xattn_moe_args, w1),
     offsetof(xattn_moe_args, w2),             offsetof(xattn_moe_args, y),
-    offsetof(xattn_moe_args, out),
+    offsetof(xattn_moe_args, out),            offsetof(xattn_moe_args, b1),
+    offsetof(xattn_moe_args, b2),
 };
 
 static xattn_tensor *operand(xattn_moe_args *a, int op)
@@ -550,12 +665,20 @@ static int32_t operand_layout(const xattn_moe_desc *d, int op, int64_t tokens, i
         shape[2] = d->inter;
         return 3;
     case OP_Y: *dtype = d->dtype; shape[0] = rows; shape[1] = d->hidden; return 2;
+    case OP_B1:
+        *dtype = d->bias_dtype;
+        shape[0] = d->num_experts;
+        shape[1] = 2 * d->inter;
+        return 2;
+    case OP_B2: *dtype = d->bias_dtype; shape[0] = d->num_experts; shape[1] = d->hidden; return 2;
     default: *dtype = d->dtype; shape[0] = tokens; shape[1] = d->hidden; return 2; /* out */
     }
 }
 
 /* The five calls and what each reads and writes (bias joins the calls that
- * read logits when the plan has XATTN_MOE_BIAS). */
+ * read logits when the plan has XATTN_MOE_BIAS, b1 and b2 those that read
+ * W1 and W2 with EXPERT_B1 and EXPERT_B2, and with WEIGHTS_ON_INPUT
+ * topk_weights moves from combine to dispatch). */
 enum { CALL_ROUTE, CALL_DISPATCH, CALL_EXPERTS, CALL_COMBINE, CALL_FORWARD };
 
 typedef struct moe_call {
@@ -579,22 +702,36 @@ static const moe_call calls[] = {
                       BIT(OP_LOGITS) | BIT(OP_X) | BIT(OP_W1) | BIT(OP_W2), BIT(OP_OUT)},
 };
 
-/* A call on a plan made from the reference or the grouped descriptor. */
+/* The descriptor a case's plan is made from. */
+enum { DESC_REFERENCE, DESC_GROUPED, DESC_GPT_OSS, DESC_LLAMA4 };
+
+/* A call on a plan made from one of the descriptors. */
 typedef struct moe_case {
     int call;
-    int grouped;
+    int desc;
 } moe_case;
 
 enum {
     CASE_ROUTE, CASE_DISPATCH, CASE_EXPERTS, CASE_COMBINE, CASE_FORWARD,
-    CASE_ROUTE_BIAS, CASE_DISPATCH_BIAS, CASE_FORWARD_BIAS, NUM_CASES
+    CASE_ROUTE_BIAS, CASE_DISPATCH_BIAS, CASE_FORWARD_BIAS,
+    CASE_EXPERTS_GPT_OSS, CASE_FORWARD_GPT_OSS,
+    CASE_DISPATCH_LLAMA4, CASE_COMBINE_LLAMA4, CASE_FORWARD_LLAMA4, NUM_CASES
 };
 
 static moe_case cases[NUM_CASES] = {
-    [CASE_ROUTE] = {CALL_ROUTE, 0},        [CASE_DISPATCH] = {CALL_DISPATCH, 0},
-    [CASE_EXPERTS] = {CALL_EXPERTS, 0},    [CASE_COMBINE] = {CALL_COMBINE, 0},
-    [CASE_FORWARD] = {CALL_FORWARD, 0},    [CASE_ROUTE_BIAS] = {CALL_ROUTE, 1},
-    [CASE_DISPATCH_BIAS] = {CALL_DISPATCH, 1}, [CASE_FORWARD_BIAS] = {CALL_FORWARD, 1},
+    [CASE_ROUTE] = {CALL_ROUTE, DESC_REFERENCE},
+    [CASE_DISPATCH] = {CALL_DISPATCH, DESC_REFERENCE},
+    [CASE_EXPERTS] = {CALL_EXPERTS, DESC_REFERENCE},
+    [CASE_COMBINE] = {CALL_COMBINE, DESC_REFERENCE},
+    [CASE_FORWARD] = {CALL_FORWARD, DESC_REFERENCE},
+    [CASE_ROUTE_BIAS] = {CALL_ROUTE, DESC_GROUPED},
+    [CASE_DISPATCH_BIAS] = {CALL_DISPATCH, DESC_GROUPED},
+    [CASE_FORWARD_BIAS] = {CALL_FORWARD, DESC_GROUPED},
+    [CASE_EXPERTS_GPT_OSS] = {CALL_EXPERTS, DESC_GPT_OSS},
+    [CASE_FORWARD_GPT_OSS] = {CALL_FORWARD, DESC_GPT_OSS},
+    [CASE_DISPATCH_LLAMA4] = {CALL_DISPATCH, DESC_LLAMA4},
+    [CASE_COMBINE_LLAMA4] = {CALL_COMBINE, DESC_LLAMA4},
+    [CASE_FORWARD_LLAMA4] = {CALL_FORWARD, DESC_LLAMA4},
 };
 
 /* One case's plan and valid arguments at T = max_tokens and
@@ -671,11 +808,22 @@ static void fx_resize(uint32_t mask, int64_t tokens, int64_t rows)
 static void fx_make(const moe_case *c)
 {
     fx.call = &calls[c->call];
-    fx.desc = c->grouped ? grouped_desc() : reference_desc();
+    switch (c->desc) {
+    case DESC_GROUPED: fx.desc = grouped_desc(); break;
+    case DESC_GPT_OSS: fx.desc = gpt_oss_desc(); break;
+    case DESC_LLAMA4: fx.desc = llama4_desc(); break;
+    default: fx.desc = reference_desc(); break;
+    }
     XT_ASSERT_STATUS(xattn_moe_plan_create(g_ctx, &fx.desc, &fx.plan), XATTN_OK);
     assert_non_null(fx.plan);
     fx.ins = fx.call->ins;
     if ((fx.desc.flags & XATTN_MOE_BIAS) && (fx.ins & BIT(OP_LOGITS))) fx.ins |= BIT(OP_BIAS);
+    if ((fx.desc.flags & XATTN_MOE_EXPERT_B1) && (fx.ins & BIT(OP_W1))) fx.ins |= BIT(OP_B1);
+    if ((fx.desc.flags & XATTN_MOE_EXPERT_B2) && (fx.ins & BIT(OP_W2))) fx.ins |= BIT(OP_B2);
+    if (fx.desc.flags & XATTN_MOE_WEIGHTS_ON_INPUT) {
+        if (c->call == CALL_DISPATCH) fx.ins |= BIT(OP_TOPK_WEIGHTS);
+        if (c->call == CALL_COMBINE) fx.ins &= ~BIT(OP_TOPK_WEIGHTS);
+    }
     fx.outs = fx.call->outs;
     fx.tokens = MAX_TOKENS;
     fx.rows = xattn_moe_rows(fx.plan, MAX_TOKENS);
@@ -1279,6 +1427,63 @@ static void test_call_rejects_bias_without_bias_flag(void **state)
     EXPECT_INVALID_NAMING("bias without XATTN_MOE_BIAS", "bias", "XATTN_MOE_BIAS");
 }
 
+/* A call that never reads the bias (dispatch), on a plan that has it: the
+ * message says the call does not use it, not that the flag is missing. */
+static void test_call_rejects_bias_it_never_reads_without_blaming_the_flag(void **state)
+{
+    fx_make(*state);
+    const int64_t shape[1] = {EXPERTS};
+    fx.args.bias = xattn_tensor_contiguous(fx_buffer(EXPERTS * sizeof(float), 1), 0, XATTN_F32,
+                                           1, shape);
+    xt_check_status(fx_run(), XATTN_ERR_INVALID_ARGUMENT, "bias given to dispatch", __FILE__,
+                    __LINE__);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", xattn_last_error());
+    if (!xt_mentions(msg, "does not use") || strstr(msg, "lacks"))
+        fail_msg("message \"%s\" should say dispatch does not use bias, and not that a flag "
+                 "is lacking", msg);
+    check_outputs_untouched(__FILE__, __LINE__);
+}
+
+/* ---- expert biases and the weights on the input ---------------------------- */
+
+/* b1 and b2 of the right shape and dtype, on a plan without EXPERT_B1/B2:
+ * rejected, naming the tensor and the flag it needs. */
+static void test_call_rejects_expert_bias_without_flag(void **state)
+{
+    fx_make(*state);
+    const int ops[2] = {OP_B1, OP_B2};
+    const char *const flags[2] = {"XATTN_MOE_EXPERT_B1", "XATTN_MOE_EXPERT_B2"};
+    char what[128];
+    for (int i = 0; i < 2; i++) {
+        *operand(&fx.args, ops[i]) = fx_operand(ops[i], fx.tokens, fx.rows);
+        EXPECT_INVALID_NAMING(describe_change(what, sizeof what, "%s without %s",
+                                              operand_names[ops[i]], flags[i]),
+                              operand_names[ops[i]], flags[i]);
+        operand(&fx.args, ops[i])->buffer = NULL;
+    }
+}
+
+/* With the weights on the input, combine sums the rows unweighted:
+ * topk_weights there would be ignored. */
+static void test_combine_rejects_weights_with_weights_on_input(void **state)
+{
+    fx_make(*state);
+    fx.args.topk_weights = fx_operand(OP_TOPK_WEIGHTS, fx.tokens, fx.rows);
+    EXPECT_INVALID_NAMING("topk_weights with XATTN_MOE_WEIGHTS_ON_INPUT", "topk_weights",
+                          "XATTN_MOE_WEIGHTS_ON_INPUT");
+}
+
+/* Without them, dispatch copies rows as they are: topk_weights there would
+ * be ignored too. */
+static void test_dispatch_rejects_weights_without_weights_on_input(void **state)
+{
+    fx_make(*state);
+    fx.args.topk_weights = fx_operand(OP_TOPK_WEIGHTS, fx.tokens, fx.rows);
+    EXPECT_INVALID_NAMING("topk_weights without XATTN_MOE_WEIGHTS_ON_INPUT", "topk_weights",
+                          "XATTN_MOE_WEIGHTS_ON_INPUT");
+}
+
 /* ---- index contents (host-visible memory) --------------------------------- */
 
 static void set_i32(const xattn_tensor *t, int64_t element, int32_t value)
@@ -1444,6 +1649,7 @@ static int run_desc_tests(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_desc_accepts_reference_and_grouped),
+        cmocka_unit_test(test_desc_accepts_model_options),
         cmocka_unit_test(test_desc_accepts_rule_edges),
         cmocka_unit_test(test_desc_rejects_null_context),
         cmocka_unit_test(test_desc_rejects_null_desc),
@@ -1457,6 +1663,9 @@ static int run_desc_tests(void)
         cmocka_unit_test(test_desc_rejects_non_float_dtypes),
         cmocka_unit_test(test_desc_rejects_unknown_route),
         cmocka_unit_test(test_desc_rejects_unknown_activation),
+        cmocka_unit_test(test_desc_rejects_swiglu_params_with_other_activations),
+        cmocka_unit_test(test_desc_rejects_bad_swiglu_params),
+        cmocka_unit_test(test_desc_rejects_bad_bias_dtype),
         cmocka_unit_test(test_desc_rejects_unknown_flag_bits),
         cmocka_unit_test(test_desc_rejects_align_out_of_range),
         cmocka_unit_test(test_desc_rejects_bad_routed_scaling_factor),
@@ -1477,7 +1686,8 @@ static int run_desc_tests(void)
 #define ON(f, c) {#f "/" #c, f, NULL, fx_teardown, &cases[CASE_##c]}
 #define ON_EVERY_CALL(f) \
     ON(f, ROUTE), ON(f, DISPATCH), ON(f, EXPERTS), ON(f, COMBINE), ON(f, FORWARD), \
-    ON(f, ROUTE_BIAS), ON(f, FORWARD_BIAS)
+    ON(f, ROUTE_BIAS), ON(f, FORWARD_BIAS), ON(f, EXPERTS_GPT_OSS), ON(f, FORWARD_GPT_OSS), \
+    ON(f, DISPATCH_LLAMA4), ON(f, COMBINE_LLAMA4), ON(f, FORWARD_LLAMA4)
 
 static int run_call_tests(void)
 {
@@ -1539,6 +1749,12 @@ static int run_call_tests(void)
         ON(test_call_rejects_missing_bias_with_bias_flag, FORWARD_BIAS),
         ON(test_call_rejects_bias_without_bias_flag, ROUTE),
         ON(test_call_rejects_bias_without_bias_flag, FORWARD),
+        ON(test_call_rejects_bias_it_never_reads_without_blaming_the_flag, DISPATCH_BIAS),
+        ON(test_call_rejects_bias_it_never_reads_without_blaming_the_flag, COMBINE),
+        ON(test_call_rejects_expert_bias_without_flag, EXPERTS),
+        ON(test_call_rejects_expert_bias_without_flag, FORWARD),
+        ON(test_combine_rejects_weights_with_weights_on_input, COMBINE_LLAMA4),
+        ON(test_dispatch_rejects_weights_without_weights_on_input, DISPATCH),
 
         ON(test_dispatch_rejects_topk_id_out_of_range, DISPATCH),
         ON(test_dispatch_accepts_dropped_ids, DISPATCH),

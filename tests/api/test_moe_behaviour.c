@@ -1,5 +1,6 @@
 /* MoE API behaviour (api/xattn_moe.h): the plan queries, T = 0 as a no-op,
- * forward as the four calls in a row, accumulate, and dropped ids.
+ * forward as the four calls in a row (for every expert form too),
+ * accumulate, dropped ids, and NaN routing inputs.
  *
  * The numerics of each primitive against the float64 reference are the
  * conformance harness's job; these cases check the contract's promises
@@ -382,6 +383,23 @@ static forward_case forward_cases[] = {
       .route = XATTN_MOE_ROUTE_SIGMOID_GROUPED, .activation = XATTN_MOE_GEGLU,
       .flags = XATTN_MOE_RENORMALIZE | XATTN_MOE_BIAS, .n_group = 4, .topk_group = 2,
       .routed_scaling_factor = 2.5f, .align = 16}, 2, 1},
+    /* GPT-OSS's experts: interleaved W1, bf16 biases, the clamped SwiGLU
+     * with a limit the random values reach. */
+    {{.max_tokens = 5, .hidden = 16, .num_experts = 12, .top_k = 4, .inter = 12,
+      .dtype = XATTN_BF16, .weight_dtype = XATTN_BF16, .logits_dtype = XATTN_BF16,
+      .route = XATTN_MOE_ROUTE_TOPK_SOFTMAX, .activation = XATTN_MOE_SWIGLU_CLAMPED,
+      .flags = XATTN_MOE_W1_INTERLEAVED | XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2,
+      .align = 1, .swiglu_limit = 0.25f, .bias_dtype = XATTN_BF16}, 5, 0},
+    /* Llama-4's weights on the input, adding into out; and with k = 2. */
+    {{.max_tokens = 8, .hidden = 8, .num_experts = 5, .top_k = 1, .inter = 24,
+      .dtype = XATTN_F16, .weight_dtype = XATTN_BF16, .logits_dtype = XATTN_F16,
+      .route = XATTN_MOE_ROUTE_TOPK_SIGMOID, .activation = XATTN_MOE_SWIGLU,
+      .flags = XATTN_MOE_WEIGHTS_ON_INPUT, .align = 8}, 7, 1},
+    {{.max_tokens = 9, .hidden = 32, .num_experts = 8, .top_k = 2, .inter = 16,
+      .dtype = XATTN_F32, .weight_dtype = XATTN_F32, .logits_dtype = XATTN_F32,
+      .route = XATTN_MOE_ROUTE_SOFTMAX_TOPK, .activation = XATTN_MOE_SWIGLU,
+      .flags = XATTN_MOE_RENORMALIZE | XATTN_MOE_WEIGHTS_ON_INPUT | XATTN_MOE_EXPERT_B2,
+      .align = 0}, 9, 0},
 };
 
 /* Bytes of out after forward and after the four calls (with accumulate:
@@ -414,6 +432,16 @@ static void test_forward_equals_the_four_calls(void **state)
     fill_random(&x, 1.0f);
     fill_random(&w1, 0.5f);
     fill_random(&w2, 0.5f);
+    xattn_tensor b1 = {0}, b2 = {0};
+    if (d->flags & XATTN_MOE_EXPERT_B1) {
+        b1 = fx_tensor2(d->bias_dtype, E, 2 * I, 0);
+        fill_random(&b1, 0.5f);
+    }
+    if (d->flags & XATTN_MOE_EXPERT_B2) {
+        b2 = fx_tensor2(d->bias_dtype, E, H, 0);
+        fill_random(&b2, 0.5f);
+    }
+    const int on_input = (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) != 0;
     xattn_buffer *workspace = fx_workspace();
 
     xattn_moe_args a;
@@ -428,6 +456,7 @@ static void test_forward_equals_the_four_calls(void **state)
 
     memset(&a, 0, sizeof a);
     a.topk_ids = topk_ids;
+    if (on_input) a.topk_weights = topk_weights;
     a.x = x;
     a.expert_offsets = fx_tensor1(XATTN_I32, E + 1, 0);
     a.x_perm = fx_tensor2(d->dtype, R, H, 0);
@@ -442,6 +471,8 @@ static void test_forward_equals_the_four_calls(void **state)
     a.expert_offsets = expert_offsets;
     a.w1 = w1;
     a.w2 = w2;
+    a.b1 = b1;
+    a.b2 = b2;
     a.y = fx_tensor2(d->dtype, R, H, 0);
     a.workspace = workspace;
     XT_ASSERT_STATUS(xattn_moe_experts(fx.plan, &a), XATTN_OK);
@@ -449,7 +480,7 @@ static void test_forward_equals_the_four_calls(void **state)
 
     memset(&a, 0, sizeof a);
     a.y = y;
-    a.topk_weights = topk_weights;
+    if (!on_input) a.topk_weights = topk_weights;
     a.token_row = token_row;
     a.out = fx_tensor2(d->dtype, T, H, XT_SENTINEL_O);
     const uint32_t out_seed = fx.seed;
@@ -465,6 +496,8 @@ static void test_forward_equals_the_four_calls(void **state)
     a.x = x;
     a.w1 = w1;
     a.w2 = w2;
+    a.b1 = b1;
+    a.b2 = b2;
     a.out = fx_tensor2(d->dtype, T, H, XT_SENTINEL_O);
     if (c->accumulate) { /* the same starting values as combine's */
         fx.seed = out_seed;
@@ -502,6 +535,95 @@ static void test_forward_equals_the_four_calls(void **state)
                  xattn_dtype_name(d->dtype));
     if (!c->accumulate) assert_int_equal(unwritten, 0);
     assert_true(nonzero > 0);
+}
+
+/* ---- NaN routing inputs ------------------------------------------------------ */
+
+/* NaN in, NaN out (api/xattn_moe.h), in every route mode: token 0 has a
+ * NaN where its largest logit would be, token 1 only NaN, token 2 none.
+ * Route: tokens 0 and 1 get k distinct valid ids, the NaN ranking last
+ * (token 0: the k best of the others; token 1: experts 0..k−1), and every
+ * weight NaN; token 2 is routed as it would be alone (finite weights).
+ * Forward, with the weights on the output and on the input: out rows 0
+ * and 1 are all NaN, row 2 all finite. */
+enum { NAN_TOKENS = 3, NAN_EXPERTS = 8, NAN_K = 3 };
+
+static void test_nan_logits_route_last_and_reach_the_output(void **state)
+{
+    (void)state;
+    const xattn_moe_route_mode modes[] = {XATTN_MOE_ROUTE_SOFTMAX_TOPK,
+                                          XATTN_MOE_ROUTE_TOPK_SOFTMAX,
+                                          XATTN_MOE_ROUTE_SIGMOID_GROUPED,
+                                          XATTN_MOE_ROUTE_TOPK_SIGMOID};
+    /* Token 0: expert 5 (NaN) would lead; the rest rank 2, 7, 0, ... */
+    float logits[NAN_TOKENS * NAN_EXPERTS] = {
+        1.0f, -1.0f, 3.0f, -2.0f, 0.5f, NAN, -0.5f, 2.0f,
+        NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN,
+        0.25f, 1.5f, -1.0f, 2.5f, 0.0f, -3.0f, 1.0f, 0.75f,
+    };
+    const int32_t want0[NAN_K] = {2, 7, 0}, want1[NAN_K] = {0, 1, 2};
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        for (int on_input = 0; on_input <= 1; on_input++) {
+            xattn_moe_desc d = small_desc();
+            d.max_tokens = NAN_TOKENS;
+            d.num_experts = NAN_EXPERTS;
+            d.top_k = NAN_K;
+            d.route = modes[m];
+            d.flags = on_input ? XATTN_MOE_WEIGHTS_ON_INPUT : 0;
+            if (modes[m] == XATTN_MOE_ROUTE_SIGMOID_GROUPED) d.n_group = 1, d.topk_group = 1;
+            fx_plan(&d);
+            xattn_tensor l = fx_tensor2(XATTN_F32, NAN_TOKENS, NAN_EXPERTS, 0);
+            write_tensor(&l, logits);
+            xattn_buffer *ws = fx_workspace();
+
+            xattn_moe_args a;
+            memset(&a, 0, sizeof a);
+            a.logits = l;
+            a.topk_ids = fx_tensor2(XATTN_I32, NAN_TOKENS, NAN_K, 0);
+            a.topk_weights = fx_tensor2(XATTN_F32, NAN_TOKENS, NAN_K, 0);
+            a.workspace = ws;
+            XT_ASSERT_STATUS(xattn_moe_route(fx.plan, &a), XATTN_OK);
+            int32_t ids[NAN_TOKENS * NAN_K];
+            float w[NAN_TOKENS * NAN_K];
+            read_tensor(&a.topk_ids, ids);
+            read_tensor(&a.topk_weights, w);
+            for (int j = 0; j < NAN_K; j++) {
+                if (ids[j] != want0[j] || ids[NAN_K + j] != want1[j])
+                    fail_msg("route mode %d, slot %d: experts %d and %d, want %d and %d",
+                             (int)modes[m], j, ids[j], ids[NAN_K + j], want0[j], want1[j]);
+                if (!isnan(w[j]) || !isnan(w[NAN_K + j]))
+                    fail_msg("route mode %d, slot %d: weights %g and %g, want NaN",
+                             (int)modes[m], j, (double)w[j], (double)w[NAN_K + j]);
+                if (!isfinite(w[2 * NAN_K + j]))
+                    fail_msg("route mode %d: token 2 (no NaN) has weight %g", (int)modes[m],
+                             (double)w[2 * NAN_K + j]);
+            }
+
+            const int64_t w1_shape[3] = {NAN_EXPERTS, 2 * d.inter, d.hidden};
+            const int64_t w2_shape[3] = {NAN_EXPERTS, d.hidden, d.inter};
+            memset(&a, 0, sizeof a);
+            a.logits = l;
+            a.x = fx_tensor2(XATTN_F32, NAN_TOKENS, d.hidden, 0);
+            a.w1 = fx_tensor(XATTN_F32, 3, w1_shape, 0);
+            a.w2 = fx_tensor(XATTN_F32, 3, w2_shape, 0);
+            fill_random(&a.x, 1.0f);
+            fill_random(&a.w1, 0.5f);
+            fill_random(&a.w2, 0.5f);
+            a.out = fx_tensor2(XATTN_F32, NAN_TOKENS, d.hidden, 0);
+            a.workspace = ws;
+            XT_ASSERT_STATUS(xattn_moe_forward(fx.plan, &a), XATTN_OK);
+            float out[NAN_TOKENS * 16];
+            assert_true(d.hidden <= 16);
+            read_tensor(&a.out, out);
+            for (int32_t i = 0; i < d.hidden; i++)
+                if (!isnan(out[i]) || !isnan(out[d.hidden + i]) || !isfinite(out[2 * d.hidden + i]))
+                    fail_msg("forward, route mode %d, weights on the %s: out[., %d] = %g, %g, "
+                             "%g; want NaN, NaN, finite", (int)modes[m],
+                             on_input ? "input" : "output", (int)i, (double)out[i],
+                             (double)out[d.hidden + i], (double)out[2 * d.hidden + i]);
+            fx_teardown(NULL);
+        }
+    }
 }
 
 /* ---- accumulate ---------------------------------------------------------- */
@@ -761,6 +883,10 @@ int main(void)
         FORWARD(3, "llama4_f16"),
         FORWARD(4, "mixtral_f32_accumulate"),
         FORWARD(5, "deepseek_bf16_accumulate"),
+        FORWARD(6, "gpt_oss_experts_bf16"),
+        FORWARD(7, "llama4_weights_on_input_f16_accumulate"),
+        FORWARD(8, "mixtral_weights_on_input_b2_f32"),
+        F(test_nan_logits_route_last_and_reach_the_output),
         F(test_combine_accumulate_adds_to_out),
         F(test_dispatch_leaves_dropped_pairs_out),
         F(test_combine_ignores_dropped_pairs),

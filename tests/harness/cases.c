@@ -481,7 +481,8 @@ static int merge_cases(hx_catalogue *cat)
 
 /* ---- MoE ------------------------------------------------------------------------ */
 
-/* The routing of a model (DESIGN §5 and §6 name them). */
+/* The routing and expert form of a model (DESIGN §5 and §6 name them):
+ * flags hold both; activation is the model's unless a case sets another. */
 typedef struct moe_model {
     const char *name;
     int32_t experts, top_k;
@@ -489,33 +490,74 @@ typedef struct moe_model {
     uint32_t flags;
     int32_t n_group, topk_group;
     float scale;
+    xattn_moe_activation activation;
 } moe_model;
 
 #define RENORM XATTN_MOE_RENORMALIZE
 #define BIAS XATTN_MOE_BIAS
-static const moe_model mixtral = {"mixtral", 8, 2, XATTN_MOE_ROUTE_SOFTMAX_TOPK, RENORM, 0, 0, 0};
+#define SWIGLU XATTN_MOE_SWIGLU
+/* GPT-OSS experts: W1 gate/up rows interleaved, both biases, clamped
+ * SwiGLU; Llama-4: the route weight on the expert's input. */
+#define GPT_OSS_FORM (XATTN_MOE_W1_INTERLEAVED | XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2)
+static const moe_model mixtral = {"mixtral", 8, 2, XATTN_MOE_ROUTE_SOFTMAX_TOPK, RENORM, 0, 0, 0,
+                                  SWIGLU};
 static const moe_model qwen3 = {"qwen3-moe", 128, 8, XATTN_MOE_ROUTE_SOFTMAX_TOPK, RENORM, 0, 0,
-                                0};
+                                0, SWIGLU};
 static const moe_model deepseek = {"deepseek-v3", 256, 8, XATTN_MOE_ROUTE_SIGMOID_GROUPED,
-                                   RENORM | BIAS, 8, 4, 2.5f};
-static const moe_model gpt_oss = {"gpt-oss", 128, 4, XATTN_MOE_ROUTE_TOPK_SOFTMAX, 0, 0, 0, 0};
-static const moe_model llama4 = {"llama-4", 16, 1, XATTN_MOE_ROUTE_TOPK_SIGMOID, 0, 0, 0, 0};
+                                   RENORM | BIAS, 8, 4, 2.5f, SWIGLU};
+static const moe_model gpt_oss = {"gpt-oss", 128, 4, XATTN_MOE_ROUTE_TOPK_SOFTMAX, GPT_OSS_FORM,
+                                  0, 0, 0, XATTN_MOE_SWIGLU_CLAMPED};
+static const moe_model llama4 = {"llama-4", 16, 1, XATTN_MOE_ROUTE_TOPK_SIGMOID,
+                                 XATTN_MOE_WEIGHTS_ON_INPUT, 0, 0, 0, SWIGLU};
 /* E = 60 and softmax_topk without renormalisation (Qwen1.5-MoE-A2.7B). */
-static const moe_model qwen15 = {"qwen1.5-moe", 60, 4, XATTN_MOE_ROUTE_SOFTMAX_TOPK, 0, 0, 0, 0};
+static const moe_model qwen15 = {"qwen1.5-moe", 60, 4, XATTN_MOE_ROUTE_SOFTMAX_TOPK, 0, 0, 0, 0,
+                                 SWIGLU};
 /* Grouped routing off the DeepSeek path: no bias, no renormalisation,
  * groups of 10; groups of one expert (group score = its b); one group. */
 static const moe_model grouped60 = {"grouped-e60-g6", 60, 6, XATTN_MOE_ROUTE_SIGMOID_GROUPED, 0,
-                                    6, 2, 0};
+                                    6, 2, 0, SWIGLU};
 static const moe_model singletons = {"grouped-singletons", 16, 4,
-                                     XATTN_MOE_ROUTE_SIGMOID_GROUPED, RENORM | BIAS, 16, 6, 1.5f};
+                                     XATTN_MOE_ROUTE_SIGMOID_GROUPED, RENORM | BIAS, 16, 6, 1.5f,
+                                     SWIGLU};
 static const moe_model one_group = {"grouped-one-group", 32, 3, XATTN_MOE_ROUTE_SIGMOID_GROUPED,
-                                    BIAS, 1, 1, 0};
+                                    BIAS, 1, 1, 0, SWIGLU};
 #undef RENORM
 #undef BIAS
+#undef SWIGLU
 
 static const char *act_name(xattn_moe_activation a)
 {
-    return a == XATTN_MOE_GEGLU ? "geglu" : "swiglu";
+    switch (a) {
+    case XATTN_MOE_GEGLU: return "geglu";
+    case XATTN_MOE_SWIGLU_CLAMPED: return "swiglu_clamped";
+    default: return "swiglu";
+    }
+}
+
+/* The expert form after the activation: "+a1.5" / "+lim2" (SWIGLU_CLAMPED
+ * parameters given), "+il" (W1 interleaved), "+b1b2" (biases). */
+static void expert_form(const xattn_moe_desc *d, char *buf, size_t size)
+{
+    size_t n = (size_t)snprintf(buf, size, "%s", act_name(d->activation));
+    if (n < size && d->swiglu_alpha != 0.0f)
+        n += (size_t)snprintf(buf + n, size - n, "+a%g", (double)d->swiglu_alpha);
+    if (n < size && d->swiglu_limit != 0.0f)
+        n += (size_t)snprintf(buf + n, size - n, "+lim%g", (double)d->swiglu_limit);
+    if (n < size && (d->flags & XATTN_MOE_W1_INTERLEAVED))
+        n += (size_t)snprintf(buf + n, size - n, "+il");
+    if (n < size && (d->flags & (XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2)))
+        snprintf(buf + n, size - n, "+%s%s", (d->flags & XATTN_MOE_EXPERT_B1) ? "b1" : "",
+                 (d->flags & XATTN_MOE_EXPERT_B2) ? "b2" : "");
+}
+
+static const char *nonfinite_name(hx_nonfinite n)
+{
+    switch (n) {
+    case HX_NONFINITE_LOGITS: return "+nan_inf_logits";
+    case HX_NONFINITE_BIAS: return "+nan_bias";
+    case HX_NONFINITE_X: return "+nan_x";
+    default: return "";
+    }
 }
 
 /* Rows the reference computes for T tokens (align 0, the planner's choice,
@@ -537,6 +579,7 @@ static int moe_add(hx_catalogue *cat, const moe_model *model, hx_moe_case m)
     d->n_group = model->n_group;
     d->topk_group = model->topk_group;
     d->routed_scaling_factor = model->scale;
+    if (d->activation == XATTN_MOE_SWIGLU) d->activation = model->activation;
     if (!d->hidden) d->hidden = 64;
     if (!d->inter) d->inter = 32;
     hx_case *c = push(cat);
@@ -552,17 +595,22 @@ static int moe_add(hx_catalogue *cat, const moe_model *model, hx_moe_case m)
                             route + rows * H + experts + combine};
     c->cost = costs[m.op];
 
-    char opts[64], shape[32] = "", act[16] = "", align[16] = "", dts[48];
+    char opts[96], shape[32] = "", act[48] = "", form[40], align[16] = "", dts[48];
     char bound[24] = "";
     if (d->max_tokens) snprintf(bound, sizeof bound, "_of%d", d->max_tokens);
-    snprintf(opts, sizeof opts, "t%d%s%s%s%s", m.tokens, bound, m.ties ? "+ties" : "",
-             m.drop_every ? "+dropped" : "", m.accumulate ? "+accumulate" : "");
+    /* Weights on the input matter to the calls that scale or sum rows. */
+    const int on_input = (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) && m.op != HX_MOE_ROUTE &&
+                         m.op != HX_MOE_EXPERTS;
+    snprintf(opts, sizeof opts, "t%d%s%s%s%s%s%s", m.tokens, bound, m.ties ? "+ties" : "",
+             m.drop_every ? "+dropped" : "", m.accumulate ? "+accumulate" : "",
+             on_input ? "+w_on_input" : "", nonfinite_name(m.nonfinite));
     const int gemm = m.op == HX_MOE_EXPERTS || m.op == HX_MOE_FORWARD;
     if (m.op != HX_MOE_ROUTE) {
         if (gemm) snprintf(shape, sizeof shape, "/h%d_i%d", d->hidden, d->inter);
         else snprintf(shape, sizeof shape, "/h%d", d->hidden);
     }
-    if (gemm) snprintf(act, sizeof act, "/%s", act_name(d->activation));
+    expert_form(d, form, sizeof form);
+    if (gemm) snprintf(act, sizeof act, "/%s", form);
     if (m.op != HX_MOE_ROUTE && m.op != HX_MOE_COMBINE) {
         if (d->align) snprintf(align, sizeof align, "/align%d", d->align);
         else snprintf(align, sizeof align, "/align_auto");
@@ -575,6 +623,8 @@ static int moe_add(hx_catalogue *cat, const moe_model *model, hx_moe_case m)
         size_t n = (size_t)snprintf(dts, sizeof dts, "%s", dt_name(d->dtype));
         if (gemm && d->weight_dtype != d->dtype)
             n += (size_t)snprintf(dts + n, sizeof dts - n, "_w%s", dt_name(d->weight_dtype));
+        if (gemm && (d->flags & (XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2)))
+            n += (size_t)snprintf(dts + n, sizeof dts - n, "_b%s", dt_name(d->bias_dtype));
         if (m.op == HX_MOE_FORWARD && d->logits_dtype != d->dtype)
             snprintf(dts + n, sizeof dts - n, "_logits%s", dt_name(d->logits_dtype));
     }
@@ -607,6 +657,14 @@ static int moe_cases(hx_catalogue *cat)
     }
     MOE(deepseek, .op = HX_MOE_ROUTE, .tokens = 64, .ties = 1, .strided = 1,
         .desc.logits_dtype = XATTN_BF16);
+    /* NaN in, NaN out: NaN, +inf and −inf logits in every mode (every
+     * logits dtype), and a NaN route bias. */
+    for (int i = 0; i < num_models; i++)
+        MOE(*models[i], .op = HX_MOE_ROUTE, .tokens = 33, .nonfinite = HX_NONFINITE_LOGITS,
+            .desc.logits_dtype = dtypes[i % 3], .strided = i == 2);
+    MOE(deepseek, .op = HX_MOE_ROUTE, .tokens = 7, .nonfinite = HX_NONFINITE_BIAS);
+    MOE(singletons, .op = HX_MOE_ROUTE, .tokens = 7, .nonfinite = HX_NONFINITE_BIAS,
+        .desc.logits_dtype = XATTN_F16);
 
     /* Dispatch: T = 0, 1, 7, 513; alignment 1, 16, 64 and the planner's;
      * every dtype; dropped ids; experts from one to 256, most of them empty
@@ -630,6 +688,18 @@ static int moe_cases(hx_catalogue *cat)
     /* More than 8 MiB of permuted rows: the CPU backend writes them with
      * streaming stores from there on (moe_ops.c, STREAM_MIN_BYTES). */
     MOE(qwen3, .op = HX_MOE_DISPATCH, .tokens = 513, .desc.hidden = 520, .drop_every = 9);
+    /* Weights on the input (Llama-4's form, and with k > 1): each row
+     * scaled as it is copied; past 8 MiB through the streaming path, once
+     * with rows that streaming stores cannot take (odd H in f16). */
+    MOE(llama4, .op = HX_MOE_DISPATCH, .tokens = 7, .desc.align = 16, .desc.dtype = XATTN_F16,
+        .strided = 1);
+    MOE(llama4, .op = HX_MOE_DISPATCH, .tokens = 40, .desc.align = 0, .drop_every = 2,
+        .desc.dtype = XATTN_BF16);
+    MOE(llama4, .op = HX_MOE_DISPATCH, .tokens = 513, .desc.align = 1, .desc.hidden = 4104);
+    MOE(llama4, .op = HX_MOE_DISPATCH, .tokens = 513, .desc.align = 1, .desc.hidden = 8195,
+        .desc.dtype = XATTN_F16);
+    MOE(qwen3, .op = HX_MOE_DISPATCH, .tokens = 33, .desc.align = 16, .drop_every = 5,
+        .desc.dtype = XATTN_BF16, .desc.flags = XATTN_MOE_WEIGHTS_ON_INPUT, .strided = 1);
 
     /* Experts: every activation × weight dtype, both activations, each
      * alignment; segments from empty to hundreds of rows; sizes that are
@@ -656,6 +726,32 @@ static int moe_cases(hx_catalogue *cat)
         .desc.inter = 40, .strided = 1, .desc.weight_dtype = XATTN_F16);
     MOE(mixtral, .op = HX_MOE_EXPERTS, .tokens = 50, .desc.hidden = 128, .desc.inter = 64,
         .strided = 1, .desc.dtype = XATTN_BF16, .desc.activation = XATTN_MOE_GEGLU);
+    /* GPT-OSS's experts: every bias dtype, activation and weight dtype
+     * mixed; the clamp at the GPT-OSS limit and at smaller ones, another
+     * alpha; segments of one to a few hundred rows (T 1, 33, 513); the
+     * biases and the layout one at a time on other activations; NaN in x. */
+    for (int b = 0; b < 3; b++)
+        MOE(gpt_oss, .op = HX_MOE_EXPERTS, .tokens = 33, .desc.dtype = dtypes[b],
+            .desc.weight_dtype = dtypes[(b + 1) % 3], .desc.bias_dtype = dtypes[(b + 2) % 3],
+            .desc.swiglu_limit = b == 1 ? 0.0f : 2.0f, .desc.align = aligns[b],
+            .desc.hidden = 128, .desc.inter = 72);
+    MOE(gpt_oss, .op = HX_MOE_EXPERTS, .tokens = 513, .desc.align = 16, .desc.hidden = 96,
+        .desc.inter = 48, .desc.dtype = XATTN_BF16, .desc.weight_dtype = XATTN_BF16,
+        .desc.bias_dtype = XATTN_BF16);
+    MOE(gpt_oss, .op = HX_MOE_EXPERTS, .tokens = 1, .desc.align = 1, .desc.hidden = 136,
+        .desc.inter = 40, .desc.swiglu_alpha = 1.0f, .desc.swiglu_limit = 1.5f);
+    MOE(gpt_oss, .op = HX_MOE_EXPERTS, .tokens = 0, .desc.align = 16);
+    MOE(gpt_oss, .op = HX_MOE_EXPERTS, .tokens = 33, .desc.align = 1, .desc.hidden = 64,
+        .desc.inter = 40, .desc.swiglu_limit = 2.0f, .nonfinite = HX_NONFINITE_X);
+    MOE(mixtral, .op = HX_MOE_EXPERTS, .tokens = 65, .desc.align = 16, .desc.hidden = 64,
+        .desc.inter = 48, .desc.flags = XATTN_MOE_EXPERT_B2, .desc.bias_dtype = XATTN_F16);
+    MOE(mixtral, .op = HX_MOE_EXPERTS, .tokens = 65, .desc.align = 1, .desc.hidden = 72,
+        .desc.inter = 36, .desc.flags = XATTN_MOE_EXPERT_B1 | XATTN_MOE_W1_INTERLEAVED,
+        .desc.activation = XATTN_MOE_GEGLU, .desc.dtype = XATTN_BF16,
+        .desc.weight_dtype = XATTN_BF16, .desc.bias_dtype = XATTN_BF16);
+    MOE(qwen15, .op = HX_MOE_EXPERTS, .tokens = 33, .desc.align = 16, .desc.hidden = 64,
+        .desc.inter = 32, .desc.flags = XATTN_MOE_W1_INTERLEAVED, .desc.dtype = XATTN_F16,
+        .strided = 1);
 
     /* Combine: every dtype, with and without accumulate, dropped ids. */
     for (int t = 0; t < 3; t++) {
@@ -670,6 +766,11 @@ static int moe_cases(hx_catalogue *cat)
     MOE(llama4, .op = HX_MOE_COMBINE, .tokens = 0, .accumulate = 1);
     MOE(gpt_oss, .op = HX_MOE_COMBINE, .tokens = 40, .drop_every = 2, .strided = 1,
         .desc.dtype = XATTN_BF16);
+    /* Weights on the input: rows summed unweighted. */
+    MOE(llama4, .op = HX_MOE_COMBINE, .tokens = 513, .accumulate = 1, .desc.hidden = 128,
+        .desc.dtype = XATTN_F16, .desc.align = 16);
+    MOE(qwen15, .op = HX_MOE_COMBINE, .tokens = 33, .drop_every = 3, .strided = 1,
+        .desc.hidden = 100, .desc.dtype = XATTN_BF16, .desc.flags = XATTN_MOE_WEIGHTS_ON_INPUT);
 
     /* The fused forward: every model, mixed dtypes, ties, accumulate. */
     MOE(mixtral, .op = HX_MOE_FORWARD, .tokens = 513, .desc.hidden = 256, .desc.inter = 128,
@@ -704,6 +805,28 @@ static int moe_cases(hx_catalogue *cat)
     MOE(one_group, .op = HX_MOE_FORWARD, .tokens = 7, .desc.align = 64, .accumulate = 1,
         .desc.dtype = XATTN_BF16, .desc.weight_dtype = XATTN_F16,
         .desc.activation = XATTN_MOE_GEGLU);
+    /* The layers as GPT-OSS and Llama-4 compute them, and with the old
+     * forms' options mixed in; NaN in, NaN out through the whole layer. */
+    MOE(gpt_oss, .op = HX_MOE_FORWARD, .tokens = 513, .desc.hidden = 128, .desc.inter = 64,
+        .desc.align = 0, .desc.dtype = XATTN_BF16, .desc.weight_dtype = XATTN_BF16,
+        .desc.logits_dtype = XATTN_BF16, .desc.bias_dtype = XATTN_BF16);
+    MOE(gpt_oss, .op = HX_MOE_FORWARD, .tokens = 7, .desc.hidden = 72, .desc.inter = 40,
+        .desc.align = 16, .accumulate = 1, .desc.swiglu_limit = 2.0f, .strided = 1);
+    MOE(gpt_oss, .op = HX_MOE_FORWARD, .tokens = 0, .desc.align = 1);
+    MOE(llama4, .op = HX_MOE_FORWARD, .tokens = 33, .desc.hidden = 128, .desc.inter = 64,
+        .desc.align = 1, .desc.dtype = XATTN_BF16, .desc.weight_dtype = XATTN_BF16,
+        .nonfinite = HX_NONFINITE_LOGITS);
+    MOE(llama4, .op = HX_MOE_FORWARD, .tokens = 7, .desc.hidden = 64, .desc.inter = 32,
+        .desc.align = 16, .strided = 1, .desc.dtype = XATTN_F16,
+        .desc.flags = GPT_OSS_FORM, .desc.activation = XATTN_MOE_SWIGLU_CLAMPED,
+        .desc.bias_dtype = XATTN_F16);
+    MOE(qwen3, .op = HX_MOE_FORWARD, .tokens = 33, .desc.hidden = 64, .desc.inter = 32,
+        .desc.align = 16, .desc.flags = XATTN_MOE_WEIGHTS_ON_INPUT, .ties = 1);
+    MOE(mixtral, .op = HX_MOE_FORWARD, .tokens = 33, .desc.hidden = 64, .desc.inter = 32,
+        .desc.align = 1, .nonfinite = HX_NONFINITE_LOGITS, .desc.dtype = XATTN_F16,
+        .desc.logits_dtype = XATTN_F16);
+    MOE(deepseek, .op = HX_MOE_FORWARD, .tokens = 7, .desc.align = 16,
+        .nonfinite = HX_NONFINITE_BIAS, .desc.hidden = 64, .desc.inter = 32);
     return ret;
 }
 

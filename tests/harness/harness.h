@@ -96,6 +96,15 @@ typedef enum hx_moe_op {
     HX_MOE_FORWARD
 } hx_moe_op;
 
+/* Non-finite inputs of a MoE case (api/xattn_moe.h says what they do). */
+typedef enum hx_nonfinite {
+    HX_FINITE = 0,
+    HX_NONFINITE_LOGITS, /* route, forward: NaN, +inf or −inf in some tokens' logits,
+                            every logit NaN in some */
+    HX_NONFINITE_BIAS,   /* route, forward: a NaN entry in the route bias */
+    HX_NONFINITE_X,      /* experts: a NaN in some real rows of x_perm */
+} hx_nonfinite;
+
 typedef struct hx_moe_case {
     hx_moe_op op;
     xattn_moe_desc desc;              /* the plan; max_tokens 0: the run's T (at least
@@ -107,6 +116,7 @@ typedef struct hx_moe_case {
     int accumulate;                   /* combine, forward: out += result */
     int strided;                      /* row strides with gaps, odd offsets, a non-zero
                                          workspace offset, spare permuted rows */
+    hx_nonfinite nonfinite;           /* NaN and infinities in some inputs */
 } hx_moe_case;
 
 typedef struct hx_case {

@@ -8,27 +8,23 @@
 
 static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
+/* Scores compare with NaN as −inf (api/xattn_moe.h). */
+static double nan_low(double v) { return isnan(v) ? -INFINITY : v; }
+
 /* ---- route ------------------------------------------------------------------ */
 
 void xattn_ref_moe_select_scores(const xattn_ref_moe *p, const double *logits, double *score)
 {
     const int32_t E = p->experts;
     switch (p->route) {
-    case XATTN_MOE_ROUTE_SOFTMAX_TOPK: {
-        double m = logits[0], z = 0.0;
-        for (int32_t e = 1; e < E; e++)
-            if (logits[e] > m) m = logits[e];
-        for (int32_t e = 0; e < E; e++) z += exp(logits[e] - m);
-        for (int32_t e = 0; e < E; e++) score[e] = exp(logits[e] - m) / z;
-        break;
-    }
     case XATTN_MOE_ROUTE_SIGMOID_GROUPED:
         for (int32_t e = 0; e < E; e++)
-            score[e] = sigmoid(logits[e]) + (p->bias ? p->bias[e] : 0.0);
+            score[e] = nan_low(sigmoid(logits[e]) + (p->bias ? p->bias[e] : 0.0));
         break;
+    case XATTN_MOE_ROUTE_SOFTMAX_TOPK: /* p = softmax(logits) keeps their order */
     case XATTN_MOE_ROUTE_TOPK_SOFTMAX:
     case XATTN_MOE_ROUTE_TOPK_SIGMOID:
-        for (int32_t e = 0; e < E; e++) score[e] = logits[e];
+        for (int32_t e = 0; e < E; e++) score[e] = nan_low(logits[e]);
         break;
     }
 }
@@ -45,7 +41,7 @@ void xattn_ref_moe_group_scores(const xattn_ref_moe *p, const double *score,
         }
         int32_t two[2];
         xattn_ref_moe_top(s, NULL, size, 2, two);
-        group_score[g] = s[two[0]] + s[two[1]];
+        group_score[g] = nan_low(s[two[0]] + s[two[1]]);
     }
 }
 
@@ -102,6 +98,11 @@ void xattn_ref_moe_weights(const xattn_ref_moe *p, const double *logits, const i
         for (int32_t j = 0; j < k; j++) weights[j] /= sum;
     }
     for (int32_t j = 0; j < k; j++) weights[j] *= p->scale;
+    /* NaN in, NaN out, for the whole token. */
+    int nan = 0;
+    for (int32_t e = 0; e < E; e++) nan |= isnan(logits[e]) || (p->bias && isnan(p->bias[e]));
+    if (nan)
+        for (int32_t j = 0; j < k; j++) weights[j] = NAN;
 }
 
 int xattn_ref_moe_route(const xattn_ref_moe *p, int64_t tokens, const double *logits,
@@ -153,8 +154,9 @@ int64_t xattn_ref_moe_rows(const xattn_ref_moe *p, int64_t tokens)
 }
 
 void xattn_ref_moe_dispatch(const xattn_ref_moe *p, int64_t tokens, const int32_t *ids,
-                            const double *x, int64_t rows, int32_t *offsets, double *x_perm,
-                            int32_t *row_token, int32_t *token_row)
+                            const double *weights, const double *x, int64_t rows,
+                            int32_t *offsets, double *x_perm, int32_t *row_token,
+                            int32_t *token_row)
 {
     const int32_t E = p->experts, k = p->top_k, H = p->hidden;
     for (int64_t r = 0; r < rows; r++) row_token[r] = -1;
@@ -168,7 +170,9 @@ void xattn_ref_moe_dispatch(const xattn_ref_moe *p, int64_t tokens, const int32_
         for (int64_t t = 0; t < tokens; t++)
             for (int32_t j = 0; j < k; j++) {
                 if (ids[t * k + j] != e) continue;
-                if (x) memcpy(x_perm + r * H, x + t * H, (size_t)H * sizeof *x_perm);
+                if (x)
+                    for (int32_t d = 0; d < H; d++)
+                        x_perm[r * H + d] = (weights ? weights[t * k + j] : 1.0) * x[t * H + d];
                 row_token[r] = (int32_t)t;
                 token_row[t * k + j] = (int32_t)r;
                 r++;
@@ -185,6 +189,19 @@ void xattn_ref_moe_dispatch(const xattn_ref_moe *p, int64_t tokens, const int32_
 
 double xattn_ref_silu(double g) { return g * sigmoid(g); }
 
+double xattn_ref_act(const xattn_ref_moe *p, double g, double u)
+{
+    switch (p->activation) {
+    case XATTN_MOE_GEGLU: return xattn_ref_gelu_tanh(g) * u;
+    case XATTN_MOE_SWIGLU_CLAMPED:
+        /* Comparisons, not fmin/fmax: a NaN stays a NaN. */
+        g = g > p->limit ? p->limit : g;
+        u = u > p->limit ? p->limit : u < -p->limit ? -p->limit : u;
+        return g * sigmoid(p->alpha * g) * (u + 1.0);
+    default: return xattn_ref_silu(g) * u;
+    }
+}
+
 double xattn_ref_gelu_tanh(double g)
 {
     const double pi = 3.14159265358979323846;
@@ -200,21 +217,25 @@ int xattn_ref_moe_experts(const xattn_ref_moe *p, const int32_t *offsets, const 
     if (!h) return -1;
     for (int32_t e = 0; e < p->experts; e++) {
         const double *w1e = w1 + e * 2 * I * H, *w2e = w2 + e * H * I;
+        const double *b1e = p->b1 ? p->b1 + e * 2 * I : NULL;
+        const double *b2e = p->b2 ? p->b2 + e * H : NULL;
         for (int64_t r = offsets[e]; r < offsets[e + 1]; r++) {
             const double *xr = x_perm + r * H;
-            /* h = act(gate) · up, gate from W1 rows 0..I−1, up from I..2I−1. */
+            /* h = act(gate, up): gate from W1 rows 0..I−1 and up from
+             * I..2I−1, or gate from the even rows and up from the odd ones;
+             * b1 in W1's row order. */
             for (int64_t c = 0; c < I; c++) {
-                double g = 0.0, u = 0.0;
+                const int64_t gr = p->w1_interleaved ? 2 * c : c;
+                const int64_t ur = p->w1_interleaved ? 2 * c + 1 : I + c;
+                double g = b1e ? b1e[gr] : 0.0, u = b1e ? b1e[ur] : 0.0;
                 for (int64_t d = 0; d < H; d++) {
-                    g += xr[d] * w1e[c * H + d];
-                    u += xr[d] * w1e[(I + c) * H + d];
+                    g += xr[d] * w1e[gr * H + d];
+                    u += xr[d] * w1e[ur * H + d];
                 }
-                const double a = p->activation == XATTN_MOE_GEGLU ? xattn_ref_gelu_tanh(g)
-                                                                  : xattn_ref_silu(g);
-                h[c] = a * u;
+                h[c] = xattn_ref_act(p, g, u);
             }
             for (int64_t o = 0; o < H; o++) {
-                double acc = 0.0;
+                double acc = b2e ? b2e[o] : 0.0;
                 for (int64_t c = 0; c < I; c++) acc += h[c] * w2e[o * I + c];
                 y[r * H + o] = acc;
             }
@@ -237,7 +258,8 @@ void xattn_ref_moe_combine(const xattn_ref_moe *p, int64_t tokens, const int32_t
         for (int32_t j = 0; j < k; j++) {
             const int32_t r = token_row[t * k + j];
             if (r < 0) continue; /* dropped: contributes nothing */
-            for (int32_t d = 0; d < H; d++) o[d] += weights[t * k + j] * y[(int64_t)r * H + d];
+            const double w = weights ? weights[t * k + j] : 1.0;
+            for (int32_t d = 0; d < H; d++) o[d] += w * y[(int64_t)r * H + d];
         }
     }
 }

@@ -21,6 +21,11 @@ const char *const hx_ref_moe_test_names[] = {
     "ref/moe/combine_by_hand",
     "ref/moe/dispatch_then_combine_weights_each_token",
     "ref/moe/one_expert_is_a_dense_mlp",
+    "ref/moe/nan_logits_rank_last_and_make_the_token_nan",
+    "ref/moe/infinite_logits_follow_ieee",
+    "ref/moe/weights_on_input_by_hand",
+    "ref/moe/swiglu_clamped_by_hand",
+    "ref/moe/interleaved_w1_and_biases_by_hand",
     NULL,
 };
 
@@ -68,6 +73,25 @@ static int route_is(const xattn_ref_moe *p, const double *logits, const int32_t 
             return 0;
         }
     }
+    return 1;
+}
+
+/* Route one token; ids exact, every weight NaN. */
+static int route_is_nan(const xattn_ref_moe *p, const double *logits, const int32_t *want_ids,
+                        const char *what, hx_result *res)
+{
+    if (!route_is(p, logits, want_ids, NULL, what, res)) return 0;
+    int32_t ids[16];
+    double w[16];
+    if (xattn_ref_moe_route(p, 1, logits, ids, w)) {
+        hx_result_fail(res, "harness: out of host memory");
+        return 0;
+    }
+    for (int32_t j = 0; j < p->top_k; j++)
+        if (!isnan(w[j])) {
+            hx_result_fail(res, "%s: weight of slot %d is %.17g, want NaN", what, j, w[j]);
+            return 0;
+        }
     return 1;
 }
 
@@ -226,7 +250,7 @@ static void t_dispatch(hx_rng *r, hx_result *res)
     if (R != 9) FAIL("rows for T 3: %lld, want 9", (long long)R);
     int32_t offsets[E + 1], row_token[9], token_row[T * K];
     double x_perm[9 * H];
-    xattn_ref_moe_dispatch(&p, T, ids, x, R, offsets, x_perm, row_token, token_row);
+    xattn_ref_moe_dispatch(&p, T, ids, NULL, x, R, offsets, x_perm, row_token, token_row);
     const int32_t want_off[E + 1] = {0, 4, 4, 6};
     const int32_t want_rt[9] = {0, 1, 2, -1, 0, 2, -1, -1, -1};
     const int32_t want_tr[T * K] = {4, 0, 1, -1, 5, 2};
@@ -314,7 +338,7 @@ static void t_roundtrip(hx_rng *r, hx_result *res)
         p.hidden = H;
         p.align = aligns[a];
         const int64_t R = xattn_ref_moe_rows(&p, T);
-        xattn_ref_moe_dispatch(&p, T, ids, x, R, offsets, x_perm, row_token, token_row);
+        xattn_ref_moe_dispatch(&p, T, ids, NULL, x, R, offsets, x_perm, row_token, token_row);
         for (int e = 0; e < E; e++)
             if ((offsets[e + 1] - offsets[e]) % aligns[a])
                 FAIL("align %d: segment %d is not a multiple", aligns[a], e);
@@ -354,7 +378,7 @@ static void t_one_expert(hx_rng *r, hx_result *res)
     if (xattn_ref_moe_route(&p, T, logits, ids, wts) ||
         xattn_ref_moe_experts(&p, whole, x, w1, w2, direct))
         FAIL("harness: out of host memory");
-    xattn_ref_moe_dispatch(&p, T, ids, x, R, offsets, x_perm, row_token, token_row);
+    xattn_ref_moe_dispatch(&p, T, ids, NULL, x, R, offsets, x_perm, row_token, token_row);
     if (xattn_ref_moe_experts(&p, offsets, x_perm, w1, w2, y)) FAIL("harness: out of host memory");
     xattn_ref_moe_combine(&p, T, token_row, wts, y, 0, out);
     for (int t = 0; t < T; t++) {
@@ -368,11 +392,222 @@ static void t_one_expert(hx_rng *r, hx_result *res)
             if (y[row * H + i] != 0.0) FAIL("padding row %lld of y is not 0", (long long)row);
 }
 
+static void t_nan_route(hx_rng *r, hx_result *res)
+{
+    (void)r;
+    /* A NaN logit ranks as −inf, and every weight of its token is NaN,
+     * whether the NaN expert was picked or not. */
+    const double nan = NAN;
+    const double first[4] = {nan, 3, 2, 0}, two[4] = {1, nan, nan, 0};
+    const double all[4] = {nan, nan, nan, nan};
+    const int32_t ids12[2] = {1, 2}, ids03[2] = {0, 3}, ids01[2] = {0, 1}, ids32[2] = {3, 2};
+    xattn_ref_moe p = layer(XATTN_MOE_ROUTE_TOPK_SOFTMAX, 4, 2);
+    if (!route_is_nan(&p, first, ids12, "topk_softmax, NaN first", res)) return;
+    p = layer(XATTN_MOE_ROUTE_SOFTMAX_TOPK, 4, 2);
+    p.renormalize = 1;
+    if (!route_is_nan(&p, two, ids03, "softmax_topk, two NaN", res)) return;
+    if (!route_is_nan(&p, all, ids01, "softmax_topk, all NaN", res)) return;
+    const double sig[4] = {-1, nan, 2, 5};
+    p = layer(XATTN_MOE_ROUTE_TOPK_SIGMOID, 4, 2);
+    if (!route_is_nan(&p, sig, ids32, "topk_sigmoid, NaN not picked", res)) return;
+
+    /* A NaN bias entry: b = −inf for expert 6, so its group scores −inf;
+     * groups 1 and 2 stay, experts 3, 2, 5 by b, and every token's weights
+     * are NaN (the sigmoid_grouped example above otherwise). */
+    const double logits[8] = {3, -5, 1, 1.2, 0.8, 0.9, 0.5, 0.7};
+    const double bias[8] = {0, 0, 0, 0, 0, 0, nan, 0};
+    const int32_t grouped[3] = {3, 2, 5};
+    p = layer(XATTN_MOE_ROUTE_SIGMOID_GROUPED, 8, 3);
+    p.bias = bias;
+    p.n_group = 4;
+    p.topk_group = 2;
+    p.renormalize = 1;
+    p.scale = 2.5;
+    if (!route_is_nan(&p, logits, grouped, "sigmoid_grouped, NaN bias", res)) return;
+
+    /* Other tokens are unaffected: token 1 as when routed alone. */
+    const double batch[8] = {nan, 3, 2, 0, 1, 3, 2, 0};
+    const double alone[2] = {0.7310585786300049, 0.2689414213699951};
+    int32_t ids[4];
+    double w[4];
+    p = layer(XATTN_MOE_ROUTE_TOPK_SOFTMAX, 4, 2);
+    if (xattn_ref_moe_route(&p, 2, batch, ids, w)) FAIL("harness: out of host memory");
+    if (!isnan(w[0]) || !isnan(w[1])) FAIL("token 0 of the batch: weights not NaN");
+    if (ids[2] != 1 || ids[3] != 2 || !near(w[2], alone[0], 1e-14) || !near(w[3], alone[1], 1e-14))
+        FAIL("token 1 of the batch: experts %d, %d weights %.17g, %.17g; want 1, 2 and sigma(+-1)",
+             ids[2], ids[3], w[2], w[3]);
+}
+
+static void t_infinite_route(hx_rng *r, hx_result *res)
+{
+    (void)r;
+    /* +inf ranks first, −inf last; a softmax over +inf is NaN; sigmoid of
+     * ±inf is 1 or 0. */
+    const double inf = INFINITY;
+    const double soft[4] = {1, inf, 0, 2}, sig[4] = {1, inf, 0, -inf};
+    const int32_t ids13[2] = {1, 3}, ids10[2] = {1, 0};
+    xattn_ref_moe p = layer(XATTN_MOE_ROUTE_SOFTMAX_TOPK, 4, 2);
+    if (!route_is_nan(&p, soft, ids13, "softmax_topk, +inf", res)) return;
+    p = layer(XATTN_MOE_ROUTE_TOPK_SOFTMAX, 4, 2);
+    if (!route_is_nan(&p, soft, ids13, "topk_softmax, +inf", res)) return;
+    const double w[2] = {1.0, 0.7310585786300049};
+    p = layer(XATTN_MOE_ROUTE_TOPK_SIGMOID, 4, 2);
+    if (!route_is(&p, sig, ids10, w, "topk_sigmoid, +inf and -inf", res)) return;
+    const double low[4] = {-inf, -inf, 0.5, -inf};
+    const int32_t ids20[2] = {2, 0};
+    const double w20[2] = {0.6224593312018546, 0.0};
+    route_is(&p, low, ids20, w20, "topk_sigmoid, -inf ties to the lower index", res);
+}
+
+static void t_weights_on_input(hx_rng *r, hx_result *res)
+{
+    (void)r;
+    /* T 2, k 2, E 3: dispatch scales each row by its weight, combine sums
+     * unweighted, so with experts that copy their input the layer is the
+     * same as with the weights on the output. */
+    enum { T = 2, K = 2, E = 3, H = 2, R = T * K };
+    const int32_t ids[T * K] = {0, 2, 2, 1};
+    const double w[T * K] = {0.5, 2, 3, -1};
+    const double x[T * H] = {1, 2, 3, 4};
+    xattn_ref_moe p = layer(XATTN_MOE_ROUTE_TOPK_SIGMOID, E, K);
+    p.hidden = H;
+    int32_t offsets[E + 1], row_token[R], token_row[T * K];
+    double x_perm[R * H], out[T * H];
+    xattn_ref_moe_dispatch(&p, T, ids, w, x, R, offsets, x_perm, row_token, token_row);
+    const double want_x[R * H] = {0.5, 1, -3, -4, 2, 4, 9, 12};
+    for (int i = 0; i < R * H; i++)
+        if (x_perm[i] != want_x[i]) FAIL("x_perm[%d] = %g, want %g", i, x_perm[i], want_x[i]);
+    xattn_ref_moe_combine(&p, T, token_row, NULL, x_perm, 0, out);
+    const double want_out[T * H] = {2.5, 5, 6, 8};
+    for (int i = 0; i < T * H; i++)
+        if (out[i] != want_out[i]) FAIL("out[%d] = %g, want %g", i, out[i], want_out[i]);
+
+    /* Through a SwiGLU expert (experts_by_hand's expert 0) the two differ:
+     * x (1, 2) with weight 2 gives g 2, u 6, h = silu(2)·6, y = (2h, −h);
+     * the weight on the output gives 2·(2·silu(1)·3, −silu(1)·3). */
+    enum { H2 = 2 };
+    const double w1[4] = {1, 0, 1, 1}, w2[2] = {2, -1}, one_x[H2] = {1, 2};
+    const int32_t one_id[1] = {0}, whole[2] = {0, 1};
+    const double two[1] = {2};
+    p = layer(XATTN_MOE_ROUTE_TOPK_SIGMOID, 1, 1);
+    p.hidden = H2;
+    p.inter = 1;
+    int32_t off1[2], rt1[1], tr1[1];
+    double xp[H2], y[H2];
+    xattn_ref_moe_dispatch(&p, 1, one_id, two, one_x, 1, off1, xp, rt1, tr1);
+    if (xattn_ref_moe_experts(&p, whole, xp, w1, w2, y)) FAIL("harness: out of host memory");
+    xattn_ref_moe_combine(&p, 1, tr1, NULL, y, 0, out);
+    const double on_input[H2] = {21.139129871469176, -10.569564935734588};
+    for (int i = 0; i < H2; i++)
+        if (!near(out[i], on_input[i], 1e-14))
+            FAIL("weight on the input: out[%d] = %.17g, want %.17g", i, out[i], on_input[i]);
+    xattn_ref_moe_dispatch(&p, 1, one_id, NULL, one_x, 1, off1, xp, rt1, tr1);
+    if (xattn_ref_moe_experts(&p, whole, xp, w1, w2, y)) FAIL("harness: out of host memory");
+    xattn_ref_moe_combine(&p, 1, tr1, two, y, 0, out);
+    const double on_output[H2] = {8.77270294356006, -4.38635147178003};
+    for (int i = 0; i < H2; i++)
+        if (!near(out[i], on_output[i], 1e-14))
+            FAIL("weight on the output: out[%d] = %.17g, want %.17g", i, out[i], on_output[i]);
+}
+
+static void t_swiglu_clamped(hx_rng *r, hx_result *res)
+{
+    (void)r;
+    /* g' = min(g, limit), u' = clamp(u, ±limit), g'·sigmoid(α·g')·(u' + 1);
+     * GPT-OSS's α 1.702 and limit 7, then α 1 and limit 0.5. */
+    xattn_ref_moe p = layer(XATTN_MOE_ROUTE_TOPK_SOFTMAX, 1, 1);
+    p.activation = XATTN_MOE_SWIGLU_CLAMPED;
+    p.alpha = 1.702;
+    p.limit = 7.0;
+    const struct {
+        double g, u, want;
+    } at[] = {
+        {1, 2, 2.537387297798464},      /* no clamp: 1·σ(1.702)·3 */
+        {10, -9, -41.99971876981991},   /* both clamped: 7·σ(11.914)·(−6) */
+        {-3, 8, -0.14457047766228776},  /* g below is not clamped, u is */
+        {7, 7, 7 * 0.9999933040433311 * 8}, /* at the kinks */
+    };
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        const double h = xattn_ref_act(&p, at[i].g, at[i].u);
+        if (!near(h, at[i].want, 1e-13))
+            FAIL("act(%g, %g) = %.17g, want %.17g", at[i].g, at[i].u, h, at[i].want);
+    }
+    if (!isnan(xattn_ref_act(&p, NAN, 1)) || !isnan(xattn_ref_act(&p, 1, NAN)))
+        FAIL("the clamps turned a NaN into a number");
+    p.alpha = 1.0;
+    p.limit = 0.5;
+    const double h = xattn_ref_act(&p, 2, -1);
+    if (!near(h, 0.15561483280046365, 1e-14))
+        FAIL("alpha 1, limit 0.5: act(2, -1) = %.17g, want 0.5·σ(0.5)·0.5", h);
+}
+
+static void t_interleaved_biases(hx_rng *r, hx_result *res)
+{
+    /* By hand: H 2, I 1, x (1, 2), gate row (1, 0), up row (1, 1), b1
+     * (0.5, −1), W2 (2, −1), b2 (0.25, 0.75): g 1.5, u 2, h = silu(1.5)·2,
+     * y = (2h + 0.25, −h + 0.75). A padding row (x = 0) gives the expert's
+     * output for a zero row: g 0.5, u −1. */
+    xattn_ref_moe p = layer(XATTN_MOE_ROUTE_SOFTMAX_TOPK, 1, 1);
+    p.hidden = 2;
+    p.inter = 1;
+    const double x_perm[4] = {1, 2, 0, 0}, w1[4] = {1, 0, 1, 1}, w2[2] = {2, -1};
+    const double b1[2] = {0.5, -1}, b2[2] = {0.25, 0.75};
+    const int32_t offsets[2] = {0, 2};
+    p.b1 = b1;
+    p.b2 = b2;
+    double y[4];
+    if (xattn_ref_moe_experts(&p, offsets, x_perm, w1, w2, y)) FAIL("harness: out of memory");
+    const double want[4] = {5.155446857161862, -1.702723428580931, -0.3724593312018546,
+                            1.0612296656009272};
+    for (int i = 0; i < 4; i++)
+        if (!near(y[i], want[i], 1e-14)) FAIL("y[%d] = %.17g, want %.17g", i, y[i], want[i]);
+    /* With I 1 the interleaved rows are the same rows: gate 0, up 1. */
+    p.w1_interleaved = 1;
+    double yi[4];
+    if (xattn_ref_moe_experts(&p, offsets, x_perm, w1, w2, yi)) FAIL("harness: out of memory");
+    for (int i = 0; i < 4; i++)
+        if (yi[i] != y[i]) FAIL("I 1: interleaved y[%d] = %.17g, plain %.17g", i, yi[i], y[i]);
+
+    /* Random layers: interleaving W1's and b1's rows (gate c → row 2c, up
+     * c → row 2c + 1) with the flag set gives the plain layer's y exactly. */
+    enum { H = 5, I = 3, E = 2, ROWS = 3 };
+    double xr[ROWS * H], pw1[E * 2 * I * H], iw1[E * 2 * I * H], w2r[E * H * I];
+    double pb1[E * 2 * I], ib1[E * 2 * I], b2r[E * H], yp[ROWS * H], yq[ROWS * H];
+    for (int i = 0; i < ROWS * H; i++) xr[i] = hx_rng_normal(r);
+    for (int i = 0; i < E * 2 * I * H; i++) pw1[i] = hx_rng_normal(r);
+    for (int i = 0; i < E * H * I; i++) w2r[i] = hx_rng_normal(r);
+    for (int i = 0; i < E * 2 * I; i++) pb1[i] = hx_rng_normal(r);
+    for (int i = 0; i < E * H; i++) b2r[i] = hx_rng_normal(r);
+    for (int e = 0; e < E; e++)
+        for (int c = 0; c < I; c++)
+            for (int half = 0; half < 2; half++) {
+                const int plain = e * 2 * I + half * I + c, inter = e * 2 * I + 2 * c + half;
+                ib1[inter] = pb1[plain];
+                memcpy(iw1 + inter * H, pw1 + plain * H, H * sizeof(double));
+            }
+    const int32_t segs[E + 1] = {0, 2, 3};
+    p = layer(XATTN_MOE_ROUTE_SOFTMAX_TOPK, E, 1);
+    p.hidden = H;
+    p.inter = I;
+    p.activation = XATTN_MOE_SWIGLU_CLAMPED;
+    p.alpha = 1.702;
+    p.limit = 1.0; /* some g and u clamped */
+    p.b1 = pb1;
+    p.b2 = b2r;
+    if (xattn_ref_moe_experts(&p, segs, xr, pw1, w2r, yp)) FAIL("harness: out of memory");
+    p.w1_interleaved = 1;
+    p.b1 = ib1;
+    if (xattn_ref_moe_experts(&p, segs, xr, iw1, w2r, yq)) FAIL("harness: out of memory");
+    for (int i = 0; i < ROWS * H; i++)
+        if (yp[i] != yq[i]) FAIL("interleaved y[%d] = %.17g, plain %.17g", i, yq[i], yp[i]);
+}
+
 void hx_run_ref_moe_test(const hx_case *c, uint64_t seed, hx_result *res)
 {
     static void (*const tests[])(hx_rng *, hx_result *) = {
         t_softmax_topk, t_topk_softmax_sigmoid, t_sigmoid_grouped, t_ties, t_group_limits,
-        t_dispatch, t_experts, t_combine, t_roundtrip, t_one_expert,
+        t_dispatch, t_experts, t_combine, t_roundtrip, t_one_expert, t_nan_route,
+        t_infinite_route, t_weights_on_input, t_swiglu_clamped, t_interleaved_biases,
     };
     _Static_assert(sizeof tests / sizeof tests[0] ==
                        sizeof hx_ref_moe_test_names / sizeof hx_ref_moe_test_names[0] - 1,

@@ -9,13 +9,23 @@
  *             ≤ 1e-10 against the reference weights of the ids returned.
  *   dispatch  expert_offsets, row_token, token_row and the permuted rows
  *             (zero padding included) bit-exact; rows past offsets[E] of
- *             x_perm are not looked at.
+ *             x_perm are not looked at. With the weights on the input a row
+ *             is the reference's exact w·x rounded to f32 and then to the
+ *             dtype, as the contract forms it, so bit-exact too.
  *   experts   y rows below offsets[E] within the NMSE bound of the dtype,
  *             from the x_perm the reference dispatch makes.
  *   combine   out within the NMSE bound, from the y and weights uploaded
  *             (NaN in the rows of y no token_row points at).
  *   forward   out within the NMSE bound of the float64 chain route →
- *             dispatch → experts → combine. */
+ *             dispatch → experts → combine (x_perm rounded as dispatch's).
+ * Where the reference has a NaN (non-finite cases) the backend must have
+ * one in the same place; the other values are compared as above.
+ *
+ * SWIGLU_CLAMPED has kinks at g = limit and u = ±limit, but no jumps: the
+ * clamps are continuous with slope at most 1, so a rounding difference in
+ * g or u near a kink moves h by no more than elsewhere, and no near-kink
+ * handling is needed (unlike the route's near ties). Its cases draw x with
+ * CLAMPED_X_STD so that a share of g and u lands past the limit. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,14 +50,22 @@ enum { GAP_ROW = 3, GAP_EXPERT = 5, LEAD = 3, SPARE_ROWS = 5, SPARE_TOKENS = 5 }
  * finding one whose route has no near tie. */
 enum { MAX_REDRAWS = 100 };
 
+/* Standard deviations of the random inputs: x, and x under SWIGLU_CLAMPED
+ * (gate and up columns then have about this deviation too, so with
+ * GPT-OSS's limit 7 some 8% of the up and 4% of the gate values are
+ * clamped); the expert biases. */
+#define X_STD 1.0
+#define CLAMPED_X_STD 4.0
+#define EXPERT_BIAS_STD 0.5
+
 enum {
     ARG_LOGITS, ARG_BIAS, ARG_IDS, ARG_WEIGHTS, ARG_X, ARG_OFFSETS, ARG_X_PERM,
-    ARG_ROW_TOKEN, ARG_TOKEN_ROW, ARG_W1, ARG_W2, ARG_Y, ARG_OUT, NUM_ARGS
+    ARG_ROW_TOKEN, ARG_TOKEN_ROW, ARG_W1, ARG_W2, ARG_Y, ARG_OUT, ARG_B1, ARG_B2, NUM_ARGS
 };
 
 static const char *const arg_names[NUM_ARGS] = {
     "logits", "bias", "topk_ids", "topk_weights", "x", "expert_offsets", "x_perm",
-    "row_token", "token_row", "w1", "w2", "y", "out",
+    "row_token", "token_row", "w1", "w2", "y", "out", "b1", "b2",
 };
 
 /* One tensor of the call: its buffer and view, and its role. */
@@ -67,7 +85,7 @@ typedef struct moe_run {
     int64_t T, R;                  /* tokens; rows of x_perm, row_token, y */
     operand arg[NUM_ARGS];
     hx_buf ws;
-    double *logits, *bias, *x, *w1, *w2, *weights, *out, *x_perm, *y;
+    double *logits, *bias, *x, *w1, *w2, *weights, *out, *x_perm, *y, *b1, *b2;
     int32_t *ids, *offsets, *row_token, *token_row;
 } moe_run;
 
@@ -141,6 +159,7 @@ static void place_all(moe_run *run, size_t *bytes)
         break;
     case HX_MOE_DISPATCH:
         in[ARG_IDS] = in[ARG_X] = 1;
+        in[ARG_WEIGHTS] = (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) != 0;
         out[ARG_OFFSETS] = out[ARG_X_PERM] = out[ARG_ROW_TOKEN] = out[ARG_TOKEN_ROW] = 1;
         break;
     case HX_MOE_EXPERTS:
@@ -148,7 +167,8 @@ static void place_all(moe_run *run, size_t *bytes)
         out[ARG_Y] = 1;
         break;
     case HX_MOE_COMBINE:
-        in[ARG_Y] = in[ARG_WEIGHTS] = in[ARG_TOKEN_ROW] = 1;
+        in[ARG_Y] = in[ARG_TOKEN_ROW] = 1;
+        in[ARG_WEIGHTS] = !(d->flags & XATTN_MOE_WEIGHTS_ON_INPUT);
         out[ARG_OUT] = 1;
         break;
     case HX_MOE_FORWARD:
@@ -157,10 +177,13 @@ static void place_all(moe_run *run, size_t *bytes)
         break;
     }
     if (in[ARG_LOGITS] && (d->flags & XATTN_MOE_BIAS)) in[ARG_BIAS] = 1;
+    if (in[ARG_W1] && (d->flags & XATTN_MOE_EXPERT_B1)) in[ARG_B1] = 1;
+    if (in[ARG_W2] && (d->flags & XATTN_MOE_EXPERT_B2)) in[ARG_B2] = 1;
 
     const int64_t s_logits[2] = {T, E}, s_bias[1] = {E}, s_tk[2] = {T, k}, s_th[2] = {T, H};
     const int64_t s_off[1] = {E + 1}, s_rh[2] = {R, H}, s_r[1] = {R};
-    const int64_t s_w1[3] = {E, 2 * I, H}, s_w2[3] = {E, H, I};
+    const int64_t s_w1[3] = {E, 2 * I, H}, s_w2[3] = {E, H, I}, s_b1[2] = {E, 2 * I};
+    const int64_t s_b2[2] = {E, H};
     for (int i = 0; i < NUM_ARGS; i++) {
         if (!in[i] && !out[i]) continue;
         switch (i) {
@@ -176,6 +199,8 @@ static void place_all(moe_run *run, size_t *bytes)
         case ARG_W1: bytes[i] = place(run, i, d->weight_dtype, 3, s_w1); break;
         case ARG_W2: bytes[i] = place(run, i, d->weight_dtype, 3, s_w2); break;
         case ARG_Y: bytes[i] = place(run, i, d->dtype, 2, s_rh); break;
+        case ARG_B1: bytes[i] = place(run, i, d->bias_dtype, 2, s_b1); break;
+        case ARG_B2: bytes[i] = place(run, i, d->bias_dtype, 2, s_b2); break;
         default: bytes[i] = place(run, i, d->dtype, 2, s_th); break; /* ARG_OUT */
         }
         run->arg[i].written = out[i];
@@ -196,6 +221,31 @@ static void fill_normal(hx_rng *rng, xattn_dtype dt, double std, double *x, int6
  * equal; values on a coarse grid (ties everywhere); the k-th and (k+1)-th
  * largest made equal (a tie at the selection boundary); a few duplicated
  * values. best is scratch for k + 1 indices. */
+/* Non-finite logits of token t (HX_NONFINITE_LOGITS), by t: every logit
+ * NaN; one NaN; a NaN at the largest logit (which would win); one +inf;
+ * one −inf; or none. */
+static void poison_logits(const hx_moe_case *m, int64_t t, double *row)
+{
+    const int32_t E = m->desc.num_experts;
+    enum { PATTERNS = 6 };
+    switch (t % PATTERNS) {
+    case 0:
+        for (int32_t e = 0; e < E; e++) row[e] = NAN;
+        break;
+    case 1: row[(t * 7) % E] = NAN; break;
+    case 2: {
+        int32_t top = 0;
+        for (int32_t e = 1; e < E; e++)
+            if (row[e] > row[top]) top = e;
+        row[top] = NAN;
+        break;
+    }
+    case 3: row[(t * 3) % E] = INFINITY; break;
+    case 4: row[(t * 5) % E] = -INFINITY; break;
+    default: break;
+    }
+}
+
 static void draw_logits(hx_rng *rng, const hx_moe_case *m, int64_t t, double *row,
                         int32_t *best)
 {
@@ -204,6 +254,7 @@ static void draw_logits(hx_rng *rng, const hx_moe_case *m, int64_t t, double *ro
     const double std = 2.0;
     if (!m->ties) {
         fill_normal(rng, dt, std, row, E);
+        if (m->nonfinite == HX_NONFINITE_LOGITS) poison_logits(m, t, row);
         return;
     }
     switch (t % 4) {
@@ -234,12 +285,15 @@ static void draw_logits(hx_rng *rng, const hx_moe_case *m, int64_t t, double *ro
         }
         break;
     }
+    if (m->nonfinite == HX_NONFINITE_LOGITS) poison_logits(m, t, row);
 }
 
 static void draw_bias(hx_rng *rng, const hx_moe_case *m, double *bias)
 {
     for (int32_t e = 0; e < m->desc.num_experts; e++)
         bias[e] = m->ties ? 0.25 * (e % 3) : hx_round(XATTN_F32, 0.1 * hx_rng_normal(rng));
+    /* One NaN entry makes every token's weights NaN. */
+    if (m->nonfinite == HX_NONFINITE_BIAS) bias[m->desc.num_experts / 3] = NAN;
 }
 
 /* Ids for dispatch, experts and combine: k distinct experts per token,
@@ -267,8 +321,23 @@ static void draw_ids(hx_rng *rng, const hx_moe_case *m, int64_t T, int32_t *ids)
 
 /* ---- route checks ------------------------------------------------------------- */
 
+/* Where want is NaN, got must be NaN too: returns the first index where it
+ * is not, or −1, and sets both to 0 at the matched NaNs so that hx_compare
+ * judges the other values (and fails any NaN left in got). */
+static int64_t match_nans(double *got, double *want, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        if (!isnan(want[i])) continue;
+        if (!isnan(got[i])) return i;
+        got[i] = want[i] = 0.0;
+    }
+    return -1;
+}
+
 static int near_tie(double a, double b)
 {
+    /* An infinite score (a NaN logit counts as −inf) ties only its equal. */
+    if (isinf(a) || isinf(b)) return a == b;
     double scale = fmax(1.0, fmax(fabs(a), fabs(b)));
     return fabs(a - b) <= ROUTE_TIE_TOL * scale;
 }
@@ -490,6 +559,13 @@ static void check_route(moe_run *run, hx_result *res)
         /* Weights of the experts the backend picked, whichever valid choice. */
         xattn_ref_moe_weights(p, run->logits + t * E, got, want_w + t * k);
     }
+    const int64_t missing = match_nans(got_w, want_w, T * k);
+    if (missing >= 0) {
+        hx_result_fail(res, "topk_weights[t %lld, slot %lld] = %.9g, want NaN (the token's "
+                            "routing inputs hold a NaN)",
+                       (long long)(missing / k), (long long)(missing % k), got_w[missing]);
+        goto done;
+    }
     hx_cmp c;
     hx_compare(got_w, want_w, T * k, k, XATTN_F32, &c);
     res->nmse = c.nmse;
@@ -602,9 +678,15 @@ done:
 
 /* Compare n values of a [rows, H] output against the reference and fail
  * res with where it is worst. */
-static void check_values(const char *what, const double *got, const double *want, int64_t n,
+static void check_values(const char *what, double *got, double *want, int64_t n,
                          int32_t H, xattn_dtype dt, hx_result *res)
 {
+    const int64_t missing = match_nans(got, want, n);
+    if (missing >= 0) {
+        hx_result_fail(res, "%s[%lld, %lld] = %.9g, want NaN", what, (long long)(missing / H),
+                       (long long)(missing % H), got[missing]);
+        return;
+    }
     hx_cmp c;
     hx_compare(got, want, n, H, dt, &c);
     res->nmse = c.nmse;
@@ -625,6 +707,24 @@ static void check_values(const char *what, const double *got, const double *want
 
 /* ---- inputs per call ------------------------------------------------------------- */
 
+/* Rows of x_perm below offsets[E] as dispatch forms them with the weights
+ * on the input: the reference's exact w·x rounded to f32, then to the
+ * dtype (a no-op on unscaled rows, which hold rounded x already). */
+static void round_permuted_rows(moe_run *run)
+{
+    const xattn_dtype dt = run->m->desc.dtype;
+    const int64_t n = (int64_t)run->offsets[run->ref.experts] * run->ref.hidden;
+    for (int64_t i = 0; i < n; i++)
+        run->x_perm[i] = hx_round(dt, hx_round(XATTN_F32, run->x_perm[i]));
+}
+
+/* Route weights as a router might give them, for dispatch (weights on the
+ * input) and combine. */
+static void draw_weights(hx_rng *rng, double *w, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) w[i] = hx_round(XATTN_F32, 0.05 + 0.95 * hx_rng_uniform(rng));
+}
+
 /* Every input the call reads, drawn from rng, and what the reference makes
  * of them. */
 static int make_inputs(moe_run *run, hx_rng *rng, hx_result *res)
@@ -638,6 +738,8 @@ static int make_inputs(moe_run *run, hx_rng *rng, hx_result *res)
     const int needs_logits = op == HX_MOE_ROUTE || op == HX_MOE_FORWARD;
     const int needs_x = op == HX_MOE_DISPATCH || op == HX_MOE_EXPERTS || op == HX_MOE_FORWARD;
     const int needs_w = op == HX_MOE_EXPERTS || op == HX_MOE_FORWARD;
+    const int on_input = (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) != 0;
+    const double x_std = d->activation == XATTN_MOE_SWIGLU_CLAMPED ? CLAMPED_X_STD : X_STD;
 
     run->logits = doubles(T * E);
     run->bias = doubles(E);
@@ -652,9 +754,11 @@ static int make_inputs(moe_run *run, hx_rng *rng, hx_result *res)
     run->offsets = indices(E + 1);
     run->row_token = indices(R);
     run->token_row = indices(T * k);
+    run->b1 = doubles(needs_w ? E * 2 * I : 0);
+    run->b2 = doubles(needs_w ? E * H : 0);
     if (!run->logits || !run->bias || !run->x || !run->w1 || !run->w2 || !run->weights ||
         !run->out || !run->x_perm || !run->y || !run->ids || !run->offsets || !run->row_token ||
-        !run->token_row) {
+        !run->token_row || !run->b1 || !run->b2) {
         hx_result_fail(res, "harness: out of host memory");
         return 1;
     }
@@ -693,10 +797,18 @@ static int make_inputs(moe_run *run, hx_rng *rng, hx_result *res)
         scratch_free(&s);
         free(best);
     }
-    if (needs_x) fill_normal(rng, d->dtype, 1.0, run->x, T * H);
+    if (needs_x) fill_normal(rng, d->dtype, x_std, run->x, T * H);
     if (needs_w) {
         fill_normal(rng, d->weight_dtype, 1.0 / sqrt((double)H), run->w1, E * 2 * I * H);
         fill_normal(rng, d->weight_dtype, 1.0 / sqrt((double)I), run->w2, E * H * I);
+        if (d->flags & XATTN_MOE_EXPERT_B1) {
+            fill_normal(rng, d->bias_dtype, EXPERT_BIAS_STD, run->b1, E * 2 * I);
+            run->ref.b1 = run->b1;
+        }
+        if (d->flags & XATTN_MOE_EXPERT_B2) {
+            fill_normal(rng, d->bias_dtype, EXPERT_BIAS_STD, run->b2, E * H);
+            run->ref.b2 = run->b2;
+        }
     }
 
     switch (op) {
@@ -707,19 +819,28 @@ static int make_inputs(moe_run *run, hx_rng *rng, hx_result *res)
             hx_result_fail(res, "harness: out of host memory");
             return 1;
         }
-        xattn_ref_moe_dispatch(p, T, run->ids, run->x, R, run->offsets, run->x_perm,
-                               run->row_token, run->token_row);
+        xattn_ref_moe_dispatch(p, T, run->ids, on_input ? run->weights : NULL, run->x, R,
+                               run->offsets, run->x_perm, run->row_token, run->token_row);
+        if (on_input) round_permuted_rows(run);
         break;
-    default:
+    default: {
         /* Ids as a router might produce them, then the reference dispatch:
          * the maps, and x_perm with zero padding rows as experts reads it;
          * NaN in rows past offsets[E], which no call may use. */
         draw_ids(rng, m, T, run->ids);
+        const int scaled = op == HX_MOE_DISPATCH && on_input;
+        if (scaled) draw_weights(rng, run->weights, T * k);
         for (int64_t i = 0; i < R * H; i++) run->x_perm[i] = NAN;
-        xattn_ref_moe_dispatch(p, T, run->ids, op == HX_MOE_COMBINE ? NULL : run->x, R,
-                               run->offsets, op == HX_MOE_COMBINE ? NULL : run->x_perm,
-                               run->row_token, run->token_row);
+        xattn_ref_moe_dispatch(p, T, run->ids, scaled ? run->weights : NULL,
+                               op == HX_MOE_COMBINE ? NULL : run->x, R, run->offsets,
+                               op == HX_MOE_COMBINE ? NULL : run->x_perm, run->row_token,
+                               run->token_row);
+        if (scaled) round_permuted_rows(run);
+        if (op == HX_MOE_EXPERTS && m->nonfinite == HX_NONFINITE_X)
+            for (int64_t r = 0; r < run->offsets[E]; r++)
+                if (run->row_token[r] >= 0 && r % 5 == 2) run->x_perm[r * H + r % H] = NAN;
         break;
+    }
     }
 
     if (op == HX_MOE_COMBINE) {
@@ -729,8 +850,7 @@ static int make_inputs(moe_run *run, hx_rng *rng, hx_result *res)
             const int32_t r = run->token_row[i];
             if (r >= 0) fill_normal(rng, d->dtype, 1.0, run->y + (int64_t)r * H, H);
         }
-        for (int64_t i = 0; i < T * k; i++)
-            run->weights[i] = hx_round(XATTN_F32, 0.05 + 0.95 * hx_rng_uniform(rng));
+        if (!on_input) draw_weights(rng, run->weights, T * k);
     }
     if ((op == HX_MOE_COMBINE || op == HX_MOE_FORWARD) && m->accumulate)
         fill_normal(rng, d->dtype, 1.0, run->out, T * H);
@@ -766,6 +886,8 @@ static void write_images(moe_run *run)
         case ARG_W1: put(t, run->w1); break;
         case ARG_W2: put(t, run->w2); break;
         case ARG_Y: put(t, run->y); break;
+        case ARG_B1: put(t, run->b1); break;
+        case ARG_B2: put(t, run->b2); break;
         default: break;
         }
     }
@@ -779,7 +901,7 @@ static xattn_status call(const xattn_moe_plan *plan, const moe_run *run)
     memset(&a, 0, sizeof a);
     xattn_tensor *field[NUM_ARGS] = {
         &a.logits, &a.bias, &a.topk_ids, &a.topk_weights, &a.x, &a.expert_offsets,
-        &a.x_perm, &a.row_token, &a.token_row, &a.w1, &a.w2, &a.y, &a.out,
+        &a.x_perm, &a.row_token, &a.token_row, &a.w1, &a.w2, &a.y, &a.out, &a.b1, &a.b2,
     };
     for (int i = 0; i < NUM_ARGS; i++)
         if (run->arg[i].used) *field[i] = hx_tensor_api(&run->arg[i].t);
@@ -818,8 +940,10 @@ static void check_result(moe_run *run, hx_result *res)
         return;
     }
     if (op != HX_MOE_EXPERTS)
-        xattn_ref_moe_combine(p, T, run->token_row, run->weights, run->y, run->m->accumulate,
-                              run->out);
+        xattn_ref_moe_combine(p, T, run->token_row,
+                              (run->m->desc.flags & XATTN_MOE_WEIGHTS_ON_INPUT) ? NULL
+                                                                               : run->weights,
+                              run->y, run->m->accumulate, run->out);
     res->ref_seconds += hx_now() - t0;
 
     if (op == HX_MOE_EXPERTS) {
@@ -879,6 +1003,8 @@ static void free_run(moe_run *run)
     free(run->offsets);
     free(run->row_token);
     free(run->token_row);
+    free(run->b1);
+    free(run->b2);
 }
 
 /* The reference's view of a plan's layer. */
@@ -897,6 +1023,11 @@ static xattn_ref_moe ref_layer(const xattn_moe_desc *d, int32_t align)
     p.scale = d->routed_scaling_factor != 0.0f ? (double)d->routed_scaling_factor : 1.0;
     p.align = align;
     p.activation = d->activation;
+    if (d->activation == XATTN_MOE_SWIGLU_CLAMPED) {
+        p.alpha = d->swiglu_alpha != 0.0f ? d->swiglu_alpha : XATTN_MOE_SWIGLU_ALPHA;
+        p.limit = d->swiglu_limit != 0.0f ? d->swiglu_limit : XATTN_MOE_SWIGLU_LIMIT;
+    }
+    p.w1_interleaved = (d->flags & XATTN_MOE_W1_INTERLEAVED) != 0;
     return p;
 }
 

@@ -23,7 +23,7 @@ enum { WORKSPACE_ALIGN = 256, SCRATCH_ALIGN = 64, MAX_REGS_PER_LANE = 255 };
 
 static const xattn_dtype dtypes[] = {XATTN_F32, XATTN_F16, XATTN_BF16};
 
-/* The model layers of the issue, with their routing. */
+/* The model layers of the issue, with their routing and expert form. */
 typedef struct model {
     const char *name;
     int32_t hidden, inter, experts, top_k;
@@ -31,17 +31,22 @@ typedef struct model {
     int32_t n_group, topk_group;
     uint32_t flags;
     float scale;
+    xattn_moe_activation activation;
+    xattn_dtype bias_dtype;
 } model;
 
 static const model models[] = {
     {"Mixtral-8x7B", 4096, 14336, 8, 2, XATTN_MOE_ROUTE_SOFTMAX_TOPK, 0, 0,
-     XATTN_MOE_RENORMALIZE, 0.0f},
+     XATTN_MOE_RENORMALIZE, 0.0f, XATTN_MOE_SWIGLU, XATTN_F32},
     {"Qwen3-30B-A3B", 2048, 768, 128, 8, XATTN_MOE_ROUTE_SOFTMAX_TOPK, 0, 0,
-     XATTN_MOE_RENORMALIZE, 0.0f},
+     XATTN_MOE_RENORMALIZE, 0.0f, XATTN_MOE_SWIGLU, XATTN_F32},
     {"DeepSeek-V3", 7168, 2048, 256, 8, XATTN_MOE_ROUTE_SIGMOID_GROUPED, 8, 4,
-     XATTN_MOE_RENORMALIZE | XATTN_MOE_BIAS, 2.5f},
-    {"GPT-OSS-120B", 2880, 2880, 128, 4, XATTN_MOE_ROUTE_TOPK_SOFTMAX, 0, 0, 0, 0.0f},
-    {"Llama-4", 5120, 8192, 16, 1, XATTN_MOE_ROUTE_TOPK_SIGMOID, 0, 0, 0, 0.0f},
+     XATTN_MOE_RENORMALIZE | XATTN_MOE_BIAS, 2.5f, XATTN_MOE_SWIGLU, XATTN_F32},
+    {"GPT-OSS-120B", 2880, 2880, 128, 4, XATTN_MOE_ROUTE_TOPK_SOFTMAX, 0, 0,
+     XATTN_MOE_W1_INTERLEAVED | XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2, 0.0f,
+     XATTN_MOE_SWIGLU_CLAMPED, XATTN_BF16},
+    {"Llama-4", 5120, 8192, 16, 1, XATTN_MOE_ROUTE_TOPK_SIGMOID, 0, 0,
+     XATTN_MOE_WEIGHTS_ON_INPUT, 0.0f, XATTN_MOE_SWIGLU, XATTN_F32},
 };
 
 static const int32_t token_counts[] = {1, 7, 64, 513, 4096, 8192};
@@ -69,6 +74,8 @@ static xattn_moe_desc layer(const model *m, xattn_dtype t, int32_t tokens, int32
     d.topk_group = m->topk_group;
     d.flags = m->flags;
     d.routed_scaling_factor = m->scale;
+    d.activation = m->activation;
+    d.bias_dtype = m->bias_dtype;
     d.align = align;
     return d;
 }
@@ -361,6 +368,14 @@ static void check_cpu_scratch(const xattn_device_caps *caps, const xattn_moe_pro
     xattn_cpu_moe_scratch lay;
     assert_true(xattn_cpu_moe_scratch_layout(prob, p, &lay));
     assert_true(lay.total <= p->scratch_per_thread);
+    /* A layer with expert biases converts an item's entries to f32 there:
+     * a gate/up item's 2·block_n, a down item's block_n. */
+    if (d->flags & (XATTN_MOE_EXPERT_B1 | XATTN_MOE_EXPERT_B2)) {
+        int64_t n = 2 * (int64_t)p->up.block_n;
+        if (p->down.block_n > n) n = p->down.block_n;
+        assert_int_equal(lay.bias % SCRATCH_ALIGN, 0);
+        assert_true(lay.bias + (size_t)n * sizeof(float) <= lay.total);
+    }
 }
 
 static void cpu_tiles_and_scratch_fit_the_kernels_on_every_thread(void **state)
@@ -449,6 +464,33 @@ static void planning_is_deterministic(void **state)
     }
 }
 
+/* The describe text says which expert form and route-weight placement the
+ * layer has: GPT-OSS's and Llama-4's. */
+static void plan_text_names_the_expert_form(void **state)
+{
+    (void)state;
+    xattn_device_caps caps = preset("host");
+    struct {
+        const model *m;
+        const char *words[4];
+    } want[] = {
+        {&models[3], {"swiglu_clamped", "alpha 1.702", "limit 7", "interleaved"}},
+        {&models[3], {"b1 and b2 bf16", "topk_softmax", "swiglu_clamped", "experts"}},
+        {&models[4], {"weights on the input", "topk_sigmoid", "swiglu", "experts"}},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+        xattn_moe_desc d = layer(want[i].m, XATTN_BF16, 64, 0);
+        xattn_moe_problem prob;
+        xattn_moe_plan_params p = plan_ok(&caps, &d, &prob);
+        char text[4096];
+        int n = xattn_moe_params_format(&prob, &p, text, sizeof text);
+        assert_true(n > 0 && (size_t)n < sizeof text);
+        for (size_t w = 0; w < ARRAY_SIZE(want[i].words); w++)
+            if (!strstr(text, want[i].words[w]))
+                fail_msg("'%s' missing from:\n%s", want[i].words[w], text);
+    }
+}
+
 static void plan_text_names_alignment_tiles_and_workspace(void **state)
 {
     (void)state;
@@ -490,6 +532,7 @@ int main(void)
         cmocka_unit_test(a_workspace_that_overflows_is_rejected_naming_max_tokens),
         cmocka_unit_test(planning_is_deterministic),
         cmocka_unit_test(plan_text_names_alignment_tiles_and_workspace),
+        cmocka_unit_test(plan_text_names_the_expert_form),
     };
     return cmocka_run_group_tests_name("planner-moe", tests, NULL, NULL);
 }

@@ -5,9 +5,15 @@
  * Two programs come from this source:
  *  - route, built with -DLG=<logits dtype> -DROUTE=<xattn_moe_route_mode>
  *    -DRENORM=0|1 -DHAS_BIAS=0|1;
- *  - dispatch and combine, built with -DIO=<dtype> -DCPU_STYLE=0|1.
+ *  - dispatch and combine, built with -DIO=<dtype> -DCPU_STYLE=0|1
+ *    -DON_INPUT=0|1 (XATTN_MOE_WEIGHTS_ON_INPUT: dispatch scales each row
+ *    by its weight, combine sums the rows unweighted).
  * T, E, k, H, groups, strides and offsets are arguments, so a program
- * serves every shape. */
+ * serves every shape.
+ *
+ * Non-finite routing inputs (api/xattn_moe.h): a NaN score counts as −inf
+ * wherever scores are compared, and a token whose logits (or the bias) hold
+ * a NaN gets every weight NaN. */
 
 /* The CPU backend is built as ISO C, which does not fuse a·b + c; fusing
  * here would change the last bit of exp and sigmoid, and with it near-tie
@@ -33,13 +39,16 @@
 #define SUM_LANES 8
 
 /* e^x exactly as the CPU backend's exp_f32: x clamped to [−87, 88],
- * Cody–Waite reduction by ln2 in two parts, degree-7 Taylor polynomial. */
+ * Cody–Waite reduction by ln2 in two parts, degree-7 Taylor polynomial, and
+ * 2^n from the bits of n in `shifted` (never a NaN converted to an
+ * integer: NaN in is NaN out). */
 inline float exp_f32(float x)
 {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
     const float round = 0x1.8p23f; /* adding it rounds to an integer */
-    const float n = (x * 0x1.715476p0f + round) - round;
+    const float shifted = x * 0x1.715476p0f + round;
+    const float n = shifted - round;
     const float r = (x - n * 0x1.62e4p-1f) - n * 0x1.7f7d1cp-20f;
     float p = 1.0f / 5040;
     p = p * r + 1.0f / 720;
@@ -49,21 +58,24 @@ inline float exp_f32(float x)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    return p * as_float((uint)((int)n + 127) << 23);
+    return p * as_float((as_uint(shifted) - as_uint(round) + 127u) << 23);
 }
 
 inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
 
 inline float logit_at(__global const ELEM(LG) *l, int e) { return LOAD(LG, l, e); }
 
+/* Scores compare with NaN as −inf. */
+inline float nan_low(float v) { return isnan(v) ? -INFINITY : v; }
+
 /* Selection score of expert e for SIGMOID_GROUPED: sigmoid + bias. */
 inline float grouped_score(__global const ELEM(LG) *l, __global const float *bias, int e)
 {
 #if HAS_BIAS
-    return sigmoid_f32(logit_at(l, e)) + bias[e];
+    return nan_low(sigmoid_f32(logit_at(l, e)) + bias[e]);
 #else
     (void)bias;
-    return sigmoid_f32(logit_at(l, e));
+    return nan_low(sigmoid_f32(logit_at(l, e)));
 #endif
 }
 
@@ -75,6 +87,7 @@ inline float grouped_score(__global const ELEM(LG) *l, __global const float *bia
 #define TOP_OFFER(name, as)                                                    \
     inline void name(as float *vals, as int *ids, int *n, int k, float v, int id) \
     {                                                                          \
+        v = nan_low(v);                                                        \
         int pos;                                                               \
         if (*n < k) {                                                          \
             pos = (*n)++;                                                      \
@@ -143,7 +156,7 @@ inline float group_score(__global const ELEM(LG) *l, __global const float *bias,
             second = b;
         }
     }
-    return first + second;
+    return nan_low(first + second); /* +inf and −inf: NaN */
 }
 
 /* SIGMOID_GROUPED selection of one token into vals/ids: the topk_group
@@ -187,6 +200,19 @@ inline void select_grouped(__global const ELEM(LG) *l, __global const float *bia
     }
 }
 
+/* Whether the token's logits (or the bias) hold a NaN. */
+inline int routing_nan(__global const ELEM(LG) *l, __global const float *bias, int E)
+{
+    int nan = 0;
+    for (int e = 0; e < E; e++) nan |= isnan(logit_at(l, e));
+#if HAS_BIAS
+    for (int e = 0; e < E; e++) nan |= isnan(bias[e]);
+#else
+    (void)bias;
+#endif
+    return nan;
+}
+
 /* One work-item per token: logits row → topk_ids [k], topk_weights [k].
  * The output rows hold the best list while it is built. */
 __kernel void moe_route(long T, int E, int k, int n_group, int topk_group, float scale,
@@ -221,6 +247,8 @@ __kernel void moe_route(long T, int E, int k, int n_group, int topk_group, float
     for (int j = 0; j < k; j++) w[j] = sigmoid_f32(w[j]);
 #  endif
 #endif
+    if (routing_nan(l, AT_CONST(float, bias, bias_off), E)) /* NaN in, NaN out */
+        for (int j = 0; j < k; j++) w[j] = NAN;
 #if RENORM
     const float total = sum_row(w, k);
     for (int j = 0; j < k; j++) w[j] /= total;
@@ -243,8 +271,9 @@ __kernel void moe_route(long T, int E, int k, int n_group, int topk_group, float
  *  3. moe_scatter: each chunk walks its tokens and hands out rows, writing
  *     token_row and row_token; afterwards the last chunk's cursor of a
  *     segment is where its padding starts;
- *  4. moe_rows: every row copies its token's x, or is padding (zeros,
- *     row_token −1), or lies past the last segment (row_token −1).
+ *  4. moe_rows: every row copies its token's x (ON_INPUT: times the weight
+ *     of its slot, found in token_row), or is padding (zeros, row_token
+ *     −1), or lies past the last segment (row_token −1).
  * Ids outside [0, E) are treated as dropped, so no index leaves its
  * buffer. */
 
@@ -435,12 +464,14 @@ __kernel void moe_scan(int E, long chunks, long align,
 /* Rows in dimension 1; dimension 0 splits a row across lanes (GPU style:
  * the group's threads, coalesced) or is 1 (CPU style: whole rows with
  * vector copies). */
-__kernel void moe_rows(long R, int E, long H, long T, long chunks,
+__kernel void moe_rows(long R, int E, long H, long T, long chunks, int k,
                        __global const int *expert_offsets, ulong offsets_off, long offsets_st,
                        __global const int *scratch, ulong scratch_off,
                        __global int *row_token, ulong rt_off, long rt_st,
                        __global const RAW(IO) *x, ulong x_off, long x_st,
-                       __global RAW(IO) *x_perm, ulong xp_off, long xp_st)
+                       __global RAW(IO) *x_perm, ulong xp_off, long xp_st,
+                       __global const int *token_row, ulong tr_off, long tr_st,
+                       __global const float *weights, ulong w_off, long w_st)
 {
     const long r = get_global_id(1), lane = get_global_id(0), lanes = get_global_size(0);
     if (r >= R) return;
@@ -468,19 +499,39 @@ __kernel void moe_rows(long R, int E, long H, long T, long chunks,
         return;
     }
     __global const RAW(IO) *src = AT_CONST(RAW(IO), x, x_off) + t * x_st;
-#if CPU_STYLE
+#if ON_INPUT
+    /* The row's slot: the j with token_row[t, j] = r (exactly one). */
+    __global const int *tr = AT_CONST(int, token_row, tr_off) + t * tr_st;
+    int slot = 0;
+    for (int j = 0; j < k; j++)
+        if (tr[j] == r) slot = j;
+    const float w = AT_CONST(float, weights, w_off)[t * w_st + slot];
+    __global const ELEM(IO) *xs = (__global const ELEM(IO) *)src;
+    __global ELEM(IO) *xd = (__global ELEM(IO) *)dst;
+#  if CPU_STYLE
+    long d = 0;
+    for (; d + VEC <= H; d += VEC) STORE16(IO, xd, d, w * LOAD16(IO, xs, d));
+    for (; d < H; d++) STORE(IO, xd, d, w * LOAD(IO, xs, d));
+#  else
+    for (long d = lane; d < H; d += lanes) STORE(IO, xd, d, w * LOAD(IO, xs, d));
+#  endif
+#else
+    (void)k; (void)token_row; (void)tr_off; (void)tr_st; (void)weights; (void)w_off; (void)w_st;
+#  if CPU_STYLE
     long d = 0;
     for (; d + VEC <= H; d += VEC) vstore16(vload16(0, src + d), 0, dst + d);
     for (; d < H; d++) dst[d] = src[d];
-#else
+#  else
     for (long d = lane; d < H; d += lanes) dst[d] = src[d];
+#  endif
 #endif
 }
 
 /* ---- combine ----
  * out[t] (+)= Σ_j w[t, j] · y[token_row[t, j]], in the CPU backend's order:
  * the kept rows AXPY_MAX at a time, acc += ((w0·y0 + w1·y1) + w2·y2) + ....
- * Rows outside [0, R) count as dropped. */
+ * Rows outside [0, R) count as dropped. ON_INPUT: every w is 1 (and the
+ * weights buffer is absent), as the CPU backend sums them. */
 #define AXPY_MAX 4
 
 /* axpy_<n> (acc + Σ_{i<m} w[i] · row src[i] of y, at element d) and
@@ -505,7 +556,7 @@ __kernel void moe_rows(long R, int E, long H, long T, long chunks,
             const long r = tr[j];                                              \
             if (r < 0 || r >= R) continue; /* dropped */                       \
             src[m] = r;                                                        \
-            sw[m++] = w[j];                                                    \
+            sw[m++] = ON_INPUT ? 1.0f : w[j];                                  \
             if (m == AXPY_MAX) {                                               \
                 acc = axpy_##n(acc, y, y_st, src, sw, m, d);                   \
                 m = 0;                                                         \
@@ -531,7 +582,12 @@ __kernel void moe_combine(long T, int k, long H, long R, int accumulate, long sp
     const long t = get_global_id(1), lane = get_global_id(0);
     if (t >= T) return;
     __global const ELEM(IO) *y = AT_CONST(ELEM(IO), y_buf, y_off);
+#if ON_INPUT
+    __global const float *w = weights; /* absent: never read */
+    (void)w_off; (void)w_st;
+#else
     __global const float *w = AT_CONST(float, weights, w_off) + t * w_st;
+#endif
     __global const int *tr = AT_CONST(int, token_row, tr_off) + t * tr_st;
     __global ELEM(IO) *out = AT(ELEM(IO), out_buf, out_off) + t * out_st;
 #if CPU_STYLE

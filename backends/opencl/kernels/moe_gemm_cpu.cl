@@ -32,10 +32,12 @@
  * expert by binary search and returns at once when it has no rows.
  * Dimension 0 counts column tiles.
  *
- * Build options: XDT (x, y dtype), WDT (weights), ACT_GEGLU, LANES, NW
- * (weight rows of a register block; the gate/up GEMM pairs NW / 2 gate
- * columns with their up columns), FEW_ROWS and PAIR_ROWS (the K-in-lanes
- * path), and per GEMM UP_BM / UP_BN / UP_KC and
+ * Build options: XDT (x, y dtype), WDT (weights), ACT_GEGLU or ACT_CLAMPED
+ * with ACT_ALPHA and ACT_LIMIT (the activation, prelude.cl), W1_IL (W1
+ * rows interleaved), HAS_B1 / HAS_B2 with BDT (the expert biases, added in
+ * the epilogues), LANES, NW (weight rows of a register block; the gate/up
+ * GEMM pairs NW / 2 gate columns with their up columns), FEW_ROWS and
+ * PAIR_ROWS (the K-in-lanes path), and per GEMM UP_BM / UP_BN / UP_KC and
  * DOWN_BM / DOWN_BN / DOWN_KC (rows, columns and K chunk of a tile;
  * UP_BN counts gate columns). */
 
@@ -152,9 +154,11 @@ inline void block_fma(__local const float *ag, __local const float *panel, long 
 
 /* Epilogue of a register block: lane l is row g·LANES + l of the tile,
  * block column j is tile column q + j (gate/up: acc[j] the gate and
- * acc[j + NW/2] the up sums of that column). */
-inline void store_block(const int GATE_UP, const float16 *acc, long g, long nr, long q,
-                        long cols, long col0, __global uchar *c, long c_st)
+ * acc[j + NW/2] the up sums of that column). bias, if HAS_BIAS: the
+ * expert's b1 (entries in W1's row order, N gate columns) or b2. */
+inline void store_block(const int GATE_UP, const int HAS_BIAS, const float16 *acc, long g,
+                        long nr, long q, long cols, long col0, long N,
+                        __global const ELEM(BDT) *bias, __global uchar *c, long c_st)
 {
     const long lanes = min((long)LANES, nr - g * LANES);
     const int step = GATE_UP ? NW / 2 : NW;
@@ -162,10 +166,16 @@ inline void store_block(const int GATE_UP, const float16 *acc, long g, long nr, 
         const long col = q + j;
         if (col >= cols) break;
         float out[LANES];
-        if (GATE_UP)
-            vstore16(ACTIVATE(acc[j]) * acc[j + NW / 2], 0, out);
-        else
-            vstore16(acc[j], 0, out);
+        if (GATE_UP) {
+            float16 gate = acc[j], up = acc[j + NW / 2];
+            if (HAS_BIAS) {
+                gate += LOAD(BDT, bias, w1_row(0, col0 + col, N));
+                up += LOAD(BDT, bias, w1_row(1, col0 + col, N));
+            }
+            vstore16(glu16(gate, up), 0, out);
+        } else {
+            vstore16(HAS_BIAS ? acc[j] + LOAD(BDT, bias, col0 + col) : acc[j], 0, out);
+        }
         for (long l = 0; l < lanes; l++) {
             const long r = g * LANES + l;
             if (GATE_UP)
@@ -182,9 +192,10 @@ inline void store_block(const int GATE_UP, const float16 *acc, long g, long nr, 
  * lanes empty, and here every weight load feeds PAIR_ROWS full FMAs. The
  * weight rows stream once per PAIR_ROWS rows, from memory the first time
  * and from L2 after. */
-inline void gemm_tile_few(const int GATE_UP, const long BN, long K, long N, long nr, long col0,
-                          __global const uchar *a, long a_st, __global const ELEM(WDT) *w_e,
-                          long w_sn, __global uchar *c, long c_st)
+inline void gemm_tile_few(const int GATE_UP, const int HAS_BIAS, const long BN, long K, long N,
+                          long nr, long col0, __global const uchar *a, long a_st,
+                          __global const ELEM(WDT) *w_e, long w_sn,
+                          __global const ELEM(BDT) *bias, __global uchar *c, long c_st)
 {
     const long cols = min(BN, N - col0);
     const long step = GATE_UP ? NW / 2 : NW;
@@ -193,7 +204,7 @@ inline void gemm_tile_few(const int GATE_UP, const long BN, long K, long N, long
         for (int j = 0; j < NW; j++) {
             long col = GATE_UP ? q + j % (NW / 2) : q + j;
             if (col >= cols) col = q; /* past the end: a valid row, dropped */
-            w[j] = w_e + (col0 + col + (GATE_UP && j >= NW / 2 ? N : 0)) * w_sn;
+            w[j] = w_e + (GATE_UP ? w1_row(j >= NW / 2, col0 + col, N) : col0 + col) * w_sn;
         }
         for (long r0 = 0; r0 < nr; r0 += PAIR_ROWS) {
             float16 acc[PAIR_ROWS * NW];
@@ -225,13 +236,21 @@ inline void gemm_tile_few(const int GATE_UP, const long BN, long K, long N, long
             for (int i = 0; i < PAIR_ROWS && r0 + i < nr; i++) {
                 const long r = r0 + i;
                 for (int j = 0; j < (int)step && q + j < cols; j++) {
-                    const float v = sums[i * NW + j];
+                    float v = sums[i * NW + j];
                     const long col = col0 + q + j;
-                    if (GATE_UP)
+                    if (GATE_UP) {
+                        float up = sums[i * NW + j + NW / 2];
+                        if (HAS_BIAS) {
+                            v += LOAD(BDT, bias, w1_row(0, col, N));
+                            up += LOAD(BDT, bias, w1_row(1, col, N));
+                        }
+                        /* As a vector, so the value matches store_block's. */
                         ((__global float *)c)[r * c_st + col] =
-                            ACTIVATE((float16)v).s0 * sums[i * NW + j + NW / 2];
-                    else
+                            glu16((float16)v, (float16)up).s0;
+                    } else {
+                        if (HAS_BIAS) v += LOAD(BDT, bias, col);
                         STORE(XDT, (__global ELEM(XDT) *)c, r * c_st + col, v);
+                    }
                 }
             }
         }
@@ -240,16 +259,18 @@ inline void gemm_tile_few(const int GATE_UP, const long BN, long K, long N, long
 
 /* One tile of either GEMM. GATE_UP: N counts gate columns, register block
  * columns j < NW/2 are gate columns c + j and j ≥ NW/2 the matching up
- * columns N + c + j − NW/2, and the epilogue writes h = act(g)·u as f32;
- * else columns are plain and the epilogue writes y in XDT. */
-inline void gemm_tile(const int GATE_UP, const long BN, const long KC, const long BLOCKS,
-                      long K, long N, long nr, long col0, __global const uchar *a, long a_st,
-                      __global const ELEM(WDT) *w_e, long w_sn, __global uchar *c, long c_st,
+ * columns (W1 rows w1_row(0 or 1, c + j)), and the epilogue writes
+ * h = act(g + b1, u + b1) as f32; else columns are plain and the epilogue
+ * writes y + b2 in XDT. */
+inline void gemm_tile(const int GATE_UP, const int HAS_BIAS, const long BN, const long KC,
+                      const long BLOCKS, long K, long N, long nr, long col0,
+                      __global const uchar *a, long a_st, __global const ELEM(WDT) *w_e,
+                      long w_sn, __global const ELEM(BDT) *bias, __global uchar *c, long c_st,
                       __local float *at, __local float *panel, __local float *part)
 {
     const long groups = (nr + LANES - 1) / LANES;
     if (nr <= FEW_ROWS) {
-        gemm_tile_few(GATE_UP, BN, K, N, nr, col0, a, a_st, w_e, w_sn, c, c_st);
+        gemm_tile_few(GATE_UP, HAS_BIAS, BN, K, N, nr, col0, a, a_st, w_e, w_sn, bias, c, c_st);
         return;
     }
     const long cols = min(BN, N - col0);
@@ -263,7 +284,7 @@ inline void gemm_tile(const int GATE_UP, const long BN, const long KC, const lon
             __global const ELEM(WDT) *w_rows[NW];
             for (int j = 0; j < NW; j++) {
                 long col = GATE_UP ? q + j % (NW / 2) : q + j;
-                long row = col0 + col + (GATE_UP && j >= NW / 2 ? N : 0);
+                long row = GATE_UP ? w1_row(j >= NW / 2, col0 + col, N) : col0 + col;
                 w_rows[j] = col < cols ? w_e + row * w_sn : 0;
             }
             /* Columns past the end get zero panel rows. */
@@ -285,19 +306,25 @@ inline void gemm_tile(const int GATE_UP, const long BN, const long KC, const lon
                     for (int j = 0; j < NW; j++) vstore16(acc[j], j, pg);
                     continue;
                 }
-                store_block(GATE_UP, acc, g, nr, q, cols, col0, c, c_st);
+                store_block(GATE_UP, HAS_BIAS, acc, g, nr, q, cols, col0, N, bias, c, c_st);
             }
         }
     }
 }
 
-/* Gate/up GEMM + activation: h[r, c] = act(x_r · W1_e[c]) · (x_r · W1_e[I + c])
- * for gate columns c, with K = H, N = I; h is f32 [max_rows, I]. */
+/* The expert's bias row when the layer has it (NULL otherwise: never read). */
+#define BIAS_ROW(has, buf, off, e, se) \
+    ((has) ? AT_CONST(ELEM(BDT), (buf), (off)) + (e) * (se) : (__global const ELEM(BDT) *)0)
+
+/* Gate/up GEMM + activation: h[r, c] = act(x_r · W1_e[gate c] + b1,
+ * x_r · W1_e[up c] + b1) for gate columns c, with K = H, N = I; h is f32
+ * [max_rows, I]. */
 __kernel void moe_up_cpu(long K, long N, long rows, int experts,
                          __global const uchar *off_buf, ulong off_off, long off_st,
                          __global const uchar *x_buf, ulong x_off, long x_st,
                          __global const uchar *w_buf, ulong w_off, long w_se, long w_sn,
-                         __global uchar *h_buf, ulong h_off)
+                         __global uchar *h_buf, ulong h_off,
+                         __global const uchar *b_buf, ulong b_off, long b_se)
 {
     __local float at[UP_BM * UP_KC];
     __local float panel[NW * UP_KC];
@@ -312,16 +339,17 @@ __kernel void moe_up_cpu(long K, long N, long rows, int experts,
     __global const uchar *a = (__global const uchar *)(AT_CONST(ELEM(XDT), x_buf, x_off) + r0 * x_st);
     __global const ELEM(WDT) *w_e = AT_CONST(ELEM(WDT), w_buf, w_off) + e * w_se;
     __global uchar *h = (__global uchar *)(AT(float, h_buf, h_off) + r0 * N);
-    gemm_tile(1, UP_BN, UP_KC, UP_BLOCKS, K, N, r1 - r0, col0, a, x_st, w_e, w_sn, h, N, at,
-              panel, part);
+    gemm_tile(1, HAS_B1, UP_BN, UP_KC, UP_BLOCKS, K, N, r1 - r0, col0, a, x_st, w_e, w_sn,
+              BIAS_ROW(HAS_B1, b_buf, b_off, e, b_se), h, N, at, panel, part);
 }
 
-/* Down GEMM: y_r = h_r · W2_eᵀ with K = I, N = H, rounded to XDT once. */
+/* Down GEMM: y_r = h_r · W2_eᵀ + b2_e with K = I, N = H, rounded to XDT once. */
 __kernel void moe_down_cpu(long K, long N, long rows, int experts,
                            __global const uchar *off_buf, ulong off_off, long off_st,
                            __global const uchar *h_buf, ulong h_off,
                            __global const uchar *w_buf, ulong w_off, long w_se, long w_sn,
-                           __global uchar *y_buf, ulong y_off, long y_st)
+                           __global uchar *y_buf, ulong y_off, long y_st,
+                           __global const uchar *b_buf, ulong b_off, long b_se)
 {
     __local float at[DOWN_BM * DOWN_KC];
     __local float panel[NW * DOWN_KC];
@@ -336,6 +364,6 @@ __kernel void moe_down_cpu(long K, long N, long rows, int experts,
     __global const uchar *a = (__global const uchar *)(AT_CONST(float, h_buf, h_off) + r0 * K);
     __global const ELEM(WDT) *w_e = AT_CONST(ELEM(WDT), w_buf, w_off) + e * w_se;
     __global uchar *y = (__global uchar *)(AT(ELEM(XDT), y_buf, y_off) + r0 * y_st);
-    gemm_tile(0, DOWN_BN, DOWN_KC, DOWN_BLOCKS, K, N, r1 - r0, col0, a, K, w_e, w_sn, y, y_st,
-              at, panel, part);
+    gemm_tile(0, HAS_B2, DOWN_BN, DOWN_KC, DOWN_BLOCKS, K, N, r1 - r0, col0, a, K, w_e, w_sn,
+              BIAS_ROW(HAS_B2, b_buf, b_off, e, b_se), y, y_st, at, panel, part);
 }

@@ -133,6 +133,43 @@ inline float hsum16(float16 x)
 #endif
 #define ACTIVATE(g) ((g) / (1.0f + exp(-GATE_ARG(g))))
 
+/* h = act(g, u) of the MoE experts, for float (glu) and float16 (glu16).
+ * With -DACT_CLAMPED=1 (and -DACT_ALPHA=, -DACT_LIMIT= as float literals)
+ * GPT-OSS's clamped SwiGLU, min(g, limit)·σ(α·min(g, limit))·
+ * (clamp(u, ±limit) + 1), clamped with comparisons so that a NaN stays a
+ * NaN (fmin, fmax and clamp would return the limit); else act(g)·u. */
+#if defined(ACT_CLAMPED) && ACT_CLAMPED
+inline float glu(float g, float u)
+{
+    g = g > ACT_LIMIT ? ACT_LIMIT : g;
+    u = u > ACT_LIMIT ? ACT_LIMIT : u < -ACT_LIMIT ? -ACT_LIMIT : u;
+    return g / (1.0f + exp(-ACT_ALPHA * g)) * (u + 1.0f);
+}
+inline float16 glu16(float16 g, float16 u)
+{
+    g = select(g, (float16)ACT_LIMIT, g > ACT_LIMIT);
+    u = select(u, (float16)ACT_LIMIT, u > ACT_LIMIT);
+    u = select(u, (float16)(-ACT_LIMIT), u < -ACT_LIMIT);
+    return g / (1.0f + exp(-ACT_ALPHA * g)) * (u + 1.0f);
+}
+#else
+inline float glu(float g, float u) { return ACTIVATE(g) * u; }
+inline float16 glu16(float16 g, float16 u) { return ACTIVATE(g) * u; }
+#endif
+
+/* MoE gate/up GEMM: the W1 row (and b1 entry) of gate (pair 0) or up
+ * (pair 1) column c of n: rows 0..n−1 gate and n..2n−1 up, or with
+ * -DW1_IL=1 (XATTN_MOE_W1_INTERLEAVED) gate 2c and up 2c + 1. */
+inline long w1_row(int pair, long c, long n)
+{
+#if defined(W1_IL) && W1_IL
+    (void)n;
+    return 2 * c + pair;
+#else
+    return pair * n + c;
+#endif
+}
+
 /* MoE GEMMs: rows [*r0, *r1) of virtual row tile v of bm rows, and its
  * expert; 0 when the tile has no rows. Each expert's rows start a new tile,
  * so tile v belongs to the last expert e with offsets[e] / bm + e ≤ v.
