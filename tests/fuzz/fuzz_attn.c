@@ -8,6 +8,7 @@
  * is built with AddressSanitizer and UndefinedBehaviorSanitizer, and each
  * tensor's buffer is exactly its extent). Numbers are not checked: that is
  * the conformance harness's job. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,7 +97,8 @@ static void attention(fz *f, fz_pool *pool)
     /* Run only small problems, on the descriptor's own shapes. */
     const double work = (double)d.batch * d.seqlen_q * (d.seqlen_k + 1) * d.num_q_heads *
                         (d.head_dim_qk + d.head_dim_v);
-    if (work > MAX_RUN_WORK || d.batch > MAX_BATCH) {
+    if (work > MAX_RUN_WORK || d.batch > MAX_BATCH ||
+        (d.kv_layout == XATTN_KV_PAGED && d.max_pages_per_seq > MAX_PAGES_PER_SEQ)) {
         xattn_plan_destroy(&plan);
         return;
     }
@@ -171,7 +173,9 @@ static void kv_append(fz *f, fz_pool *pool)
     const int64_t pages = fz_int(f, 1, 16), page = fz_int(f, 1, 16);
     if (n < 0 || n > 256) return;
     int32_t slots[256];
-    for (int64_t t = 0; t < n; t++) slots[t] = fz_int(f, -1, (int32_t)(pages * page) - 1);
+    const int64_t capacity = pages * page; /* may be huge or negative from raw values */
+    const int32_t top = capacity > INT32_MAX ? INT32_MAX : capacity < 0 ? 0 : (int32_t)capacity;
+    for (int64_t t = 0; t < n; t++) slots[t] = fz_int(f, -1, top - 1);
     fz_layout lay = fz_layout_read(f);
     const int64_t ks[3] = {n, hkv, dqk}, vs[3] = {n, hkv, dv}, ss[1] = {n};
     const int64_t kc[4] = {pages, page, hkv, dqk}, vc[4] = {pages, page, hkv, dv};

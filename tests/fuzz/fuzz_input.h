@@ -46,7 +46,8 @@ static inline int32_t fz_int(fz *f, int32_t lo, int32_t hi)
 {
     uint8_t c = fz_u8(f);
     if (c >= FZ_RAW_FROM) return (int32_t)fz_u32(f);
-    return lo + (int32_t)(c % (uint32_t)(hi - lo + 1));
+    if (hi <= lo) return lo; /* a range from raw values may be empty */
+    return (int32_t)(lo + (int64_t)(c % ((uint64_t)((int64_t)hi - lo) + 1)));
 }
 
 /* One of the n values, or (rarely) any 32-bit value. */

@@ -81,7 +81,7 @@ static void moe(fz *f, fz_pool *pool)
     const int64_t T = fz_int(f, 0, d.max_tokens), E = d.num_experts, k = d.top_k;
     const int64_t H = d.hidden, I = d.inter;
     const int64_t R = xattn_moe_rows(plan, T < 0 || T > d.max_tokens ? 0 : T);
-    if ((double)E * 3 * I * H > MAX_RUN_WEIGHTS || E > MAX_EXPERTS || T < 0 ||
+    if ((double)E * 3 * I * H > MAX_RUN_WEIGHTS || E > MAX_EXPERTS || k > MAX_TOPK || T < 0 ||
         T > MAX_TOKENS || R < 0 || T * k + E * 64 > MAX_INDEX) {
         xattn_moe_plan_destroy(&plan);
         return;
@@ -95,8 +95,9 @@ static void moe(fz *f, fz_pool *pool)
     const int32_t al = xattn_moe_alignment(plan);
     offsets[0] = 0;
     for (int64_t e = 0; e < E; e++) {
-        int32_t rows = fz_int(f, 0, 3) * (al > 0 ? al : 1);
-        offsets[e + 1] = offsets[e] + rows <= R ? offsets[e] + rows : offsets[e];
+        const int64_t rows = (int64_t)fz_int(f, 0, 3) * (al > 0 ? al : 1);
+        const int64_t end = offsets[e] + rows;
+        offsets[e + 1] = rows >= 0 && end <= R ? (int32_t)end : offsets[e];
     }
     if (fz_u8(f) >= 240) offsets[fz_u8(f) % (E + 1)] = (int32_t)fz_u32(f);
 
