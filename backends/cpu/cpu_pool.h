@@ -8,8 +8,11 @@
  * workers join it. Jobs of one pool run one at a time; a caller that finds
  * the pool busy waits for it (the job would use the same cores). A job of
  * one thread runs on the caller without touching the pool, so small calls
- * from many threads run side by side. Idle workers spin briefly (a decode
- * step follows the last within microseconds), then sleep. */
+ * from many threads run side by side. A waiting thread (an idle worker,
+ * the caller at the end of a job, a barrier) polls briefly, then polls
+ * yielding its core for up to a millisecond (a decode step follows the
+ * last within microseconds; with more runnable threads than cores, the
+ * thread it waits for may need its core), then sleeps. */
 #include <stdatomic.h>
 #include <stdint.h>
 
