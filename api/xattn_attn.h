@@ -142,8 +142,10 @@ XATTN_API xattn_status xattn_attn_run(const xattn_plan *plan,
  * k_cache/v_cache [num_pages, page_size, Hkv, D]; slot −1 skips the token.
  * Dtypes of new rows and caches match; slots are i32 [n].
  * Errors: XATTN_ERR_INVALID_ARGUMENT (shapes, dtypes; a slot out of range
- * or given to two tokens, when host-visible), XATTN_ERR_OUT_OF_MEMORY,
- * XATTN_ERR_UNSUPPORTED (dtype on this backend), XATTN_ERR_DEVICE.
+ * or given to two tokens, when host-visible), XATTN_ERR_OUT_OF_MEMORY (only
+ * to check more than 1024 host-visible slots for repeats: up to that
+ * kv_append allocates nothing), XATTN_ERR_UNSUPPORTED (dtype on this
+ * backend), XATTN_ERR_DEVICE.
  * Thread-safety: safe on distinct caches. */
 XATTN_API xattn_status xattn_kv_append(xattn_context *ctx,
                                        const xattn_tensor *k_new,

@@ -136,14 +136,17 @@ typedef struct xattn_context_options {
     void *native_queue;         /* cudaStream_t / hipStream_t / cl_command_queue;
                                    NULL: the backend's default */
     int32_t num_threads;        /* CPU backend worker threads, 0 = all cores;
-                                   must be 0 for other backends */
+                                   they start with the context and stop with
+                                   it (runs start none); must be 0 for other
+                                   backends */
 } xattn_context_options;
 
 /* Create a context from XATTN_BACKEND, XATTN_DEVICE and XATTN_LOG.
  * Errors: XATTN_ERR_INVALID_ARGUMENT (out NULL), XATTN_ERR_INVALID_ENV
  * (unknown value; the message lists the valid ones),
  * XATTN_ERR_BACKEND_UNAVAILABLE (explicit backend missing; the message says
- * why), XATTN_ERR_OUT_OF_MEMORY. Thread-safety: safe. */
+ * why), XATTN_ERR_OUT_OF_MEMORY (also: the cpu backend's worker threads
+ * could not start). Thread-safety: safe. */
 XATTN_API xattn_status xattn_context_create(xattn_context **out);
 
 /* Create a context from explicit options; XATTN_BACKEND and XATTN_DEVICE are

@@ -403,11 +403,33 @@ xattn_status xattn_attn_run(const xattn_plan *plan, const xattn_attn_args *a)
 
 /* ---- kv_append ------------------------------------------------------------ */
 
-static int cmp_i32(const void *a, const void *b)
+/* Heapsort: in place and without allocating, unlike qsort (glibc's
+ * allocates a merge buffer for arrays over a kilobyte). */
+static void sift_down(int32_t *v, int64_t root, int64_t n)
 {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
+    for (int64_t child; (child = 2 * root + 1) < n; root = child) {
+        if (child + 1 < n && v[child + 1] > v[child]) child++;
+        if (v[root] >= v[child]) return;
+        int32_t t = v[root];
+        v[root] = v[child];
+        v[child] = t;
+    }
 }
+
+static void sort_i32(int32_t *v, int64_t n)
+{
+    for (int64_t i = n / 2 - 1; i >= 0; i--) sift_down(v, i, n);
+    for (int64_t end = n - 1; end > 0; end--) {
+        int32_t t = v[0];
+        v[0] = v[end];
+        v[end] = t;
+        sift_down(v, 0, end);
+    }
+}
+
+/* Slots sorted on the stack up to this many (a decode step's batch), so
+ * that kv_append allocates nothing for them; more are sorted on the heap. */
+enum { KV_APPEND_STACK_SLOTS = 1024 };
 
 /* Slots in [-1, capacity), none repeated (two tokens racing for one cache
  * row would be a silent wrong answer). Only checked when host-visible. */
@@ -415,26 +437,29 @@ static xattn_status check_slots(const xattn_tensor *slots, int64_t n, int64_t ca
 {
     const int32_t *sh = xattn_host_i32(slots);
     if (!sh || n == 0) return XATTN_OK;
-    int32_t *sorted = malloc((size_t)n * sizeof *sorted);
-    if (!sorted) return xattn_error(XATTN_ERR_OUT_OF_MEMORY, "slots: out of memory");
+    int32_t on_stack[KV_APPEND_STACK_SLOTS];
+    int32_t *sorted = n <= KV_APPEND_STACK_SLOTS ? on_stack : malloc((size_t)n * sizeof *sorted);
+    if (!sorted)
+        return xattn_error(XATTN_ERR_OUT_OF_MEMORY,
+                           "slots: no memory to check %lld slots for repeats", (long long)n);
     int64_t used = 0;
     for (int64_t t = 0; t < n; t++) {
         int32_t s = sh[t * slots->stride[0]];
         if (s < -1 || s >= capacity) {
-            free(sorted);
+            if (sorted != on_stack) free(sorted);
             return INVALID("slots: entry %lld = %d is outside [-1, num_pages x page_size = %lld)",
                            (long long)t, (int)s, (long long)capacity);
         }
         if (s >= 0) sorted[used++] = s;
     }
-    qsort(sorted, (size_t)used, sizeof *sorted, cmp_i32);
+    sort_i32(sorted, used);
     for (int64_t i = 1; i < used; i++)
         if (sorted[i] == sorted[i - 1]) {
             int32_t dup = sorted[i];
-            free(sorted);
+            if (sorted != on_stack) free(sorted);
             return INVALID("slots: slot %d is given to more than one token", (int)dup);
         }
-    free(sorted);
+    if (sorted != on_stack) free(sorted);
     return XATTN_OK;
 }
 

@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "module_notes.h"
+#include "module_check.h"
 
 #ifndef XATTN_MODULE_DIR
 #  define XATTN_MODULE_DIR "/usr/local/lib/xattn"
@@ -76,6 +77,7 @@ const xattn_backend_vtable *xattn_module_load(const char *path, char *reason,
         snprintf(reason, reason_size, "module %s not found", path ? path : "(null)");
         return NULL;
     }
+    if (xattn_module_file_check(path, reason, reason_size) != 0) return NULL;
     /* RTLD_LOCAL keeps one module's vendor symbols away from another's.
      * Modules are never unloaded: plans may hold code from them. */
     void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);

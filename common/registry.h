@@ -24,8 +24,9 @@ XATTN_INTERNAL const xattn_backend_vtable *xattn_backend_get(xattn_backend_kind 
 /* "auto|cpu|opencl|cuda|hip", from the registry table, into buf. */
 XATTN_INTERNAL void xattn_backend_values(char *buf, size_t size);
 
-/* Load one module file and check its entry point and ABI version. Does not
- * cache. An accepted module stays loaded; a rejected one is closed. Used by the
+/* Load one module file: check the file first (a regular file holding a
+ * whole ELF shared object for this machine, module_check.h), then its entry
+ * point and ABI version. Does not cache. An accepted module stays loaded; a rejected one is closed. Used by the
  * registry and by the loader tests. */
 XATTN_INTERNAL const xattn_backend_vtable *xattn_module_load(const char *path,
                                                         char *reason,

@@ -34,8 +34,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <omp.h>
-
 #include "cpu_kernels.h"
 #include "half.h"
 #include "plan_cpu.h"
@@ -1278,7 +1276,50 @@ static void merge_row(const run_ctx *c, int64_t grow, int64_t h)
     if (c->lse) c->lse[h * l->lse_sh + grow * l->lse_st] = lse;
 }
 
-void KERNEL_ENTRY(const struct xattn_plan *plan, const xattn_attn_launch *l)
+/* A launch on the pool's threads: the work items (or lockstep batches)
+ * dynamically, one at a time, then the merge of the KV splits statically
+ * once every item is done. */
+typedef struct attn_job {
+    const run_ctx *c;
+    xattn_cpu_counter next; /* the next item or batch to take */
+} attn_job;
+
+static void attn_job_run(void *arg, const xattn_cpu_team *team)
+{
+    attn_job *job = arg;
+    const run_ctx *c = job->c;
+    const xattn_attn_plan_params *pp = c->pp;
+    const int64_t num_work = pp->num_work;
+    char *scratch = c->scratch + (size_t)team->tid * pp->local_mem_bytes;
+    if (c->narrow && c->lay.items > 1) {
+        /* Batches of lockstep items: (sequence, chunk of head groups,
+         * query tile, split), splits innermost so that the threads
+         * start on different key ranges. */
+        const int64_t splits = pp->kv_splits, tiles = pp->q_tiles, hg = pp->head_groups;
+        const int64_t chunks = (hg + c->lay.items - 1) / c->lay.items;
+        const int64_t batches = num_work / hg * chunks;
+        for (int64_t x; (x = xattn_cpu_counter_take(&job->next)) < batches;) {
+            const int64_t s = x % splits, t = x / splits % tiles;
+            const int64_t ch = x / splits / tiles % chunks, b = x / splits / tiles / chunks;
+            const int64_t g0 = ch * c->lay.items;
+            const int n = (int)(hg - g0 < c->lay.items ? hg - g0 : c->lay.items);
+            run_lockstep(c, ((b * hg + g0) * tiles + t) * splits + s, tiles * splits, n,
+                         scratch);
+        }
+    } else {
+        for (int64_t w; (w = xattn_cpu_counter_take(&job->next)) < num_work;)
+            run_item(c, w, scratch);
+    }
+    if (c->part_o) {
+        xattn_cpu_team_barrier(team); /* every split's partial is written */
+        int64_t x0, x1;
+        xattn_cpu_team_share(team, c->l->total_q * c->hq, &x0, &x1);
+        for (int64_t x = x0; x < x1; x++) merge_row(c, x / c->hq, x % c->hq);
+    }
+}
+
+void KERNEL_ENTRY(const struct xattn_plan *plan, const xattn_attn_launch *l,
+                  xattn_cpu_pool *pool)
 {
     const xattn_attn_problem *prob = &plan->prob;
     const xattn_attn_desc *d = &prob->desc;
@@ -1322,34 +1363,7 @@ void KERNEL_ENTRY(const struct xattn_plan *plan, const xattn_attn_launch *l)
         c.part_lse = c.part_o + (int64_t)pp->kv_splits * c.part_rows * c.hq * c.dv_pad;
     }
 
-    const int64_t num_work = pp->num_work;
-    const int64_t total_q = l->total_q;
-#pragma omp parallel num_threads(pp->threads)
-    {
-        char *scratch = c.scratch + (size_t)omp_get_thread_num() * pp->local_mem_bytes;
-        if (c.narrow && c.lay.items > 1) {
-            /* Batches of lockstep items: (sequence, chunk of head groups,
-             * query tile, split), splits innermost so that the threads
-             * start on different key ranges. */
-            const int64_t splits = pp->kv_splits, tiles = pp->q_tiles, hg = pp->head_groups;
-            const int64_t chunks = (hg + c.lay.items - 1) / c.lay.items;
-            const int64_t batches = num_work / hg * chunks;
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t x = 0; x < batches; x++) {
-                const int64_t s = x % splits, t = x / splits % tiles;
-                const int64_t ch = x / splits / tiles % chunks, b = x / splits / tiles / chunks;
-                const int64_t g0 = ch * c.lay.items;
-                const int n = (int)(hg - g0 < c.lay.items ? hg - g0 : c.lay.items);
-                run_lockstep(&c, ((b * hg + g0) * tiles + t) * splits + s, tiles * splits, n,
-                             scratch);
-            }
-        } else {
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t w = 0; w < num_work; w++) run_item(&c, w, scratch);
-        }
-        if (c.part_o) {
-#pragma omp for schedule(static)
-            for (int64_t x = 0; x < total_q * c.hq; x++) merge_row(&c, x / c.hq, x % c.hq);
-        }
-    }
+    attn_job job = {.c = &c};
+    xattn_cpu_counter_reset(&job.next);
+    xattn_cpu_pool_run(pool, pp->threads, attn_job_run, &job);
 }

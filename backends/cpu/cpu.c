@@ -13,8 +13,8 @@
 #include "plan_cpu.h"
 
 struct xattn_device {
-    int32_t num_threads;
     const xattn_cpu_isa *isa; /* the kernel build every plan of this device uses */
+    xattn_cpu_pool *pool;     /* caps.compute_units threads, the caller's included */
 };
 
 /* XATTN_CPU_ISA (auto | avx512 | avx2 | generic) pins the kernel build, so
@@ -64,13 +64,23 @@ static xattn_status cpu_device_open(int32_t index, const xattn_context_options *
     caps->vector_bytes = (uint32_t)isa->lanes * 4u;
     snprintf(caps->name, sizeof caps->name, "host CPU, %u thread%s, %s kernels",
              caps->compute_units, caps->compute_units == 1 ? "" : "s", isa->name);
-    dev->num_threads = (int32_t)caps->compute_units;
     dev->isa = isa;
+    /* The threads start here, not in a run: a run must not allocate, and
+     * a failure here is a status, not an exit. */
+    xattn_status st = xattn_cpu_pool_create((int32_t)caps->compute_units, &dev->pool);
+    if (st != XATTN_OK) {
+        free(dev);
+        return st;
+    }
     *out = dev;
     return XATTN_OK;
 }
 
-static void cpu_device_close(xattn_device *dev) { free(dev); }
+static void cpu_device_close(xattn_device *dev)
+{
+    xattn_cpu_pool_destroy(dev->pool);
+    free(dev);
+}
 
 static xattn_status cpu_synchronize(xattn_device *dev)
 {
@@ -175,21 +185,20 @@ static void cpu_attn_release(xattn_device *dev, void *state)
 static xattn_status cpu_attn_run(xattn_device *dev, const struct xattn_plan *plan,
                                  const void *state, const xattn_attn_launch *l)
 {
-    (void)dev;
     const cpu_attn_state *st = state;
-    st->isa->attn(plan, l);
+    st->isa->attn(plan, l, dev->pool);
     return XATTN_OK;
 }
 
 static xattn_status cpu_kv_append(xattn_device *dev, const xattn_kv_append_launch *l)
 {
-    xattn_cpu_kv_append(l, dev->num_threads);
+    xattn_cpu_kv_append(l, dev->pool);
     return XATTN_OK;
 }
 
 static xattn_status cpu_merge_states(xattn_device *dev, const xattn_merge_launch *l)
 {
-    xattn_cpu_merge_states(l, dev->num_threads);
+    xattn_cpu_merge_states(l, dev->pool);
     return XATTN_OK;
 }
 
@@ -227,13 +236,12 @@ static void cpu_moe_release(xattn_device *dev, void *state)
 static xattn_status cpu_moe_run(xattn_device *dev, const struct xattn_moe_plan *plan,
                                 const void *state, xattn_moe_op op, const xattn_moe_launch *l)
 {
-    (void)dev;
     const cpu_moe_state *st = state;
     switch (op) {
-    case XATTN_MOE_OP_ROUTE: xattn_cpu_moe_route(plan, l); return XATTN_OK;
-    case XATTN_MOE_OP_DISPATCH: xattn_cpu_moe_dispatch(plan, l); return XATTN_OK;
-    case XATTN_MOE_OP_EXPERTS: st->isa->moe_experts(plan, l); return XATTN_OK;
-    case XATTN_MOE_OP_COMBINE: xattn_cpu_moe_combine(plan, l); return XATTN_OK;
+    case XATTN_MOE_OP_ROUTE: xattn_cpu_moe_route(plan, l, dev->pool); return XATTN_OK;
+    case XATTN_MOE_OP_DISPATCH: xattn_cpu_moe_dispatch(plan, l, dev->pool); return XATTN_OK;
+    case XATTN_MOE_OP_EXPERTS: st->isa->moe_experts(plan, l, dev->pool); return XATTN_OK;
+    case XATTN_MOE_OP_COMBINE: xattn_cpu_moe_combine(plan, l, dev->pool); return XATTN_OK;
     }
     return xattn_error(XATTN_ERR_INTERNAL, "cpu: unknown MoE op %d", (int)op);
 }

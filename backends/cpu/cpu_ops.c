@@ -1,5 +1,6 @@
 /* kv_append and merge_states for the CPU backend. Both stream memory once,
- * so plain C with OpenMP over tokens is as fast as the memory allows. */
+ * so plain C on the pool's threads over tokens is as fast as the memory
+ * allows. */
 #include <math.h>
 #include <string.h>
 
@@ -14,16 +15,17 @@ static char *mref(xattn_ref r) { return (char *)r.native + r.offset; }
 
 static size_t dtype_bytes(xattn_dtype t) { return t == XATTN_F32 ? 4 : 2; }
 
-void xattn_cpu_kv_append(const xattn_kv_append_launch *l, int32_t num_threads)
+static void kv_append_job(void *arg, const xattn_cpu_team *team)
 {
+    const xattn_kv_append_launch *l = arg;
     const size_t e = dtype_bytes(l->dtype);
     const int32_t *slots = (const int32_t *)cref(l->slots);
     const char *kn = cref(l->k_new), *vn = cref(l->v_new);
     char *kc = mref(l->k_cache), *vc = mref(l->v_cache);
     const int64_t n = l->n, heads = l->num_kv_heads;
-    const int threads = n * heads * (l->dqk + l->dv) >= PARALLEL_MIN_ELEMS ? num_threads : 1;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t t = 0; t < n; t++) {
+    int64_t t0, t1;
+    xattn_cpu_team_share(team, n, &t0, &t1);
+    for (int64_t t = t0; t < t1; t++) {
         const int64_t slot = slots[t];
         if (slot < 0) continue; /* −1: this token is not stored */
         const int64_t page = slot / l->page_size, off = slot % l->page_size;
@@ -34,6 +36,13 @@ void xattn_cpu_kv_append(const xattn_kv_append_launch *l, int32_t num_threads)
                    vn + (t * l->vn_st + h * l->vn_sh) * (int64_t)e, (size_t)l->dv * e);
         }
     }
+}
+
+void xattn_cpu_kv_append(const xattn_kv_append_launch *l, xattn_cpu_pool *pool)
+{
+    const int parallel = l->n * l->num_kv_heads * (l->dqk + l->dv) >= PARALLEL_MIN_ELEMS;
+    xattn_cpu_pool_run(pool, parallel ? xattn_cpu_pool_threads(pool) : 1, kv_append_job,
+                       (void *)l);
 }
 
 static float load_elem(const char *p, xattn_dtype t, int64_t i)
@@ -54,17 +63,18 @@ static void store_elem(char *p, xattn_dtype t, int64_t i, float x)
     memcpy(p + i * 2, &h, sizeof h);
 }
 
-void xattn_cpu_merge_states(const xattn_merge_launch *l, int32_t num_threads)
+static void merge_job(void *arg, const xattn_cpu_team *team)
 {
+    const xattn_merge_launch *l = arg;
     const int64_t e = (int64_t)dtype_bytes(l->dtype);
     const char *oa = cref(l->o_a), *ob = cref(l->o_b);
     const float *la = (const float *)cref(l->lse_a), *lb = (const float *)cref(l->lse_b);
     char *o = mref(l->o);
     float *lse = (float *)mref(l->lse);
     const int64_t rows = l->n * l->heads, dim = l->dim;
-    const int threads = rows * dim >= PARALLEL_MIN_ELEMS ? num_threads : 1;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t x = 0; x < rows; x++) {
+    int64_t x0, x1;
+    xattn_cpu_team_share(team, rows, &x0, &x1);
+    for (int64_t x = x0; x < x1; x++) {
         const int64_t t = x / l->heads, h = x % l->heads;
         const float a = la[h * l->la_sh + t * l->la_st], b = lb[h * l->lb_sh + t * l->lb_st];
         const char *ra = oa + (t * l->oa_st + h * l->oa_sh) * e;
@@ -89,4 +99,11 @@ void xattn_cpu_merge_states(const xattn_merge_launch *l, int32_t num_threads)
         }
         lse[h * l->l_sh + t * l->l_st] = m + logf(wa + wb);
     }
+}
+
+void xattn_cpu_merge_states(const xattn_merge_launch *l, xattn_cpu_pool *pool)
+{
+    const int parallel = l->n * l->heads * l->dim >= PARALLEL_MIN_ELEMS;
+    xattn_cpu_pool_run(pool, parallel ? xattn_cpu_pool_threads(pool) : 1, merge_job,
+                       (void *)l);
 }

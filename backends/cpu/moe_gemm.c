@@ -34,8 +34,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <omp.h>
-
 #include "cpu_kernels.h"
 #include "half.h"
 #include "plan_moe_cpu.h"
@@ -616,8 +614,8 @@ static void run_item(const run_ctx *c, const gemm *g, const item *it, char *slic
     store_item(c, g, it, cbuf, bias);
 }
 
-/* Every work item of a GEMM, shared among the team. */
-static void run_gemm(const run_ctx *c, const gemm *g, char *slice)
+/* Every work item of a GEMM, shared among the team through next. */
+static void run_gemm(const run_ctx *c, const gemm *g, xattn_cpu_counter *next, char *slice)
 {
     const int64_t block_m = g->tiles->block_m, block_n = g->tiles->block_n;
     const int64_t col_blocks = ceil_div(g->n, block_n);
@@ -625,15 +623,15 @@ static void run_gemm(const run_ctx *c, const gemm *g, char *slice)
     for (int64_t e = 0; e < c->experts; e++)
         items += ceil_div(segment_start(c, e + 1) - segment_start(c, e), block_m) * col_blocks;
 
-    /* Items run in increasing order on each thread (monotonic), so a thread
+    /* Items run in increasing order on each thread (the counter only
+     * grows), so a thread
      * finds an item's expert by walking forward from its previous one, and
      * its next item often has the same rows: A rows not in f32 are
      * converted once for all of them. */
     int64_t e = 0, e_first = 0; /* expert e's items start at e_first */
     int64_t converted_row0 = -1;
     float *converted = (float *)(slice + c->lay.a);
-#pragma omp for schedule(monotonic : dynamic, 1)
-    for (int64_t w = 0; w < items; w++) {
+    for (int64_t w; (w = xattn_cpu_counter_take(next)) < items;) {
         for (;;) {
             int64_t n = ceil_div(segment_start(c, e + 1) - segment_start(c, e), block_m) *
                         col_blocks;
@@ -664,7 +662,26 @@ static void run_gemm(const run_ctx *c, const gemm *g, char *slice)
     }
 }
 
-void KERNEL_ENTRY(const struct xattn_moe_plan *plan, const xattn_moe_launch *l)
+/* The two GEMMs on the pool's threads: every gate/up item, a barrier (the
+ * down GEMM reads all of h), every down item. */
+typedef struct gemm_job {
+    const run_ctx *c;
+    char *scratch;              /* a slice of per_thread bytes per thread */
+    size_t per_thread;
+    xattn_cpu_counter up, down; /* the next item of each GEMM */
+} gemm_job;
+
+static void gemm_job_run(void *arg, const xattn_cpu_team *team)
+{
+    gemm_job *job = arg;
+    char *slice = job->scratch + (size_t)team->tid * job->per_thread;
+    run_gemm(job->c, &job->c->up, &job->up, slice);
+    xattn_cpu_team_barrier(team);
+    run_gemm(job->c, &job->c->down, &job->down, slice);
+}
+
+void KERNEL_ENTRY(const struct xattn_moe_plan *plan, const xattn_moe_launch *l,
+                  xattn_cpu_pool *pool)
 {
     const xattn_moe_desc *d = &plan->prob.desc;
     const xattn_moe_plan_params *pp = &plan->params;
@@ -696,10 +713,8 @@ void KERNEL_ENTRY(const struct xattn_moe_plan *plan, const xattn_moe_launch *l)
                     l->b2.native ? (const char *)l->b2.native + l->b2.offset : NULL, l->b2_se};
     char *scratch = ws + pp->scratch_offset;
 
-#pragma omp parallel num_threads(pp->threads)
-    {
-        char *slice = scratch + (size_t)omp_get_thread_num() * pp->scratch_per_thread;
-        run_gemm(&c, &c.up, slice);
-        run_gemm(&c, &c.down, slice); /* after the barrier that ends the gate/up items */
-    }
+    gemm_job job = {.c = &c, .scratch = scratch, .per_thread = pp->scratch_per_thread};
+    xattn_cpu_counter_reset(&job.up);
+    xattn_cpu_counter_reset(&job.down);
+    xattn_cpu_pool_run(pool, pp->threads, gemm_job_run, &job);
 }

@@ -1,8 +1,8 @@
 /* MoE route, dispatch and combine for the CPU backend, with the semantics
  * of api/xattn_moe.h. All three stream memory once, so this is portable C
- * built once (not per ISA): OpenMP over tokens, row copies with memcpy, and
- * inner loops over a row written without branches so the compiler
- * vectorises them.
+ * built once (not per ISA): the pool's threads (cpu_pool.h) over tokens,
+ * row copies with memcpy, and inner loops over a row written without
+ * branches so the compiler vectorises them.
  *
  * Each thread uses its slice of the plan's scratch region
  * (plan->params.scratch_per_thread bytes), carved as common/plan_moe.c
@@ -22,7 +22,6 @@
  * adds its rows with weight 1 (multiplying by 1 is exact, so that is the
  * unweighted sum). */
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
 #if defined(__SSE2__)
@@ -93,6 +92,12 @@ static int threads_for(const struct xattn_moe_plan *plan, int64_t bytes)
 {
     return bytes >= PARALLEL_MIN_BYTES ? plan->params.threads : 1;
 }
+
+/* What each call's job on the pool's threads reads. */
+typedef struct moe_job {
+    const struct xattn_moe_plan *plan;
+    const xattn_moe_launch *l;
+} moe_job;
 
 /* Share [*begin, *end) of thread tid of n in `count` items (tokens, experts,
  * rows): contiguous chunks in thread order, so tokens stay ascending across
@@ -559,25 +564,34 @@ static void route_token(const struct xattn_moe_plan *plan, const char *logits_ro
     for (int32_t j = 0; j < k; j++) w[j] *= scale;
 }
 
-void xattn_cpu_moe_route(const struct xattn_moe_plan *plan, const xattn_moe_launch *l)
+static void route_job(void *arg, const xattn_cpu_team *team)
 {
+    const moe_job *job = arg;
+    const struct xattn_moe_plan *plan = job->plan;
+    const xattn_moe_launch *l = job->l;
     const xattn_moe_desc *d = &plan->prob.desc;
-    const int64_t T = l->tokens;
     const char *logits = cref(l->logits);
     const float *bias = l->bias.native ? (const float *)cref(l->bias) : NULL;
     int32_t *ids = (int32_t *)mref(l->topk_ids);
     float *weights = (float *)mref(l->topk_weights);
     const size_t le = xattn_dtype_size(d->logits_dtype);
     const int bias_nan = bias && any_nan(bias, d->num_experts);
-    const int threads = threads_for(plan, T * d->num_experts * (int64_t)le);
-#pragma omp parallel num_threads(threads)
-    {
-        float *scratch = (float *)scratch_slice(plan, l, omp_get_thread_num());
-#pragma omp for schedule(static)
-        for (int64_t t = 0; t < T; t++)
-            route_token(plan, logits + t * l->logits_st * (int64_t)le, bias, bias_nan, scratch,
-                        ids + t * l->ids_st, weights + t * l->weights_st);
-    }
+    float *scratch = (float *)scratch_slice(plan, l, team->tid);
+    int64_t t0, t1;
+    xattn_cpu_team_share(team, l->tokens, &t0, &t1);
+    for (int64_t t = t0; t < t1; t++)
+        route_token(plan, logits + t * l->logits_st * (int64_t)le, bias, bias_nan, scratch,
+                    ids + t * l->ids_st, weights + t * l->weights_st);
+}
+
+void xattn_cpu_moe_route(const struct xattn_moe_plan *plan, const xattn_moe_launch *l,
+                         xattn_cpu_pool *pool)
+{
+    const xattn_moe_desc *d = &plan->prob.desc;
+    const size_t le = xattn_dtype_size(d->logits_dtype);
+    const int threads = threads_for(plan, l->tokens * d->num_experts * (int64_t)le);
+    moe_job job = {plan, l};
+    xattn_cpu_pool_run(pool, threads, route_job, &job);
 }
 
 /* ---- dispatch ----------------------------------------------------------------- */
@@ -644,8 +658,11 @@ static inline __attribute__((always_inline)) void scatter(
     }
 }
 
-void xattn_cpu_moe_dispatch(const struct xattn_moe_plan *plan, const xattn_moe_launch *l)
+static void dispatch_job(void *arg, const xattn_cpu_team *team)
 {
+    const moe_job *job = arg;
+    const struct xattn_moe_plan *plan = job->plan;
+    const xattn_moe_launch *l = job->l;
     const xattn_moe_desc *d = &plan->prob.desc;
     const int64_t T = l->tokens, R = l->rows;
     const int32_t E = d->num_experts, k = d->top_k;
@@ -664,14 +681,12 @@ void xattn_cpu_moe_dispatch(const struct xattn_moe_plan *plan, const xattn_moe_l
     int32_t *token_row = (int32_t *)mref(l->token_row);
     const int64_t x_st = l->x_st * (int64_t)xattn_dtype_size(d->dtype);
     const int64_t xp_st = l->x_perm_st * (int64_t)xattn_dtype_size(d->dtype);
-    const int threads = threads_for(plan, T * (k + 1) * (int64_t)row_bytes);
     const int stream = T * k * (int64_t)row_bytes >= STREAM_MIN_BYTES;
 
     /* Two synchronisations only (a descheduled thread stalls each one):
      * after counting, and after the layout. */
-#pragma omp parallel num_threads(threads)
     {
-        const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+        const int tid = team->tid, nthreads = team->nthreads;
         int32_t *cursor = (int32_t *)scratch_slice(plan, l, tid);
         int64_t t0, t1;
         thread_share(T, tid, nthreads, &t0, &t1);
@@ -682,9 +697,9 @@ void xattn_cpu_moe_dispatch(const struct xattn_moe_plan *plan, const xattn_moe_l
                 const int32_t e = ids[t * l->ids_st + j];
                 if (e >= 0) cursor[e]++;
             }
-#pragma omp barrier
-#pragma omp single
-        dispatch_layout(plan, l, nthreads);
+        xattn_cpu_team_barrier(team);
+        if (tid == 0) dispatch_layout(plan, l, nthreads);
+        xattn_cpu_team_barrier(team);
 
         /* Scatter: each (token, slot) to the next row of its segment. */
         if (weights)
@@ -709,10 +724,23 @@ void xattn_cpu_moe_dispatch(const struct xattn_moe_plan *plan, const xattn_moe_l
     }
 }
 
+void xattn_cpu_moe_dispatch(const struct xattn_moe_plan *plan, const xattn_moe_launch *l,
+                            xattn_cpu_pool *pool)
+{
+    const xattn_moe_desc *d = &plan->prob.desc;
+    const size_t row_bytes = (size_t)d->hidden * xattn_dtype_size(d->dtype);
+    const int threads = threads_for(plan, l->tokens * (d->top_k + 1) * (int64_t)row_bytes);
+    moe_job job = {plan, l};
+    xattn_cpu_pool_run(pool, threads, dispatch_job, &job);
+}
+
 /* ---- combine ----------------------------------------------------------------- */
 
-void xattn_cpu_moe_combine(const struct xattn_moe_plan *plan, const xattn_moe_launch *l)
+static void combine_job(void *arg, const xattn_cpu_team *team)
 {
+    const moe_job *job = arg;
+    const struct xattn_moe_plan *plan = job->plan;
+    const xattn_moe_launch *l = job->l;
     const xattn_moe_desc *d = &plan->prob.desc;
     const int64_t T = l->tokens, H = d->hidden;
     const int32_t k = d->top_k;
@@ -725,9 +753,19 @@ void xattn_cpu_moe_combine(const struct xattn_moe_plan *plan, const xattn_moe_la
     const combine_token_fn fn = d->dtype == XATTN_F32    ? combine_token_f32
                                 : d->dtype == XATTN_BF16 ? combine_token_bf16
                                                          : combine_token_f16;
-    const int threads = threads_for(plan, T * (k + 1) * H * es);
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t t = 0; t < T; t++)
+    int64_t t0, t1;
+    xattn_cpu_team_share(team, T, &t0, &t1);
+    for (int64_t t = t0; t < t1; t++)
         fn(out + t * l->out_st * es, y, l->y_st, token_row + t * l->token_row_st,
            weights ? weights + t * l->weights_st : NULL, k, H, l->accumulate);
+}
+
+void xattn_cpu_moe_combine(const struct xattn_moe_plan *plan, const xattn_moe_launch *l,
+                           xattn_cpu_pool *pool)
+{
+    const xattn_moe_desc *d = &plan->prob.desc;
+    const int64_t es = (int64_t)xattn_dtype_size(d->dtype);
+    const int threads = threads_for(plan, l->tokens * (d->top_k + 1) * d->hidden * es);
+    moe_job job = {plan, l};
+    xattn_cpu_pool_run(pool, threads, combine_job, &job);
 }

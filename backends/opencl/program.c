@@ -2,22 +2,22 @@
  * options, compiled once per (source, options, device, driver) and cached
  * in memory (per device) and on disk (XATTN_CACHE_DIR). Also kernels and
  * launches. */
-#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "disk_cache.h"
 #include "ocl.h"
 
 /* From the generated ocl_sources.c (kernels/, prelude in front). */
 extern const ocl_source xattn_ocl_sources[];
 extern const size_t xattn_ocl_source_count;
 
-#define CACHE_MAGIC "xattn-opencl-program-1\n"
+/* Cache files are <dir>/opencl-<hash of the key>.bin, of kind "opencl-program". */
+#define CACHE_PREFIX "opencl"
+#define CACHE_KIND "opencl-program"
 
 enum {
     /* Build-log characters quoted in an error message; the full log goes
@@ -39,17 +39,6 @@ const ocl_source *ocl_source_find(const char *name)
         if (!strcmp(xattn_ocl_sources[i].name, name)) return &xattn_ocl_sources[i];
     return NULL;
 }
-
-static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-#define FNV_BASIS 0xcbf29ce484222325ull
 
 int ocl_options_add(char *buf, size_t size, const char *fmt, ...)
 {
@@ -77,81 +66,22 @@ int ocl_options_dtype(char *buf, size_t size, const char *prefix, xattn_dtype dt
 
 /* ---- disk cache ------------------------------------------------------------- */
 
-/* The cache directory, created if needed; 0 when there is none to use. */
-static int cache_dir(char *out, size_t size)
-{
-    const char *dir = getenv("XATTN_CACHE_DIR");
-    int n;
-    if (dir && *dir) {
-        n = snprintf(out, size, "%s", dir);
-    } else if ((dir = getenv("XDG_CACHE_HOME")) && *dir) {
-        n = snprintf(out, size, "%s/xattn", dir);
-    } else if ((dir = getenv("HOME")) && *dir) {
-        n = snprintf(out, size, "%s/.cache/xattn", dir);
-    } else {
-        return 0;
-    }
-    if (n < 0 || (size_t)n >= size) return 0;
-    /* mkdir -p */
-    for (char *p = out + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(out, 0755) != 0 && errno != EEXIST) {
-            *p = '/';
-            return 0;
-        }
-        *p = '/';
-    }
-    if (mkdir(out, 0755) != 0 && errno != EEXIST) return 0;
-    return 1;
-}
-
-static int cache_path(uint64_t hash, char *out, size_t size)
-{
-    char dir[PATH_MAX];
-    if (!cache_dir(dir, sizeof dir)) return 0;
-    int n = snprintf(out, size, "%s/opencl-%016llx.bin", dir, (unsigned long long)hash);
-    return n > 0 && (size_t)n < size;
-}
-
-static int read_all(FILE *f, void *p, size_t n) { return fread(p, 1, n, f) == n; }
-
-/* The binary cached for key, or NULL (malloc'd; *size set). */
+/* The binary cached for key, or NULL (malloc'd; *size set). The file is
+ * checked whole (common/disk_cache.h) before any byte reaches the driver:
+ * a damaged binary can crash clCreateProgramWithBinary. */
 static unsigned char *cache_load(uint64_t hash, const char *key, size_t *size)
 {
     char path[PATH_MAX];
-    if (!cache_path(hash, path, sizeof path)) return NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    unsigned char *bin = NULL;
-    char magic[sizeof CACHE_MAGIC - 1];
-    uint64_t key_len = 0, bin_len = 0;
-    size_t want = strlen(key);
-    char *stored = NULL;
-    if (!read_all(f, magic, sizeof magic) || memcmp(magic, CACHE_MAGIC, sizeof magic) ||
-        !read_all(f, &key_len, sizeof key_len) || key_len != want)
-        goto out;
-    stored = malloc(want + 1);
-    if (!stored || !read_all(f, stored, want) || memcmp(stored, key, want)) goto out;
-    if (!read_all(f, &bin_len, sizeof bin_len) || bin_len == 0 || bin_len > MAX_BINARY) goto out;
-    bin = malloc((size_t)bin_len);
-    if (bin && !read_all(f, bin, (size_t)bin_len)) {
-        free(bin);
-        bin = NULL;
-    }
-    *size = (size_t)bin_len;
-out:
-    free(stored);
-    fclose(f);
-    return bin;
+    if (xattn_disk_cache_path(CACHE_PREFIX, hash, path, sizeof path) != 0) return NULL;
+    return xattn_disk_cache_load(path, CACHE_KIND, key, MAX_BINARY, size);
 }
 
 /* Write the program's binary for key; failures only cost the next start a
  * compile, so they are logged at debug and otherwise ignored. */
 static void cache_store(xattn_device *dev, cl_program prog, uint64_t hash, const char *key)
 {
-    char path[PATH_MAX], tmp[PATH_MAX + 32];
-    if (!cache_path(hash, path, sizeof path)) return;
+    char path[PATH_MAX];
+    if (xattn_disk_cache_path(CACHE_PREFIX, hash, path, sizeof path) != 0) return;
     size_t bin_len = 0;
     if (dev->cl->GetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof bin_len, &bin_len, NULL) !=
             CL_SUCCESS ||
@@ -159,27 +89,9 @@ static void cache_store(xattn_device *dev, cl_program prog, uint64_t hash, const
         return;
     unsigned char *bin = malloc(bin_len);
     if (!bin) return;
-    if (dev->cl->GetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) !=
-        CL_SUCCESS) {
-        free(bin);
-        return;
-    }
-    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    int ok = f != NULL;
-    if (f) {
-        uint64_t key_len = strlen(key), len = bin_len;
-        ok = fwrite(CACHE_MAGIC, 1, sizeof CACHE_MAGIC - 1, f) == sizeof CACHE_MAGIC - 1 &&
-             fwrite(&key_len, sizeof key_len, 1, f) == 1 &&
-             fwrite(key, 1, (size_t)key_len, f) == key_len &&
-             fwrite(&len, sizeof len, 1, f) == 1 && fwrite(bin, 1, bin_len, f) == bin_len;
-        ok = (fclose(f) == 0) && ok;
-    }
-    /* rename is atomic: a reader sees the old file or the whole new one */
-    if (ok && rename(tmp, path) == 0)
-        xattn_log(XATTN_LOG_DEBUG, "opencl: cached program in %s", path);
-    else
-        (void)remove(tmp);
+    if (dev->cl->GetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) ==
+        CL_SUCCESS)
+        (void)xattn_disk_cache_store(path, CACHE_KIND, key, bin, bin_len);
     free(bin);
 }
 
@@ -251,15 +163,20 @@ xattn_status ocl_program_get(xattn_device *dev, const char *name, const char *op
     /* The key names everything the binary depends on. */
     char src_hash[24];
     snprintf(src_hash, sizeof src_hash, "%016llx",
-             (unsigned long long)fnv1a(FNV_BASIS, src->text, strlen(src->text)));
+             (unsigned long long)xattn_fnv1a64(XATTN_FNV1A64_BASIS, src->text,
+                                               strlen(src->text)));
     size_t key_size = strlen(name) + strlen(options) + strlen(dev->device_name) +
                       strlen(dev->device_version) + strlen(dev->driver_version) +
-                      strlen(dev->platform_name) + sizeof src_hash + 16;
+                      strlen(dev->platform_name) + sizeof src_hash + 32;
     char *key = malloc(key_size);
     if (!key) return xattn_error(XATTN_ERR_OUT_OF_MEMORY, "opencl: out of memory");
-    snprintf(key, key_size, "%s|%s|%s|%s|%s|%s|%s", name, src_hash, options, dev->platform_name,
-             dev->device_name, dev->device_version, dev->driver_version);
-    uint64_t hash = fnv1a(FNV_BASIS, key, strlen(key));
+    /* The cache format's version is in the key, so a file of another format
+     * has another name and versions side by side do not overwrite each
+     * other's files. */
+    snprintf(key, key_size, "%s|%s|%s|%s|%s|%s|%s|cache %d", name, src_hash, options,
+             dev->platform_name, dev->device_name, dev->device_version, dev->driver_version,
+             XATTN_DISK_CACHE_VERSION);
+    uint64_t hash = xattn_fnv1a64(XATTN_FNV1A64_BASIS, key, strlen(key));
 
     /* One lock over lookup and build: two plans wanting the same program
      * build it once. */

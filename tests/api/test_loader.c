@@ -5,12 +5,23 @@
  *   good     a test module (fake_backend.c) built as libxattn-hip.so
  *   badabi   the same module claiming ABI version 7
  *   noentry  the same module without the xattn_backend_entry symbol
- *   missing  a directory with no libxattn-hip.so */
+ *   missing  a directory with no libxattn-hip.so
+ *   damaged  damaged copies of the good module (truncated, wrong machine,
+ *            not ELF) and non-regular files (a FIFO, a directory) put in a
+ *            temporary directory one after the other: each is refused with
+ *            a reason before dlopen, which would fault (SIGBUS) on the
+ *            truncated files and wait forever on the FIFO. */
 #include "api_test.h"
 
+#include <elf.h>
+#include <limits.h>
+#include <link.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "registry.h"
 
@@ -330,11 +341,192 @@ static void test_auto_skips_missing_module(void **state)
     expect_auto_skips_hip();
 }
 
+/* ---- damaged -------------------------------------------------------- */
+
+/* A call that blocks fails the test after this long instead of hanging it. */
+enum { HANG_SECONDS = 10 };
+
+static char good_module[PATH_MAX]; /* the good fake module, copied from */
+static char damaged_dir[256];    /* the temporary XATTN_BACKEND_DIR */
+static unsigned char *good_bytes;
+static size_t good_size;
+
+static void on_hang(int sig)
+{
+    (void)sig;
+    static const char msg[] = "FAILED: loading a module blocked (timeout)\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    _exit(1);
+}
+
+static void remove_module(void)
+{
+    if (unlink(module_path) != 0) (void)rmdir(module_path);
+}
+
+static void write_module(const unsigned char *bytes, size_t n)
+{
+    remove_module();
+    FILE *f = fopen(module_path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* The file at module_path is refused, with a reason naming word, by the
+ * loader, an explicit context, probe and auto (which goes on to another
+ * backend); none of them crashes or blocks. */
+static void expect_refused(const char *word)
+{
+    alarm(HANG_SECONDS);
+    char reason[512];
+    const xattn_backend_vtable *vt = load_module(reason, sizeof reason);
+    assert_null(vt);
+    check_reason_names(reason, word);
+    expect_hip_unavailable(word);
+    expect_probe_zero(word);
+    expect_auto_skips_hip();
+    alarm(0);
+}
+
+static void test_truncated_module_is_refused_before_dlopen(void **state)
+{
+    (void)state;
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)good_bytes;
+    const size_t cuts[] = {
+        good_size / 2,                                 /* inside a segment */
+        1000,
+        good_size - 1,                                 /* the section headers */
+        eh->e_phoff + eh->e_phentsize * 2 + 7,         /* inside the program headers */
+    };
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        assert_true(cuts[i] < good_size);
+        write_module(good_bytes, cuts[i]);
+        expect_refused("truncated?");
+    }
+    write_module(good_bytes, sizeof *eh - 8); /* inside the ELF header */
+    expect_refused("ELF header");
+}
+
+static void test_module_that_is_not_elf_is_refused(void **state)
+{
+    (void)state;
+    static const unsigned char text[] = "#!/bin/sh\necho not a module\n";
+    write_module(text, sizeof text - 1);
+    expect_refused("ELF");
+    write_module(text, 0);
+    expect_refused("ELF");
+}
+
+static void test_module_for_another_machine_is_refused(void **state)
+{
+    (void)state;
+    unsigned char *copy = malloc(good_size);
+    assert_non_null(copy);
+    ElfW(Ehdr) *eh = (ElfW(Ehdr) *)copy;
+
+    memcpy(copy, good_bytes, good_size);
+    eh->e_machine = eh->e_machine == EM_AARCH64 ? EM_X86_64 : EM_AARCH64;
+    write_module(copy, good_size);
+    expect_refused("machine");
+
+    memcpy(copy, good_bytes, good_size);
+    eh->e_ident[EI_CLASS] = eh->e_ident[EI_CLASS] == ELFCLASS64 ? ELFCLASS32 : ELFCLASS64;
+    write_module(copy, good_size);
+    expect_refused("bit");
+
+    memcpy(copy, good_bytes, good_size);
+    eh->e_type = ET_EXEC;
+    write_module(copy, good_size);
+    expect_refused("shared object");
+    free(copy);
+}
+
+static void test_module_path_that_is_a_fifo_is_refused_without_blocking(void **state)
+{
+    (void)state;
+    remove_module();
+    assert_int_equal(mkfifo(module_path, 0600), 0);
+    expect_refused("FIFO");
+}
+
+static void test_module_path_that_is_a_directory_is_refused(void **state)
+{
+    (void)state;
+    remove_module();
+    assert_int_equal(mkdir(module_path, 0700), 0);
+    expect_refused("directory");
+}
+
+static void test_module_reached_through_a_symlink_loads(void **state)
+{
+    (void)state;
+    remove_module();
+    assert_int_equal(symlink(good_module, module_path), 0);
+    char reason[512];
+    const xattn_backend_vtable *vt = load_module(reason, sizeof reason);
+    if (!vt) fail_msg("xattn_module_load(%s) failed: %s", module_path, reason);
+    assert_string_equal(vt->name, "hip");
+}
+
+static int damaged_setup(void **state)
+{
+    (void)state;
+    FILE *f = fopen(good_module, "rb");
+    if (!f) return -1;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || st.st_size < (off_t)sizeof(ElfW(Ehdr))) return -1;
+    good_size = (size_t)st.st_size;
+    good_bytes = malloc(good_size);
+    int ok = good_bytes && fread(good_bytes, 1, good_size, f) == good_size;
+    fclose(f);
+    if (!ok) return -1;
+    snprintf(damaged_dir, sizeof damaged_dir, "/tmp/xattn-test-loader-XXXXXX");
+    if (!mkdtemp(damaged_dir)) return -1;
+    snprintf(module_path, sizeof module_path, "%s/libxattn-hip.so", damaged_dir);
+    signal(SIGALRM, on_hang);
+    return setenv("XATTN_BACKEND_DIR", damaged_dir, 1);
+}
+
+static int damaged_teardown(void **state)
+{
+    (void)state;
+    remove_module();
+    (void)rmdir(damaged_dir);
+    free(good_bytes);
+    return 0;
+}
+
+static int run_damaged(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_truncated_module_is_refused_before_dlopen,
+                                  xt_env_teardown),
+        cmocka_unit_test_teardown(test_module_that_is_not_elf_is_refused, xt_env_teardown),
+        cmocka_unit_test_teardown(test_module_for_another_machine_is_refused, xt_env_teardown),
+        cmocka_unit_test_teardown(test_module_path_that_is_a_fifo_is_refused_without_blocking,
+                                  xt_env_teardown),
+        cmocka_unit_test_teardown(test_module_path_that_is_a_directory_is_refused,
+                                  xt_env_teardown),
+        cmocka_unit_test_teardown(test_module_reached_through_a_symlink_loads, xt_env_teardown),
+    };
+    return cmocka_run_group_tests_name("loader: damaged module files", tests, damaged_setup,
+                                       damaged_teardown);
+}
+
 #define T(f) cmocka_unit_test_teardown(f, xt_env_teardown)
 
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
+    if (!strcmp(mode, "damaged") && argc > 2) {
+        /* absolute: the symlink test points at it from another directory */
+        if (!realpath(argv[2], good_module)) {
+            fprintf(stderr, "%s: no module %s\n", argv[0], argv[2]);
+            return 1;
+        }
+        return run_damaged();
+    }
     const char *dir = getenv("XATTN_BACKEND_DIR");
     if (!dir || !*dir) {
         fprintf(stderr, "%s: XATTN_BACKEND_DIR must name the module directory\n", argv[0]);
@@ -382,6 +574,6 @@ int main(int argc, char **argv)
         };
         return cmocka_run_group_tests_name("loader: missing module", tests, NULL, NULL);
     }
-    fprintf(stderr, "usage: %s good|badabi|noentry|missing\n", argv[0]);
+    fprintf(stderr, "usage: %s good|badabi|noentry|missing | damaged GOOD_MODULE\n", argv[0]);
     return 1;
 }
