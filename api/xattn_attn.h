@@ -69,10 +69,14 @@ typedef struct xattn_attn_desc {
 
 /* Tensors for one run. Absent optional tensors have buffer == NULL. Every
  * tensor accepts arbitrary element strides for token and head; the innermost
- * stride is 1. */
+ * stride is 1, except for lse, which takes any strides: an LSE kept as
+ * [total_q, Hq] in memory (FlashInfer's layout) is the [Hq, total_q] view
+ * with strides (1, Hq). Strides are positive and no two elements of one
+ * tensor share an address. */
 typedef struct xattn_attn_args {
     xattn_tensor q, k, v, o;
-    xattn_tensor lse;           /* [Hq, total_q] f32, with XATTN_ATTN_LSE */
+    xattn_tensor lse;           /* [Hq, total_q] f32, any strides, with
+                                   XATTN_ATTN_LSE */
     xattn_tensor cu_seqlens_q;  /* [B+1] i32, with XATTN_Q_RAGGED */
     xattn_tensor cu_seqlens_k;  /* [B+1] i32, with XATTN_KV_RAGGED */
     xattn_tensor block_table;   /* [B, max_pages_per_seq] i32, paged */
@@ -141,9 +145,11 @@ XATTN_API xattn_status xattn_kv_append(xattn_context *ctx,
 
 /* Merge two partial attention results over disjoint key sets:
  * LSE = log(e^LSE_a + e^LSE_b), O = (e^LSE_a O_a + e^LSE_b O_b) / e^LSE.
- * O tensors [N, H, D] (one float dtype), LSE tensors [H, N] f32. o and lse
- * may be the same tensors as o_a and lse_a (in place), but must not
- * otherwise overlap an input. Errors: XATTN_ERR_INVALID_ARGUMENT,
+ * O tensors [N, H, D] (one float dtype, innermost stride 1, D ≥ 1), LSE
+ * tensors [H, N] f32 with any strides ([N, H] in memory is the view with
+ * strides (1, H)). o and lse may be the same tensors as o_a and lse_a (in
+ * place: the same view, element for element), but must not otherwise
+ * overlap an input. Errors: XATTN_ERR_INVALID_ARGUMENT (also D = 0),
  * XATTN_ERR_UNSUPPORTED, XATTN_ERR_DEVICE.
  * Thread-safety: safe. */
 XATTN_API xattn_status xattn_merge_states(xattn_context *ctx,

@@ -305,7 +305,7 @@ xattn_status xattn_attn_run(const xattn_plan *plan, const xattn_attn_args *a)
     /* Optional operands: present exactly when the plan uses them. */
     if (d->flags & XATTN_ATTN_LSE) {
         int64_t ls[] = {Hq, total_q};
-        XATTN_TRY(xattn_check_tensor(ctx, &a->lse, "lse", XATTN_F32, 2, ls, &slse));
+        XATTN_TRY(xattn_check_tensor_strided(ctx, &a->lse, "lse", XATTN_F32, 2, ls, &slse));
     } else {
         XATTN_TRY(xattn_check_absent(&a->lse, "lse", "desc.flags lacks XATTN_ATTN_LSE"));
     }
@@ -516,12 +516,16 @@ xattn_status xattn_merge_states(xattn_context *ctx, const xattn_tensor *o_a,
     xattn_span s[6];
     int64_t os[] = {ANY, ANY, ANY};
     XATTN_TRY(xattn_check_tensor(ctx, o_a, "o_a", dt, 3, os, &s[0]));
+    /* Attention has no D = 0; the merged LSE of such rows would be written
+     * with no O beside it, so say so instead. */
+    if (os[2] == 0)
+        return INVALID("o_a: head dim (shape[2]) is 0; merge_states needs at least 1");
     int64_t ls[] = {os[1], os[0]};
-    XATTN_TRY(xattn_check_tensor(ctx, lse_a, "lse_a", XATTN_F32, 2, ls, &s[1]));
+    XATTN_TRY(xattn_check_tensor_strided(ctx, lse_a, "lse_a", XATTN_F32, 2, ls, &s[1]));
     XATTN_TRY(xattn_check_tensor(ctx, o_b, "o_b", dt, 3, os, &s[2]));
-    XATTN_TRY(xattn_check_tensor(ctx, lse_b, "lse_b", XATTN_F32, 2, ls, &s[3]));
+    XATTN_TRY(xattn_check_tensor_strided(ctx, lse_b, "lse_b", XATTN_F32, 2, ls, &s[3]));
     XATTN_TRY(xattn_check_tensor(ctx, o, "o", dt, 3, os, &s[4]));
-    XATTN_TRY(xattn_check_tensor(ctx, lse, "lse", XATTN_F32, 2, ls, &s[5]));
+    XATTN_TRY(xattn_check_tensor_strided(ctx, lse, "lse", XATTN_F32, 2, ls, &s[5]));
     /* In place (output == an input, element for element) is fine; any
      * other overlap of an output with an input is not. */
     for (int out = 4; out < 6; out++)

@@ -22,6 +22,13 @@ typedef struct xattn_span {
 xattn_status xattn_check_tensor(const xattn_context *ctx, const xattn_tensor *t, const char *name,
                           xattn_dtype dtype, int32_t rank, int64_t *shape, xattn_span *sp);
 
+/* As xattn_check_tensor, but any positive non-overlapping strides, the
+ * innermost included: for small per-row values such as LSE [H, N], which
+ * callers keep transposed ([N, H], FlashInfer) as often as not. */
+xattn_status xattn_check_tensor_strided(const xattn_context *ctx, const xattn_tensor *t,
+                                        const char *name, xattn_dtype dtype, int32_t rank,
+                                        int64_t *shape, xattn_span *sp);
+
 /* XATTN_ERR_INVALID_ARGUMENT when t is given although `why` says it is
  * unused (it would be ignored). */
 xattn_status xattn_check_absent(const xattn_tensor *t, const char *name, const char *why);

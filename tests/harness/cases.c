@@ -475,6 +475,8 @@ static int merge_cases(hx_catalogue *cat)
     MERGE(.dtype = XATTN_F32, .n = 40, .heads = 4, .dim = 96, .lse_mode = HX_LSE_NEG_INF,
           .mem = HX_MEM_PADDED);
     MERGE(.dtype = XATTN_F16, .n = 40, .heads = 4, .dim = 40, .mem = HX_MEM_ODD);
+    MERGE(.dtype = XATTN_BF16, .n = 40, .heads = 4, .dim = 64, .in_place = 1,
+          .lse_mode = HX_LSE_NEG_INF, .mem = HX_MEM_ODD);
     MERGE(.dtype = XATTN_BF16, .n = 40, .heads = 4, .dim = 64, .mem = HX_MEM_HEAD_MAJOR);
     return ret;
 }

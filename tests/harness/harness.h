@@ -220,6 +220,9 @@ void hx_tensor_mark(const hx_tensor *t, unsigned char *mask);
  * Q, O or contiguous K/V: uniform [b, s, h, d] or ragged [total, h, d]. */
 size_t hx_seq_tensor(hx_tensor *t, hx_buf *buf, hx_mem mem, xattn_dtype dt, int uniform,
                      int64_t b, int64_t s, int64_t total, int64_t h, int64_t d);
+/* LSE [h, n] f32: head-major, or transposed ([n, h] in memory, as FlashInfer
+ * keeps it) under ODD and PACKED. */
+size_t hx_lse_tensor(hx_tensor *t, hx_buf *buf, hx_mem mem, int64_t h, int64_t n);
 /* Heads head0 .. head0 + h − 1 of a [rows, width, d] tensor (packed QKV). */
 size_t hx_packed_tensor(hx_tensor *t, hx_buf *buf, xattn_dtype dt, int uniform, int64_t b,
                         int64_t s, int64_t total, int64_t h, int64_t d, int64_t width,

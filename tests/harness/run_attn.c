@@ -241,10 +241,7 @@ static int make_operands(xattn_context *ctx, const hx_attn_case *a, const batch 
     size_t lb = 0;
     op->has_lse = !a->no_lse;
     if (op->has_lse) {
-        const int64_t pad = (a->mem == HX_MEM_PADDED || a->mem == HX_MEM_ODD) ? 5 : 0;
-        const size_t off = a->mem == HX_MEM_PADDED ? 256 : a->mem == HX_MEM_ODD ? 4 : 0;
-        const int64_t shape[2] = {a->hq, total_q}, stride[2] = {total_q + pad, 1};
-        lb = hx_tensor_init(&op->lse, &op->lse_buf, off, XATTN_F32, 2, shape, stride);
+        lb = hx_lse_tensor(&op->lse, &op->lse_buf, a->mem, a->hq, total_q);
     }
 
     /* Indices and per-head parameters share one metadata buffer. */

@@ -278,12 +278,10 @@ void hx_run_merge(xattn_context *ctx, const hx_case *c, uint64_t seed, hx_result
     gen_lse(&rng, a->lse_mode, la, lb, nl);
 
     hx_tensor oat, obt, ot, lat, lbt, lt;
-    const int64_t lpad = (a->mem == HX_MEM_PADDED || a->mem == HX_MEM_ODD) ? 3 : 0;
-    const int64_t lshape[2] = {a->heads, a->n}, lstride[2] = {a->n + lpad, 1};
     size_t oab = rows_tensor(&oat, &oa_buf, a->mem, dt, a->n, a->heads, a->dim);
     size_t obb = rows_tensor(&obt, &ob_buf, a->mem, dt, a->n, a->heads, a->dim);
-    size_t lab = hx_tensor_init(&lat, &la_buf, 0, XATTN_F32, 2, lshape, lstride);
-    size_t lbb = hx_tensor_init(&lbt, &lb_buf, 0, XATTN_F32, 2, lshape, lstride);
+    size_t lab = hx_lse_tensor(&lat, &la_buf, a->mem, a->heads, a->n);
+    size_t lbb = hx_lse_tensor(&lbt, &lb_buf, a->mem, a->heads, a->n);
     hx_buf *out_o = &oa_buf, *out_l = &la_buf;
     ot = oat;
     lt = lat;
@@ -294,7 +292,7 @@ void hx_run_merge(xattn_context *ctx, const hx_case *c, uint64_t seed, hx_result
         out_o = &o_buf;
         out_l = &l_buf;
         size_t b1 = rows_tensor(&ot, &o_buf, a->mem, dt, a->n, a->heads, a->dim);
-        size_t b2 = hx_tensor_init(&lt, &l_buf, 0, XATTN_F32, 2, lshape, lstride);
+        size_t b2 = hx_lse_tensor(&lt, &l_buf, a->mem, a->heads, a->n);
         if (hx_buf_alloc(ctx, &o_buf, b1, res) || hx_buf_alloc(ctx, &l_buf, b2, res)) goto done;
     }
     scatter(&oat, oa);

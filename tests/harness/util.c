@@ -349,6 +349,30 @@ size_t hx_seq_tensor(hx_tensor *t, hx_buf *buf, hx_mem mem, xattn_dtype dt, int 
     return hx_tensor_init(t, buf, offset, dt, 3, shape, stride);
 }
 
+/* LSE [h, n] f32. ODD and PACKED keep it transposed, as FlashInfer does
+ * ([n, h] in memory: innermost stride h, ODD with a gap per token and an
+ * odd offset); the others head-major, PADDED with a gap per head. */
+size_t hx_lse_tensor(hx_tensor *t, hx_buf *buf, hx_mem mem, int64_t h, int64_t n)
+{
+    const int64_t shape[2] = {h, n};
+    int64_t stride[2] = {n, 1};
+    size_t offset = 0;
+    switch (mem) {
+    case HX_MEM_PADDED:
+        stride[0] = n + 5, offset = 256;
+        break;
+    case HX_MEM_ODD:
+        stride[0] = 1, stride[1] = h + 3, offset = 4;
+        break;
+    case HX_MEM_PACKED:
+        stride[0] = 1, stride[1] = h;
+        break;
+    default:
+        break;
+    }
+    return hx_tensor_init(t, buf, offset, XATTN_F32, 2, shape, stride);
+}
+
 /* Q, K and V as slices of one [rows, Hq + 2·Hkv, D] tensor. */
 size_t hx_packed_tensor(hx_tensor *t, hx_buf *buf, xattn_dtype dt, int uniform, int64_t b,
                             int64_t s, int64_t total, int64_t h, int64_t d, int64_t width,
