@@ -168,6 +168,11 @@ const int32_t *xattn_host_i32(const xattn_tensor *t)
     return (const int32_t *)((const char *)t->buffer->host + t->offset);
 }
 
+int64_t xattn_stride(const xattn_tensor *t, int i)
+{
+    return t->shape[i] > 1 ? t->stride[i] : 0;
+}
+
 xattn_ref xattn_ref_of(const xattn_tensor *t)
 {
     xattn_ref r = {t->buffer ? t->buffer->native : NULL, t->offset};

@@ -41,6 +41,12 @@ int xattn_spans_overlap(const xattn_span *a, const xattn_span *b);
 /* The tensor's first element when its memory is host-visible, else NULL. */
 const int32_t *xattn_host_i32(const xattn_tensor *t);
 
+/* Stride i of a checked tensor as a backend may use it: 0 for a dimension
+ * of size 0 or 1, whose stride is never checked (any value is valid there,
+ * and a kernel that multiplies it by its element size or an index of 0
+ * must not overflow). */
+int64_t xattn_stride(const xattn_tensor *t, int i);
+
 /* Native handle and byte offset of a tensor (NULL native when absent). */
 xattn_ref xattn_ref_of(const xattn_tensor *t);
 

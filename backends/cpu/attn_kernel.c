@@ -765,14 +765,15 @@ static void pv_rows(const run_ctx *c, const tile_mem *t, int nrows, int nk)
 
 #if VW >= 8
 /* All key groups of a narrow tile: kr[0 .. nk_pad) → St[nk_pad][RP],
- * prefetching the matching rows pf[] (the tile's V, read by P·V next) as
- * it goes. */
+ * prefetching the matching rows pf[] (the tile's V, read by P·V next; NULL
+ * with pf_bytes 0 when there are none) as it goes. */
 INLINE void s_narrow_all(const int RP, const int DT, const int DQK, const float *q,
                          int64_t ldq, const char *const *kr, int dqk, float *st, int nk_pad,
                          const char *const *pf, int64_t pf_bytes)
 {
     for (int n0 = 0; n0 < nk_pad; n0 += VW / RP)
-        s_narrow_block(RP, DT, DQK, q, ldq, kr + n0, dqk, st + n0 * RP, pf + n0, pf_bytes);
+        s_narrow_block(RP, DT, DQK, q, ldq, kr + n0, dqk, st + n0 * RP, pf ? pf + n0 : NULL,
+                       pf_bytes);
 }
 
 /* RP beyond VW/2 never occurs (narrow tiles hold at most VW/2 rows); the
