@@ -8,6 +8,24 @@
  * O = Σ p_j v_j, LSE = log Σ exp(s_j) (natural log, sink included). A row
  * that sees no key gets O = 0 and LSE = −inf. Accumulation is fp32; f32
  * inputs use IEEE fp32 arithmetic throughout.
+ *
+ * Non-finite inputs. A row's result is what the formulas give in IEEE
+ * arithmetic over its visible keys only: a key outside the row's mask,
+ * window or sequence does not affect it, whatever it holds (keys no row of
+ * the call sees, cache slots no sequence owns and unused block-table
+ * columns are not read at all). Over the visible keys, NaN in is NaN out:
+ *  - a NaN score (NaN in the Q row or in a visible K row, a NaN ALiBi slope,
+ *    an infinite slope times the distance 0 at the diagonal) makes the
+ *    row's O and LSE NaN; so does a +inf score (the softmax would compute
+ *    inf − inf) and a NaN or +inf sink;
+ *  - a −inf score is a key of weight 0; a row whose visible scores are all
+ *    −inf is one that sees no key (O = 0, LSE = −inf, no V row used);
+ *  - every visible key multiplies its V row, even at weight 0, so a NaN in
+ *    element d of a visible V row makes element d of the row's O NaN
+ *    (0·NaN = NaN, as softmax(QKᵀ)·V gives in PyTorch); the other elements
+ *    are unaffected;
+ *  - with a soft cap, s is capped first: c·tanh(±inf/c) = ±c is finite.
+ * A row that sees no key gets O = 0 and LSE = −inf whatever its sink.
  */
 #ifndef XATTN_ATTN_H
 #define XATTN_ATTN_H
@@ -145,6 +163,12 @@ XATTN_API xattn_status xattn_kv_append(xattn_context *ctx,
 
 /* Merge two partial attention results over disjoint key sets:
  * LSE = log(e^LSE_a + e^LSE_b), O = (e^LSE_a O_a + e^LSE_b O_b) / e^LSE.
+ * Both LSE −inf (two states over no key) gives O = 0, LSE = −inf. Else a
+ * side whose LSE is −inf has weight 0 and its O is not read; a NaN or +inf
+ * LSE on either side makes the row's O and LSE NaN (+inf is no state
+ * attention produces: it would be the LSE of a +inf score); a NaN element
+ * of an O that is read makes that element of O NaN, even where its weight
+ * rounds to 0.
  * O tensors [N, H, D] (one float dtype, innermost stride 1, D ≥ 1), LSE
  * tensors [H, N] f32 with any strides ([N, H] in memory is the view with
  * strides (1, H)). o and lse may be the same tensors as o_a and lse_a (in

@@ -129,8 +129,11 @@ INLINE vf vcopysign(vf mag, vf sgn)
 INLINE vf vexp_poly(vf r);
 INLINE vf vexp(vf x)
 {
-    __mmask16 keep = _mm512_cmp_ps_mask(x, vset1(EXP_MIN_ARG), _CMP_GE_OQ);
-    x = vmin(vmax(x, vset1(EXP_MIN_ARG)), vset1(EXP_MAX_ARG));
+    /* NaN lanes are kept (the compare is unordered-true) and pass the clamp
+     * (max/min return their second operand when either is NaN), so NaN in
+     * gives NaN out, as expf does. */
+    __mmask16 keep = _mm512_cmp_ps_mask(x, vset1(EXP_MIN_ARG), _CMP_NLT_UQ);
+    x = vmin(vset1(EXP_MAX_ARG), vmax(vset1(EXP_MIN_ARG), x));
     vf n = _mm512_roundscale_ps(vmul(x, vset1(EXP_LOG2E)),
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     vf r = vfnma(n, vset1(EXP_LN2_HI), x);
@@ -248,8 +251,9 @@ INLINE vf vcopysign(vf mag, vf sgn)
 INLINE vf vexp_poly(vf r);
 INLINE vf vexp(vf x)
 {
-    vf keep = _mm256_cmp_ps(x, vset1(EXP_MIN_ARG), _CMP_GE_OQ);
-    x = vmin(vmax(x, vset1(EXP_MIN_ARG)), vset1(EXP_MAX_ARG));
+    /* NaN in, NaN out, as in the AVX-512 version. */
+    vf keep = _mm256_cmp_ps(x, vset1(EXP_MIN_ARG), _CMP_NLT_UQ);
+    x = vmin(vset1(EXP_MAX_ARG), vmax(vset1(EXP_MIN_ARG), x));
     vf n = _mm256_round_ps(vmul(x, vset1(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     vf r = vfnma(n, vset1(EXP_LN2_HI), x);
     r = vfnma(n, vset1(EXP_LN2_LO), r);
@@ -392,7 +396,9 @@ INLINE vf vtanh(vf y)
     p = vfma(p, z, vset1(TANH_P3));
     p = vfma(p, z, vset1(TANH_P4));
     vf small = vfma(vmul(p, z), y, y);
-    return vsel_lt(a, vset1(TANH_SMALL), small, big);
+    /* NaN takes the polynomial, which keeps it NaN (the other branch
+     * would turn it into ±1). */
+    return vsel_lt(vset1(TANH_SMALL), a, big, small);
 }
 #endif
 
@@ -763,6 +769,48 @@ static void pv_rows(const run_ctx *c, const tile_mem *t, int nrows, int nk)
     }
 }
 
+/* Rows r0 .. r0 + *mr − 1 (at most max_rows of the nrows) see the same keys
+ * [*n0, *n0 + *nk) of the tile: a run of rows one register block can take. */
+static void same_range_run(const tile_mem *t, int r0, int nrows, int max_rows, int *mr, int *n0,
+                           int *nk)
+{
+    const float lo = t->lo[r0], hi = t->hi[r0];
+    int n = 1;
+    while (n < max_rows && r0 + n < nrows && t->lo[r0 + n] == lo && t->hi[r0 + n] == hi) n++;
+    *mr = n;
+    *n0 = (int)lo;
+    *nk = hi >= lo ? (int)hi - (int)lo + 1 : 0;
+}
+
+/* P·V of a tile where some row does not see some key (mask terms in
+ * t->lo/hi): each row multiplies only the V rows it sees. Its P is 0
+ * elsewhere, but 0·NaN is NaN, and a V row outside a row's mask must not
+ * reach it. Rows with one range share register blocks; a causal diagonal
+ * tile then costs about what the full one did, as each row does half. */
+static void pv_rows_masked(const run_ctx *c, const tile_mem *t, int nrows)
+{
+    const int64_t ldo = c->dv_pad, ldp = c->lay.bq_pad, ldv = c->dv_pad;
+    const int nvec = c->dv_pad / VW;
+    for (int r0 = 0, mr, n0, nk; r0 < nrows; r0 += mr) {
+        same_range_run(t, r0, nrows, PV_ROWS, &mr, &n0, &nk);
+        for (int x0 = 0; x0 < nvec; x0 += PV_VECS) {
+            int nv = nvec - x0 < PV_VECS ? nvec - x0 : PV_VECS;
+            const float *vp = t->v + (int64_t)n0 * ldv + x0 * VW;
+            float *o = t->o + r0 * ldo + x0 * VW;
+            const float *al = t->alpha + r0, *pt = t->s + (int64_t)n0 * ldp + r0;
+            switch (mr * 8 + nv) {
+                PV_CASE(1, 1) PV_CASE(1, 2) PV_CASE(1, 3) PV_CASE(1, 4)
+                PV_CASE(2, 1) PV_CASE(2, 2) PV_CASE(2, 3) PV_CASE(2, 4)
+                PV_CASE(3, 1) PV_CASE(3, 2) PV_CASE(3, 3) PV_CASE(3, 4)
+                PV_CASE(4, 1) PV_CASE(4, 2) PV_CASE(4, 3) PV_CASE(4, 4)
+                PV_CASE(5, 1) PV_CASE(5, 2) PV_CASE(5, 3) PV_CASE(5, 4)
+                PV_CASE(6, 1) PV_CASE(6, 2) PV_CASE(6, 3) PV_CASE(6, 4)
+            default: break;
+            }
+        }
+    }
+}
+
 #if VW >= 8
 /* All key groups of a narrow tile: kr[0 .. nk_pad) → St[nk_pad][RP],
  * prefetching the matching rows pf[] (the tile's V, read by P·V next; NULL
@@ -811,10 +859,23 @@ static void s_narrow_rows(const run_ctx *c, const tile_mem *t, int rp, const cha
                   masks, nk, pf, r0 == 0 ? pf_n : 0, xv, kbytes);                         \
         break;
 #define PN_CASES(mr, nv) PN_CASE(mr, nv, XATTN_F32) PN_CASE(mr, nv, XATTN_F16) PN_CASE(mr, nv, XATTN_BF16)
+/* The same blocks over one run's range; nothing prefetched (masked tiles
+ * are the few at a window's edges). */
+#define PN_MASKED_CASE(mr, nv, dt)                                                        \
+    case ((mr) * 8 + (nv)) * 4 + (dt):                                                    \
+        pv_direct(mr, (nv) < PV_VECS ? (nv) : PV_VECS, dt, o, ldo, al, pt, ldp, vrr, x0,  \
+                  masks, nk_run, NULL, 0, xv, kbytes);                                    \
+        break;
+#define PN_MASKED_CASES(mr, nv)                                                           \
+    PN_MASKED_CASE(mr, nv, XATTN_F32) PN_MASKED_CASE(mr, nv, XATTN_F16)                   \
+    PN_MASKED_CASE(mr, nv, XATTN_BF16)
 
-/* pf[0 .. pf_n): V rows of a later tile, prefetched during the first pass. */
+/* pf[0 .. pf_n): V rows of a later tile, prefetched during the first pass.
+ * masked: some row does not see some key of the tile (rows of different
+ * tokens); each row then multiplies only the V rows it sees, as in
+ * pv_rows_masked, in runs of 1, 2 or 4 rows of one range. */
 static void pv_narrow_rows(const run_ctx *c, const tile_mem *t, int rp, const char *const *vr,
-                           int nk, const char *const *pf, int pf_n)
+                           int nk, const char *const *pf, int pf_n, int masked)
 {
     const int64_t kbytes = c->dv * c->esize; /* bytes of a prefetched row */
     const int64_t ldo = c->dv_pad, ldp = rp;
@@ -825,13 +886,30 @@ static void pv_narrow_rows(const run_ctx *c, const tile_mem *t, int rp, const ch
         const int64_t x0 = (int64_t)xv * VW;
         vmask masks[PV_VECS];
         for (int x = 0; x < PV_VECS; x++) masks[x] = lane_mask(c->dv - (int)x0 - x * VW);
-        for (int r0 = 0; r0 < rp; r0 += mr) {
+        if (!masked) {
+            for (int r0 = 0; r0 < rp; r0 += mr) {
+                float *o = t->o + r0 * ldo + x0;
+                const float *al = t->alpha + r0, *pt = t->s + r0;
+                switch (((mr * 8) + nv) * 4 + (int)c->dt) {
+                    PN_CASES(1, 1) PN_CASES(1, 2) PN_CASES(1, 3) PN_CASES(1, 4)
+                    PN_CASES(2, 1) PN_CASES(2, 2) PN_CASES(2, 3) PN_CASES(2, 4)
+                    PN_CASES(4, 1) PN_CASES(4, 2) PN_CASES(4, 3) PN_CASES(4, 4)
+                default: break;
+                }
+            }
+            continue;
+        }
+        for (int r0 = 0, run, n0, nk_run; r0 < rp; r0 += run) {
+            same_range_run(t, r0, rp, mr, &run, &n0, &nk_run);
+            run = run >= 4 ? 4 : run >= 2 ? 2 : 1; /* the blocks there are */
             float *o = t->o + r0 * ldo + x0;
-            const float *al = t->alpha + r0, *pt = t->s + r0;
-            switch (((mr * 8) + nv) * 4 + (int)c->dt) {
-                PN_CASES(1, 1) PN_CASES(1, 2) PN_CASES(1, 3) PN_CASES(1, 4)
-                PN_CASES(2, 1) PN_CASES(2, 2) PN_CASES(2, 3) PN_CASES(2, 4)
-                PN_CASES(4, 1) PN_CASES(4, 2) PN_CASES(4, 3) PN_CASES(4, 4)
+            const float *al = t->alpha + r0, *pt = t->s + (int64_t)n0 * ldp + r0;
+            const char *const *vrr = vr + n0;
+            switch (((run * 8) + nv) * 4 + (int)c->dt) {
+                PN_MASKED_CASES(1, 1) PN_MASKED_CASES(1, 2) PN_MASKED_CASES(1, 3)
+                PN_MASKED_CASES(1, 4) PN_MASKED_CASES(2, 1) PN_MASKED_CASES(2, 2)
+                PN_MASKED_CASES(2, 3) PN_MASKED_CASES(2, 4) PN_MASKED_CASES(4, 1)
+                PN_MASKED_CASES(4, 2) PN_MASKED_CASES(4, 3) PN_MASKED_CASES(4, 4)
             default: break;
             }
         }
@@ -1013,9 +1091,13 @@ static void finish_row(const run_ctx *c, const tile_mem *t, const seq_info *sq, 
     const float m = t->m[r], lsum = t->l[r];
     const float *acc = t->o + (int64_t)r * c->dv_pad;
 
+    /* No visible key, or only keys of score −inf: every p was exp(−inf) = 0
+     * and ℓ stayed 0. A NaN or +inf score left ℓ NaN instead (p = NaN), so
+     * such a row falls through to the arithmetic below, which keeps it NaN. */
+    const int empty = m == -INFINITY && lsum == 0.0f;
     if (c->part_o) {
         const int64_t prow = ((int64_t)split * c->part_rows + grow) * c->hq + h;
-        if (m == -INFINITY) {
+        if (empty) {
             c->part_lse[prow] = -INFINITY; /* the merge skips this split's O */
             return;
         }
@@ -1027,23 +1109,23 @@ static void finish_row(const run_ctx *c, const tile_mem *t, const seq_info *sq, 
     }
 
     char *orow = c->o + (sq->o_elem0 + i * l->o.st + h * l->o.sh) * c->esize;
-    float lse;
-    vf f;
-    if (m == -INFINITY) {
-        f = vzero(); /* no visible key: O = 0, LSE = −inf */
-        lse = -INFINITY;
-    } else {
-        /* The sink joins the denominator only; rebase on the larger of
-         * m and σ so neither exponential overflows. */
-        float top = m, denom = lsum;
-        if (c->sinks) {
-            float sink = c->sinks[h];
-            if (sink > top) top = sink;
-            denom = lsum * expf(m - top) + expf(sink - top);
-        }
-        f = vset1(expf(m - top) / denom);
-        lse = top + logf(denom);
+    if (empty) {
+        /* O = 0, LSE = −inf, written as such: the accumulator may hold 0·NaN
+         * from the V row of a key of score −inf. */
+        for (int d = 0; d < c->dv; d += VW) store_cvt(orow, c->dt, d, c->dv - d, vzero());
+        if (c->lse) c->lse[h * l->lse_sh + grow * l->lse_st] = -INFINITY;
+        return;
     }
+    /* The sink joins the denominator only; rebase on the larger of m and σ
+     * so neither exponential overflows. */
+    float top = m, denom = lsum;
+    if (c->sinks) {
+        float sink = c->sinks[h];
+        if (sink > top) top = sink;
+        denom = lsum * expf(m - top) + expf(sink - top);
+    }
+    const vf f = vset1(expf(m - top) / denom);
+    const float lse = top + logf(denom);
     for (int d = 0; d < c->dv; d += VW) store_cvt(orow, c->dt, d, c->dv - d, vmul(vload(acc + d), f));
     if (c->lse) c->lse[h * l->lse_sh + grow * l->lse_st] = lse;
 }
@@ -1199,12 +1281,13 @@ static void item_tile(const run_ctx *c, work_item *it, int64_t k0)
         }
         s_narrow_rows(c, t, it->rp, krows, kpf, nk_pad);
         softmax_narrow(c, t, it->rp, nk_pad);
-        pv_narrow_rows(c, t, it->rp, vrows, nk, vpf, nk_pf);
+        pv_narrow_rows(c, t, it->rp, vrows, nk, vpf, nk_pf, need_mask);
 #endif
     } else {
         s_rows(c, t, it->nmv, nk_pad);
         softmax_wide(c, t, it->nmv, nk, need_mask);
-        pv_rows(c, t, nrows, nk);
+        if (need_mask) pv_rows_masked(c, t, nrows);
+        else pv_rows(c, t, nrows, nk);
     }
 }
 
@@ -1243,10 +1326,11 @@ static void merge_row(const run_ctx *c, int64_t grow, int64_t h)
     const xattn_attn_desc *d = &c->prob->desc;
     const xattn_attn_launch *l = c->l;
     const int splits = c->pp->kv_splits;
+    /* The largest partial LSE, NaN if any is (a split whose row went NaN). */
     float top = -INFINITY;
     for (int s = 0; s < splits; s++) {
         float x = c->part_lse[((int64_t)s * c->part_rows + grow) * c->hq + h];
-        if (x > top) top = x;
+        if (isnan(x) || x > top) top = x;
     }
     int64_t o_elem = d->q_layout == XATTN_Q_RAGGED
                          ? grow * l->o.st
