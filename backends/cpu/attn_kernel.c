@@ -422,6 +422,7 @@ typedef struct run_ctx {
     const float *slopes, *sinks;
     float *part_o, *part_lse; /* split-KV partials, or NULL */
     int64_t part_rows;        /* B · seqlen_q */
+    int64_t tile_space;       /* ragged Q: numbers of query tiles in this run */
     char *scratch;            /* slice 0 */
 } run_ctx;
 
@@ -1296,10 +1297,101 @@ static void item_end(const run_ctx *c, const work_item *it)
     for (int r = 0; r < it->nrows; r++) finish_row(c, &it->t, &it->sq, r, it->split);
 }
 
-static void run_item(const run_ctx *c, int64_t w, char *scratch)
+/* ---- the work of one run ---------------------------------------------------- */
+
+/* With ragged Q the plan's work list is sized for the seqlen_q bound, but a
+ * run must cost what its real lengths cost (a bound of 10^8 tokens over 10
+ * real rows would otherwise walk 10^8 empty items). cu_seqlens_q is host
+ * memory here, so the tiles are renumbered from it, without a table: the
+ * tiles of sequence b are numbered from first_tile(b) = ⌊cu_q[b]·pack /
+ * block_q⌋ + b on. Since ⌊(x + n)/q⌋ ≥ ⌊x/q⌋ + ⌊n/q⌋, sequence b's
+ * ⌈len_b·pack/block_q⌉ tiles end before first_tile(b + 1), and all fit
+ * below first_tile(B) = ⌊total_q·pack/block_q⌋ + B. A number that falls in
+ * the gap after a sequence's last tile is an empty item. */
+static int64_t first_tile(const run_ctx *c, int64_t b)
+{
+    return (int64_t)c->cu_q[b] * c->pack / c->block_q + b;
+}
+
+/* Sequence and tile of tile number v (ragged Q); 0 when v names no tile. */
+static int ragged_tile(const run_ctx *c, int64_t v, int64_t *b, int64_t *t)
+{
+    int64_t lo = 0, hi = c->prob->desc.batch - 1;
+    while (lo < hi) { /* the last sequence whose first tile is ≤ v */
+        const int64_t mid = lo + (hi - lo + 1) / 2;
+        if (first_tile(c, mid) <= v) lo = mid;
+        else hi = mid - 1;
+    }
+    const int64_t rows = ((int64_t)c->cu_q[lo + 1] - c->cu_q[lo]) * c->pack;
+    *b = lo;
+    *t = v - first_tile(c, lo);
+    return *t * c->block_q < rows;
+}
+
+/* Work items of a run: the plan's, or with ragged Q head groups × tile
+ * numbers × splits. */
+static int64_t run_work_count(const run_ctx *c)
+{
+    if (!c->tile_space) return c->pp->num_work;
+    return (int64_t)c->pp->head_groups * c->tile_space * c->pp->kv_splits;
+}
+
+/* The plan's work index (plan.h) of run item r; 0 when r is empty. Ragged
+ * runs take r as ((g·tile_space + v)·splits + s), one head group's tiles
+ * together as in the plan's order. */
+static int run_work_index(const run_ctx *c, int64_t r, int64_t *w)
+{
+    if (!c->tile_space) {
+        *w = r;
+        return 1;
+    }
+    const xattn_attn_plan_params *pp = c->pp;
+    const int64_t s = r % pp->kv_splits, v = r / pp->kv_splits % c->tile_space;
+    const int64_t g = r / pp->kv_splits / c->tile_space;
+    int64_t b, t;
+    if (!ragged_tile(c, v, &b, &t)) return 0;
+    *w = ((b * pp->head_groups + g) * pp->q_tiles + t) * pp->kv_splits + s;
+    return 1;
+}
+
+/* Lockstep batches (sequence or tile number, chunk of `chunks` head groups,
+ * split) of a run. */
+static int64_t lockstep_batch_count(const run_ctx *c, int64_t chunks)
+{
+    const xattn_attn_plan_params *pp = c->pp;
+    if (!c->tile_space) return pp->num_work / pp->head_groups * chunks;
+    return c->tile_space * chunks * pp->kv_splits;
+}
+
+/* Batch x: the plan's work index of its first item, and how many head
+ * groups it runs; 0 when it is empty. Splits innermost, so that the
+ * threads start on different key ranges. */
+static int lockstep_batch(const run_ctx *c, int64_t x, int64_t chunks, int64_t *w0, int *n)
+{
+    const xattn_attn_plan_params *pp = c->pp;
+    const int64_t splits = pp->kv_splits, tiles = pp->q_tiles, hg = pp->head_groups;
+    const int64_t s = x % splits;
+    int64_t t, ch, b;
+    if (!c->tile_space) {
+        t = x / splits % tiles;
+        ch = x / splits / tiles % chunks;
+        b = x / splits / tiles / chunks;
+    } else {
+        ch = x / splits / c->tile_space;
+        if (!ragged_tile(c, x / splits % c->tile_space, &b, &t)) return 0;
+    }
+    const int64_t g0 = ch * c->lay.items;
+    *n = (int)(hg - g0 < c->lay.items ? hg - g0 : c->lay.items);
+    *w0 = ((b * hg + g0) * tiles + t) * splits + s;
+    return 1;
+}
+
+/* Run item r of the run (run_work_index). */
+static void run_item(const run_ctx *c, int64_t r, char *scratch)
 {
     work_item it;
-    if (!item_begin(c, w, scratch, &it)) return;
+    int64_t w;
+    if (!run_work_index(c, r, &w) || !item_begin(c, w, scratch, &it)) return;
     for (int64_t k0 = it.kb; k0 < it.ke; k0 += c->block_k) item_tile(c, &it, k0);
     item_end(c, &it);
 }
@@ -1407,26 +1499,24 @@ void KERNEL_ENTRY(const struct xattn_plan *plan, const xattn_attn_launch *l)
         c.part_lse = c.part_o + (int64_t)pp->kv_splits * c.part_rows * c.hq * c.dv_pad;
     }
 
-    const int64_t num_work = pp->num_work;
+    /* Ragged Q: tile numbers of this run (first_tile; at most B more than
+     * the plan's B·q_tiles, since the front end checked the lengths). */
+    if (d->q_layout == XATTN_Q_RAGGED) c.tile_space = first_tile(&c, d->batch);
+    const int64_t num_work = run_work_count(&c);
     const int64_t total_q = l->total_q;
 #pragma omp parallel num_threads(pp->threads)
     {
         char *scratch = c.scratch + (size_t)omp_get_thread_num() * pp->local_mem_bytes;
         if (c.narrow && c.lay.items > 1) {
-            /* Batches of lockstep items: (sequence, chunk of head groups,
-             * query tile, split), splits innermost so that the threads
-             * start on different key ranges. */
-            const int64_t splits = pp->kv_splits, tiles = pp->q_tiles, hg = pp->head_groups;
-            const int64_t chunks = (hg + c.lay.items - 1) / c.lay.items;
-            const int64_t batches = num_work / hg * chunks;
+            /* Batches of lockstep items (lockstep_batch). */
+            const int64_t chunks = (pp->head_groups + c.lay.items - 1) / c.lay.items;
+            const int64_t batches = lockstep_batch_count(&c, chunks);
 #pragma omp for schedule(dynamic, 1)
             for (int64_t x = 0; x < batches; x++) {
-                const int64_t s = x % splits, t = x / splits % tiles;
-                const int64_t ch = x / splits / tiles % chunks, b = x / splits / tiles / chunks;
-                const int64_t g0 = ch * c.lay.items;
-                const int n = (int)(hg - g0 < c.lay.items ? hg - g0 : c.lay.items);
-                run_lockstep(&c, ((b * hg + g0) * tiles + t) * splits + s, tiles * splits, n,
-                             scratch);
+                int64_t w0;
+                int n;
+                if (lockstep_batch(&c, x, chunks, &w0, &n))
+                    run_lockstep(&c, w0, (int64_t)pp->q_tiles * pp->kv_splits, n, scratch);
             }
         } else {
 #pragma omp for schedule(dynamic, 1)

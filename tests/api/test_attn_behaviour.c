@@ -190,6 +190,100 @@ static void test_merge_states_ignores_strides_of_size_one_dims(void **state)
     xattn_context_destroy(&ctx);
 }
 
+/* Ragged Q: the plan's seqlen_q is a bound, and a run must cost what its
+ * real lengths cost. Ten real rows under a bound of 2^29: before the work
+ * was numbered from cu_seqlens_q, each run walked every tile of the bound
+ * (about 10^9 empty items, seconds on the CPU backend, far longer on PoCL)
+ * and these runs outlasted the test's timeout; now each takes microseconds
+ * to milliseconds. The test has no clock of its own: the suite's timeout is
+ * the check, and the results are checked against values computed here. */
+enum { RG_B = 2, RG_HQ = 32, RG_HKV = 8, RG_D = 64, RG_TQ = 10, RG_TK = 12, RG_RUNS = 8 };
+#define RG_BOUND (1 << 29)
+
+static void test_ragged_run_costs_real_lengths_not_bound(void **state)
+{
+    (void)state;
+    xattn_context *ctx = xt_context();
+    xattn_attn_desc d = {0};
+    d.dtype = XATTN_F32;
+    d.batch = RG_B;
+    d.num_q_heads = RG_HQ;
+    d.num_kv_heads = RG_HKV;
+    d.head_dim_qk = d.head_dim_v = RG_D;
+    d.q_layout = XATTN_Q_RAGGED;
+    d.kv_layout = XATTN_KV_RAGGED;
+    d.seqlen_q = RG_BOUND;
+    d.seqlen_k = RG_TK;
+    d.flags = XATTN_ATTN_LSE;
+    xattn_plan *plan = NULL;
+    XT_ASSERT_STATUS(xattn_plan_create(ctx, &d, &plan), XATTN_OK);
+    /* Nor does planning for the bound ask for memory in its proportion. */
+    size_t ws = xattn_plan_workspace_size(plan);
+    assert_true(ws < ((size_t)64 << 20));
+
+    enum { NQ = RG_TQ * RG_HQ * RG_D, NK = RG_TK * RG_HKV * RG_D };
+    float *q = malloc(NQ * sizeof *q), *k = malloc(NK * sizeof *k), *v = malloc(NK * sizeof *v);
+    float *o = malloc(NQ * sizeof *o), lse[RG_HQ * RG_TQ];
+    assert_non_null(q);
+    assert_non_null(k);
+    assert_non_null(v);
+    assert_non_null(o);
+    fill(q, NQ, 8);
+    fill(k, NK, 9);
+    fill(v, NK, 10);
+    const int32_t cu_q[RG_B + 1] = {0, RG_TQ, RG_TQ}, cu_k[RG_B + 1] = {0, RG_TK, RG_TK};
+    const int64_t qs[3] = {RG_TQ, RG_HQ, RG_D}, ks[3] = {RG_TK, RG_HKV, RG_D};
+    const int64_t cs[1] = {RG_B + 1}, ls[2] = {RG_HQ, RG_TQ};
+    xattn_buffer *bq = buffer_of(ctx, q, NQ), *bk = buffer_of(ctx, k, NK);
+    xattn_buffer *bv = buffer_of(ctx, v, NK), *bo = xt_buffer(ctx, NQ * sizeof(float), 0xff);
+    xattn_buffer *bl = xt_buffer(ctx, sizeof lse, 0xff);
+    xattn_buffer *bcq = xt_buffer_i32(ctx, cu_q, RG_B + 1);
+    xattn_buffer *bck = xt_buffer_i32(ctx, cu_k, RG_B + 1);
+    xattn_attn_args a;
+    memset(&a, 0, sizeof a);
+    a.q = xattn_tensor_contiguous(bq, 0, XATTN_F32, 3, qs);
+    a.k = xattn_tensor_contiguous(bk, 0, XATTN_F32, 3, ks);
+    a.v = xattn_tensor_contiguous(bv, 0, XATTN_F32, 3, ks);
+    a.o = xattn_tensor_contiguous(bo, 0, XATTN_F32, 3, qs);
+    a.lse = xattn_tensor_contiguous(bl, 0, XATTN_F32, 2, ls);
+    a.cu_seqlens_q = xattn_tensor_contiguous(bcq, 0, XATTN_I32, 1, cs);
+    a.cu_seqlens_k = xattn_tensor_contiguous(bck, 0, XATTN_I32, 1, cs);
+    a.workspace = ws ? xt_buffer(ctx, ws, 0) : NULL;
+    for (int r = 0; r < RG_RUNS; r++) XT_ASSERT_STATUS(xattn_attn_run(plan, &a), XATTN_OK);
+    read_floats(bo, o, NQ);
+    read_floats(bl, lse, RG_HQ * RG_TQ);
+
+    const double scale = 1.0 / sqrt((double)RG_D);
+    for (int i = 0; i < RG_TQ; i++)
+        for (int h = 0; h < RG_HQ; h++) {
+            const int kh = h / (RG_HQ / RG_HKV);
+            double s[RG_TK], m = -INFINITY, sum = 0.0;
+            for (int j = 0; j < RG_TK; j++) {
+                s[j] = 0.0;
+                for (int x = 0; x < RG_D; x++)
+                    s[j] += (double)q[(i * RG_HQ + h) * RG_D + x] * k[(j * RG_HKV + kh) * RG_D + x];
+                s[j] *= scale;
+                if (s[j] > m) m = s[j];
+            }
+            for (int j = 0; j < RG_TK; j++) sum += exp(s[j] - m);
+            assert_float_equal(lse[h * RG_TQ + i], m + log(sum), 1e-4);
+            for (int x = 0; x < RG_D; x++) {
+                double want = 0.0;
+                for (int j = 0; j < RG_TK; j++)
+                    want += exp(s[j] - m) / sum * v[(j * RG_HKV + kh) * RG_D + x];
+                assert_float_equal(o[(i * RG_HQ + h) * RG_D + x], want, 1e-5);
+            }
+        }
+    xattn_buffer *bufs[] = {bq, bk, bv, bo, bl, bcq, bck, a.workspace};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) xattn_buffer_free(&bufs[i]);
+    free(q);
+    free(k);
+    free(v);
+    free(o);
+    xattn_plan_destroy(&plan);
+    xattn_context_destroy(&ctx);
+}
+
 #define T(f) cmocka_unit_test_teardown(f, xt_env_teardown)
 
 int main(void)
@@ -199,6 +293,7 @@ int main(void)
         T(test_paged_run_ignores_strides_of_size_one_dims),
         T(test_kv_append_ignores_strides_of_size_one_dims),
         T(test_merge_states_ignores_strides_of_size_one_dims),
+        T(test_ragged_run_costs_real_lengths_not_bound),
     };
     return cmocka_run_group_tests_name("attention behaviour", tests, NULL, NULL);
 }

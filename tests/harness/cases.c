@@ -321,6 +321,16 @@ static int attn_cases(hx_catalogue *cat)
          CAUSAL, .sq_list = {37, 0, 1, 130, 64, 3}, .sk_list = {100, 45, 339, 130, 0, 3},
          .reuse = 1, .bound_extra = 17);
 
+    /* Ragged Q far below its bound: a run costs its real lengths (tiles
+     * numbered from cu_seqlens_q, not from the plan), decode-sized ragged
+     * rows (narrow tiles, lockstep items) and a bound of a million rows. */
+    ATTN(.dtype = XATTN_F16, .hq = 8, .hkv = 2, .dqk = 128, .batch = 4, RAGGED_Q, PAGED(16),
+         .sq_list = {1, 0, 2, 1}, .sk_list = {300, 20, 1000, 0});
+    ATTN(.dtype = XATTN_BF16, .hq = 16, .hkv = 2, .dqk = 64, .batch = 3, RAGGED_Q, RAGGED_K,
+         CAUSAL, .sq_list = {3, 1, 4}, .sk_list = {3000, 1, 40}, .bound_extra = 5);
+    ATTN(.dtype = XATTN_F32, .hq = 4, .hkv = 1, .dqk = 64, .batch = 3, RAGGED_Q, RAGGED_K,
+         CAUSAL, .sq_list = {10, 0, 7}, .sk_list = {50, 3, 7}, .bound_extra = 1000000);
+
     /* Split-KV decode: long Sk, one query, few heads. */
     for (int t = 0; t < 3; t++)
         ATTN(.dtype = dtypes[t], .hq = 4, .hkv = 1, .dqk = 128, .sq = 1, .sk = 8192);

@@ -351,7 +351,7 @@ __kernel void attn_cpu(
     long total_q, long total_k, long part_rows, int seqlen_q, int seqlen_k, int hq, int group, int head_groups,
     int q_tiles, int kv_splits, int kv_split_len, int q_ragged, int kv_layout,
     int page_size, int num_pages, int max_pages, int wl, int wr, float scale,
-    float softcap, int flags)
+    float softcap, int flags, int batch, long tile_space)
 {
     const int has_lse = flags & FLAG_LSE, has_sinks = flags & FLAG_SINKS;
     __local float qt[DQK_PAD * BQ_PAD];   /* Q, scaled (wide: transposed, Qt[d][row]) */
@@ -368,6 +368,10 @@ __kernel void attn_cpu(
     __local row_stats *rs = &rs_mem;
 
     long w = get_global_id(0);
+    if (tile_space > 0) { /* ragged Q: the run's own tile numbers */
+        w = ragged_work(w, tile_space, AT_CONST(int, cu_q, cu_q_off), batch, total_q, seqlen_q, PACK, BLOCK_Q, head_groups, q_tiles, kv_splits);
+        if (w < 0) return;
+    }
     const int split = (int)(w % kv_splits);
     w /= kv_splits;
     const long tile = w % q_tiles;

@@ -110,7 +110,7 @@ void attn_gpu(/* problem */
               int head_groups, int q_tiles, int kv_splits, int split_len, int dqk, int dv,
               int q_ragged, int kv_layout, int page_size, int num_pages, int max_pages,
               long total_q, long total_k, int wl, int wr, float scale, float softcap,
-              int has_lse, int has_alibi, int has_sinks,
+              int has_lse, int has_alibi, int has_sinks, long tile_space,
               /* operands */
               __global const RAW(IO) *q, ulong q_off, long q_sb, long q_st, long q_sh,
               __global const RAW(IO) *k, ulong k_off, long k_sb, long k_st, long k_sh,
@@ -133,6 +133,11 @@ void attn_gpu(/* problem */
 
     const int t = get_local_id(0);
     long w = get_group_id(0);
+    if (tile_space > 0) { /* ragged Q: the run's own tile numbers */
+        w = ragged_work(w, tile_space, AT_CONST(int, cu_q, cu_q_off), batch, total_q, seqlen_q,
+                        pack, BLOCK_Q, head_groups, q_tiles, kv_splits);
+        if (w < 0) return; /* the whole group: w is uniform across it */
+    }
     const int split = (int)(w % kv_splits);
     w /= kv_splits;
     const long tile = w % q_tiles;
