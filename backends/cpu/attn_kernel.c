@@ -783,11 +783,36 @@ static void same_range_run(const tile_mem *t, int r0, int nrows, int max_rows, i
     *nk = hi >= lo ? (int)hi - (int)lo + 1 : 0;
 }
 
+/* Independent accumulators of tile_v_finite, so the check is not one long
+ * chain of dependent FMAs. */
+#define FINITE_CHAINS 4
+
+/* 1 if the tile's nk V rows (f32 in scratch) are all finite: then a masked
+ * key's P of exactly 0 adds exactly nothing, and pv_rows may run the tile
+ * whole. 0·x is 0 for finite x and NaN for NaN and ±inf. */
+static int tile_v_finite(const run_ctx *c, const tile_mem *t, int nk)
+{
+    const int64_t n = (int64_t)nk * c->dv_pad;
+    vf acc[FINITE_CHAINS];
+    for (int i = 0; i < FINITE_CHAINS; i++) acc[i] = vzero();
+    int64_t x = 0;
+    for (; x + FINITE_CHAINS * VW <= n; x += FINITE_CHAINS * VW)
+        for (int i = 0; i < FINITE_CHAINS; i++)
+            acc[i] = vfma(vload(t->v + x + i * VW), vzero(), acc[i]);
+    for (; x < n; x += VW) acc[0] = vfma(vload(t->v + x), vzero(), acc[0]);
+    for (int i = 1; i < FINITE_CHAINS; i++) acc[0] = vadd(acc[0], acc[i]);
+    float lane[VW];
+    vstore(lane, acc[0]);
+    for (int i = 0; i < VW; i++)
+        if (lane[i] != 0.0f) return 0;
+    return 1;
+}
+
 /* P·V of a tile where some row does not see some key (mask terms in
- * t->lo/hi): each row multiplies only the V rows it sees. Its P is 0
- * elsewhere, but 0·NaN is NaN, and a V row outside a row's mask must not
- * reach it. Rows with one range share register blocks; a causal diagonal
- * tile then costs about what the full one did, as each row does half. */
+ * t->lo/hi) and some V element is not finite: each row multiplies only
+ * the V rows it sees. Its P is 0 elsewhere, but 0·NaN is NaN, and a V row
+ * outside a row's mask must not reach it. Rows with one range share
+ * register blocks. */
 static void pv_rows_masked(const run_ctx *c, const tile_mem *t, int nrows)
 {
     const int64_t ldo = c->dv_pad, ldp = c->lay.bq_pad, ldv = c->dv_pad;
@@ -1287,7 +1312,7 @@ static void item_tile(const run_ctx *c, work_item *it, int64_t k0)
     } else {
         s_rows(c, t, it->nmv, nk_pad);
         softmax_wide(c, t, it->nmv, nk, need_mask);
-        if (need_mask) pv_rows_masked(c, t, nrows);
+        if (need_mask && !tile_v_finite(c, t, nk)) pv_rows_masked(c, t, nrows);
         else pv_rows(c, t, nrows, nk);
     }
 }

@@ -118,6 +118,16 @@ ALWAYS_INLINE void pv_block(const int MR, __local float *o, __local const float 
         for (int x = 0; x < PV_NV; x++) vstore16(acc[r][x], 0, o + r * DV_PAD + x * VW);
 }
 
+/* 1 if the tile's nk V rows (f32, local) are all finite: then a masked key's
+ * P of exactly 0 adds exactly nothing, and the tile's P·V may run whole.
+ * 0·x is 0 for finite x and NaN for NaN and ±inf. */
+ALWAYS_INLINE int tile_v_finite(__local const float *vt, int nk)
+{
+    float16 acc = (float16)0.0f;
+    for (int x = 0; x < nk * DV_PAD; x += VW) acc = fma(vload16(0, vt + x), (float16)0.0f, acc);
+    return all(acc == (float16)0.0f);
+}
+
 /* Visible keys [lo, hi] of query row i (bottom-right aligned window),
  * clipped to the sequence; lo > hi when none. */
 ALWAYS_INLINE void row_range(long i, long sq, long sk, int wl, int wr, long *lo, long *hi)
@@ -584,12 +594,14 @@ __kernel void attn_cpu(
             vstore16(alpha, 0, rs->alpha + r);
         }
 
-        /* O = α·O + P·V. Where some row does not see some key, each row
-         * multiplies only the V rows it sees: its P is 0 elsewhere, but
-         * 0·NaN is NaN, and a V row outside a row's mask must not reach it. */
+        /* O = α·O + P·V. Where some row does not see some key and some V
+         * element is not finite, each row multiplies only the V rows it
+         * sees: its P is 0 elsewhere, but 0·NaN is NaN, and a V row outside
+         * a row's mask must not reach it. */
+        const int per_row = need_mask && !tile_v_finite(vt, nk);
         for (int x0 = 0; x0 < DV_PAD; x0 += PV_NV * VW) {
             int r = 0;
-            if (need_mask) {
+            if (per_row) {
                 for (; r < nrows; r++) {
                     const int lo = (int)rs->lo[r], hi = (int)rs->hi[r];
                     pv_block(1, ot + r * DV_PAD + x0, rs->alpha + r, st + lo * BQ_PAD + r,
