@@ -9,6 +9,24 @@
  * O = Σ p_j v_j, LSE = log Σ exp(s_j) (natural log, sink included). A row
  * that sees no key gets O = 0 and LSE = −inf. Accumulation is fp32; f32
  * inputs use IEEE fp32 arithmetic throughout.
+ *
+ * Non-finite inputs. A row's result is what the formulas give in IEEE
+ * arithmetic over its visible keys only: a key outside the row's mask,
+ * window or sequence does not affect it, whatever it holds (keys no row of
+ * the call sees, cache slots no sequence owns and unused block-table
+ * columns are not read at all). Over the visible keys, NaN in is NaN out:
+ *  - a NaN score (NaN in the Q row or in a visible K row, a NaN ALiBi slope,
+ *    an infinite slope times the distance 0 at the diagonal) makes the
+ *    row's O and LSE NaN; so does a +inf score (the softmax would compute
+ *    inf − inf) and a NaN or +inf sink;
+ *  - a −inf score is a key of weight 0; a row whose visible scores are all
+ *    −inf is one that sees no key (O = 0, LSE = −inf, no V row used);
+ *  - every visible key multiplies its V row, even at weight 0, so a NaN in
+ *    element d of a visible V row makes element d of the row's O NaN
+ *    (0·NaN = NaN, as softmax(QKᵀ)·V gives in PyTorch); the other elements
+ *    are unaffected;
+ *  - with a soft cap, s is capped first: c·tanh(±inf/c) = ±c is finite.
+ * A row that sees no key gets O = 0 and LSE = −inf whatever its sink.
  */
 #ifndef XATTN_ATTN_H
 #define XATTN_ATTN_H
@@ -81,10 +99,14 @@ typedef struct xattn_attn_desc {
 
 /* Tensors for one run. Absent optional tensors have buffer == NULL. Every
  * tensor accepts arbitrary element strides for token and head; the innermost
- * stride is 1. */
+ * stride is 1, except for lse, which takes any strides: an LSE kept as
+ * [total_q, Hq] in memory (FlashInfer's layout) is the [Hq, total_q] view
+ * with strides (1, Hq). Strides are positive and no two elements of one
+ * tensor share an address. */
 typedef struct xattn_attn_args {
     xattn_tensor q, k, v, o;
-    xattn_tensor lse;           /* [Hq, total_q] f32, with XATTN_ATTN_LSE */
+    xattn_tensor lse;           /* [Hq, total_q] f32, any strides, with
+                                   XATTN_ATTN_LSE */
     xattn_tensor cu_seqlens_q;  /* [B+1] i32, with XATTN_Q_RAGGED */
     xattn_tensor cu_seqlens_k;  /* [B+1] i32, with XATTN_KV_RAGGED */
     xattn_tensor block_table;   /* [B, max_pages_per_seq] i32, paged */
@@ -156,9 +178,17 @@ XATTN_API xattn_status xattn_kv_append(xattn_context *ctx,
 
 /* Merge two partial attention results over disjoint key sets:
  * LSE = log(e^LSE_a + e^LSE_b), O = (e^LSE_a O_a + e^LSE_b O_b) / e^LSE.
- * O tensors [N, H, D] (one float dtype), LSE tensors [H, N] f32. o and lse
- * may be the same tensors as o_a and lse_a (in place), but must not
- * otherwise overlap an input. Errors: XATTN_ERR_INVALID_ARGUMENT,
+ * Both LSE −inf (two states over no key) gives O = 0, LSE = −inf. Else a
+ * side whose LSE is −inf has weight 0 and its O is not read; a NaN or +inf
+ * LSE on either side makes the row's O and LSE NaN (+inf is no state
+ * attention produces: it would be the LSE of a +inf score); a NaN element
+ * of an O that is read makes that element of O NaN, even where its weight
+ * rounds to 0.
+ * O tensors [N, H, D] (one float dtype, innermost stride 1, D ≥ 1), LSE
+ * tensors [H, N] f32 with any strides ([N, H] in memory is the view with
+ * strides (1, H)). o and lse may be the same tensors as o_a and lse_a (in
+ * place: the same view, element for element), but must not otherwise
+ * overlap an input. Errors: XATTN_ERR_INVALID_ARGUMENT (also D = 0),
  * XATTN_ERR_UNSUPPORTED, XATTN_ERR_DEVICE.
  * Thread-safety: safe. */
 XATTN_API xattn_status xattn_merge_states(xattn_context *ctx,

@@ -252,7 +252,9 @@ typedef enum xattn_dtype {
 #define XATTN_MAX_RANK 4
 
 /* A view into a buffer. Shapes and strides count elements; the innermost
- * stride must be 1. A tensor with buffer == NULL is "absent". */
+ * stride must be 1 (where a call says otherwise, it says so). The stride of
+ * a dimension of size 0 or 1 is never used and may hold any value. A
+ * tensor with buffer == NULL is "absent". */
 typedef struct xattn_tensor {
     xattn_buffer *buffer;
     size_t offset;                  /* bytes from the start of the buffer */

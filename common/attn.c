@@ -245,17 +245,18 @@ static xattn_status check_paged_tables(const xattn_attn_desc *d, const xattn_ten
     return XATTN_OK;
 }
 
+/* Strides of size-1 dimensions reach the backend as 0 (xattn_stride). */
 static void operand(xattn_attn_operand *op, const xattn_tensor *t, int batched)
 {
     op->ref = xattn_ref_of(t);
     if (batched) {
-        op->sb = t->stride[0];
-        op->st = t->stride[1];
-        op->sh = t->stride[2];
+        op->sb = xattn_stride(t, 0);
+        op->st = xattn_stride(t, 1);
+        op->sh = xattn_stride(t, 2);
     } else {
         op->sb = 0;
-        op->st = t->stride[0];
-        op->sh = t->stride[1];
+        op->st = xattn_stride(t, 0);
+        op->sh = xattn_stride(t, 1);
     }
 }
 
@@ -308,7 +309,7 @@ xattn_status xattn_attn_run(const xattn_plan *plan, const xattn_attn_args *a)
     /* Optional operands: present exactly when the plan uses them. */
     if (d->flags & XATTN_ATTN_LSE) {
         int64_t ls[] = {Hq, total_q};
-        XATTN_TRY(xattn_check_tensor(ctx, &a->lse, "lse", XATTN_F32, 2, ls, &slse));
+        XATTN_TRY(xattn_check_tensor_strided(ctx, &a->lse, "lse", XATTN_F32, 2, ls, &slse));
     } else {
         XATTN_TRY(xattn_check_absent(&a->lse, "lse", "desc.flags lacks XATTN_ATTN_LSE"));
     }
@@ -382,14 +383,14 @@ xattn_status xattn_attn_run(const xattn_plan *plan, const xattn_attn_args *a)
     operand(&l.k, &a->k, d->kv_layout != XATTN_KV_RAGGED);
     operand(&l.v, &a->v, d->kv_layout != XATTN_KV_RAGGED);
     l.lse = xattn_ref_of(&a->lse);
-    l.lse_sh = a->lse.buffer ? a->lse.stride[0] : 0;
-    l.lse_st = a->lse.buffer ? a->lse.stride[1] : 0;
+    l.lse_sh = a->lse.buffer ? xattn_stride(&a->lse, 0) : 0;
+    l.lse_st = a->lse.buffer ? xattn_stride(&a->lse, 1) : 0;
     l.total_q = total_q;
     l.total_k = total_k;
     l.cu_seqlens_q = xattn_ref_of(&a->cu_seqlens_q);
     l.cu_seqlens_k = xattn_ref_of(&a->cu_seqlens_k);
     l.block_table = xattn_ref_of(&a->block_table);
-    l.block_table_stride = a->block_table.buffer ? a->block_table.stride[0] : 0;
+    l.block_table_stride = a->block_table.buffer ? xattn_stride(&a->block_table, 0) : 0;
     l.seqlens_k = xattn_ref_of(&a->seqlens_k);
     l.alibi_slopes = xattn_ref_of(&a->alibi_slopes);
     l.sinks = xattn_ref_of(&a->sinks);
@@ -509,10 +510,12 @@ xattn_status xattn_kv_append(xattn_context *ctx, const xattn_tensor *k_new,
         .page_size = kc[1], .num_pages = kc[0],
         .k_new = xattn_ref_of(k_new), .v_new = xattn_ref_of(v_new), .slots = xattn_ref_of(slots),
         .k_cache = xattn_ref_of(k_cache), .v_cache = xattn_ref_of(v_cache),
-        .kn_st = k_new->stride[0], .kn_sh = k_new->stride[1],
-        .vn_st = v_new->stride[0], .vn_sh = v_new->stride[1],
-        .kc_sp = k_cache->stride[0], .kc_st = k_cache->stride[1], .kc_sh = k_cache->stride[2],
-        .vc_sp = v_cache->stride[0], .vc_st = v_cache->stride[1], .vc_sh = v_cache->stride[2],
+        .kn_st = xattn_stride(k_new, 0), .kn_sh = xattn_stride(k_new, 1),
+        .vn_st = xattn_stride(v_new, 0), .vn_sh = xattn_stride(v_new, 1),
+        .kc_sp = xattn_stride(k_cache, 0), .kc_st = xattn_stride(k_cache, 1),
+        .kc_sh = xattn_stride(k_cache, 2),
+        .vc_sp = xattn_stride(v_cache, 0), .vc_st = xattn_stride(v_cache, 1),
+        .vc_sh = xattn_stride(v_cache, 2),
     };
     return ctx->vt->kv_append(ctx->dev, &l);
 }
@@ -544,12 +547,16 @@ xattn_status xattn_merge_states(xattn_context *ctx, const xattn_tensor *o_a,
     xattn_span s[6];
     int64_t os[] = {ANY, ANY, ANY};
     XATTN_TRY(xattn_check_tensor(ctx, o_a, "o_a", dt, 3, os, &s[0]));
+    /* Attention has no D = 0; the merged LSE of such rows would be written
+     * with no O beside it, so say so instead. */
+    if (os[2] == 0)
+        return INVALID("o_a: head dim (shape[2]) is 0; merge_states needs at least 1");
     int64_t ls[] = {os[1], os[0]};
-    XATTN_TRY(xattn_check_tensor(ctx, lse_a, "lse_a", XATTN_F32, 2, ls, &s[1]));
+    XATTN_TRY(xattn_check_tensor_strided(ctx, lse_a, "lse_a", XATTN_F32, 2, ls, &s[1]));
     XATTN_TRY(xattn_check_tensor(ctx, o_b, "o_b", dt, 3, os, &s[2]));
-    XATTN_TRY(xattn_check_tensor(ctx, lse_b, "lse_b", XATTN_F32, 2, ls, &s[3]));
+    XATTN_TRY(xattn_check_tensor_strided(ctx, lse_b, "lse_b", XATTN_F32, 2, ls, &s[3]));
     XATTN_TRY(xattn_check_tensor(ctx, o, "o", dt, 3, os, &s[4]));
-    XATTN_TRY(xattn_check_tensor(ctx, lse, "lse", XATTN_F32, 2, ls, &s[5]));
+    XATTN_TRY(xattn_check_tensor_strided(ctx, lse, "lse", XATTN_F32, 2, ls, &s[5]));
     /* In place (output == an input, element for element) is fine; any
      * other overlap of an output with an input is not. */
     for (int out = 4; out < 6; out++)
@@ -564,12 +571,12 @@ xattn_status xattn_merge_states(xattn_context *ctx, const xattn_tensor *o_a,
         .dtype = dt, .n = os[0], .heads = os[1], .dim = os[2],
         .o_a = xattn_ref_of(o_a), .o_b = xattn_ref_of(o_b), .o = xattn_ref_of(o),
         .lse_a = xattn_ref_of(lse_a), .lse_b = xattn_ref_of(lse_b), .lse = xattn_ref_of(lse),
-        .oa_st = o_a->stride[0], .oa_sh = o_a->stride[1],
-        .ob_st = o_b->stride[0], .ob_sh = o_b->stride[1],
-        .o_st = o->stride[0], .o_sh = o->stride[1],
-        .la_sh = lse_a->stride[0], .la_st = lse_a->stride[1],
-        .lb_sh = lse_b->stride[0], .lb_st = lse_b->stride[1],
-        .l_sh = lse->stride[0], .l_st = lse->stride[1],
+        .oa_st = xattn_stride(o_a, 0), .oa_sh = xattn_stride(o_a, 1),
+        .ob_st = xattn_stride(o_b, 0), .ob_sh = xattn_stride(o_b, 1),
+        .o_st = xattn_stride(o, 0), .o_sh = xattn_stride(o, 1),
+        .la_sh = xattn_stride(lse_a, 0), .la_st = xattn_stride(lse_a, 1),
+        .lb_sh = xattn_stride(lse_b, 0), .lb_st = xattn_stride(lse_b, 1),
+        .l_sh = xattn_stride(lse, 0), .l_st = xattn_stride(lse, 1),
     };
     return ctx->vt->merge_states(ctx->dev, &l);
 }

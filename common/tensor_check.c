@@ -6,12 +6,13 @@
 
 #define INVALID(...) xattn_error(XATTN_ERR_INVALID_ARGUMENT, __VA_ARGS__)
 
-/* Check one tensor: presence, context, dtype, rank, shape, strides (innermost
- * 1, positive, non-overlapping), alignment and bounds. shape entries equal
- * to ANY accept any size and receive it. */
-xattn_status xattn_check_tensor(const xattn_context *ctx, const xattn_tensor *t,
+/* Check one tensor: presence, context, dtype, rank, shape, strides
+ * (positive, non-overlapping, and the innermost 1 when inner_unit is set),
+ * alignment and bounds. shape entries equal to ANY accept any size and
+ * receive it. */
+static xattn_status check_tensor(const xattn_context *ctx, const xattn_tensor *t,
                                  const char *name, xattn_dtype dtype, int32_t rank,
-                                 int64_t *shape, xattn_span *sp)
+                                 int64_t *shape, xattn_span *sp, int inner_unit)
 {
     if (!t->buffer) return INVALID("%s: missing (buffer is NULL)", name);
     if (t->buffer->ctx != ctx)
@@ -41,7 +42,7 @@ xattn_status xattn_check_tensor(const xattn_context *ctx, const xattn_tensor *t,
     sp->begin = sp->end = t->offset;
     sp->t = t;
     if (elems == 0) return XATTN_OK;
-    if (rank > 0 && t->stride[rank - 1] != 1 && t->shape[rank - 1] > 1)
+    if (inner_unit && rank > 0 && t->stride[rank - 1] != 1 && t->shape[rank - 1] > 1)
         return INVALID("%s: innermost stride is %lld, must be 1", name,
                        (long long)t->stride[rank - 1]);
     /* Extent, and no two elements at one address: each stride (dims of size
@@ -78,6 +79,20 @@ xattn_status xattn_check_tensor(const xattn_context *ctx, const xattn_tensor *t,
                        name, t->offset, t->offset, (long long)bytes, t->buffer->size);
     sp->end = t->offset + (size_t)bytes;
     return XATTN_OK;
+}
+
+xattn_status xattn_check_tensor(const xattn_context *ctx, const xattn_tensor *t,
+                                 const char *name, xattn_dtype dtype, int32_t rank,
+                                 int64_t *shape, xattn_span *sp)
+{
+    return check_tensor(ctx, t, name, dtype, rank, shape, sp, 1);
+}
+
+xattn_status xattn_check_tensor_strided(const xattn_context *ctx, const xattn_tensor *t,
+                                        const char *name, xattn_dtype dtype, int32_t rank,
+                                        int64_t *shape, xattn_span *sp)
+{
+    return check_tensor(ctx, t, name, dtype, rank, shape, sp, 0);
 }
 
 xattn_status xattn_check_absent(const xattn_tensor *t, const char *name, const char *why)
@@ -151,6 +166,11 @@ const int32_t *xattn_host_i32(const xattn_tensor *t)
 {
     if (!t->buffer || !t->buffer->host) return NULL;
     return (const int32_t *)((const char *)t->buffer->host + t->offset);
+}
+
+int64_t xattn_stride(const xattn_tensor *t, int i)
+{
+    return t->shape[i] > 1 ? t->stride[i] : 0;
 }
 
 xattn_ref xattn_ref_of(const xattn_tensor *t)

@@ -22,6 +22,13 @@ typedef struct xattn_span {
 xattn_status xattn_check_tensor(const xattn_context *ctx, const xattn_tensor *t, const char *name,
                           xattn_dtype dtype, int32_t rank, int64_t *shape, xattn_span *sp);
 
+/* As xattn_check_tensor, but any positive non-overlapping strides, the
+ * innermost included: for small per-row values such as LSE [H, N], which
+ * callers keep transposed ([N, H], FlashInfer) as often as not. */
+xattn_status xattn_check_tensor_strided(const xattn_context *ctx, const xattn_tensor *t,
+                                        const char *name, xattn_dtype dtype, int32_t rank,
+                                        int64_t *shape, xattn_span *sp);
+
 /* XATTN_ERR_INVALID_ARGUMENT when t is given although `why` says it is
  * unused (it would be ignored). */
 xattn_status xattn_check_absent(const xattn_tensor *t, const char *name, const char *why);
@@ -33,6 +40,12 @@ int xattn_spans_overlap(const xattn_span *a, const xattn_span *b);
 
 /* The tensor's first element when its memory is host-visible, else NULL. */
 const int32_t *xattn_host_i32(const xattn_tensor *t);
+
+/* Stride i of a checked tensor as a backend may use it: 0 for a dimension
+ * of size 0 or 1, whose stride is never checked (any value is valid there,
+ * and a kernel that multiplies it by its element size or an index of 0
+ * must not overflow). */
+int64_t xattn_stride(const xattn_tensor *t, int i);
 
 /* Native handle and byte offset of a tensor (NULL native when absent). */
 xattn_ref xattn_ref_of(const xattn_tensor *t);

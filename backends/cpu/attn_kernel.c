@@ -127,8 +127,11 @@ INLINE vf vcopysign(vf mag, vf sgn)
 INLINE vf vexp_poly(vf r);
 INLINE vf vexp(vf x)
 {
-    __mmask16 keep = _mm512_cmp_ps_mask(x, vset1(EXP_MIN_ARG), _CMP_GE_OQ);
-    x = vmin(vmax(x, vset1(EXP_MIN_ARG)), vset1(EXP_MAX_ARG));
+    /* NaN lanes are kept (the compare is unordered-true) and pass the clamp
+     * (max/min return their second operand when either is NaN), so NaN in
+     * gives NaN out, as expf does. */
+    __mmask16 keep = _mm512_cmp_ps_mask(x, vset1(EXP_MIN_ARG), _CMP_NLT_UQ);
+    x = vmin(vset1(EXP_MAX_ARG), vmax(vset1(EXP_MIN_ARG), x));
     vf n = _mm512_roundscale_ps(vmul(x, vset1(EXP_LOG2E)),
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     vf r = vfnma(n, vset1(EXP_LN2_HI), x);
@@ -246,8 +249,9 @@ INLINE vf vcopysign(vf mag, vf sgn)
 INLINE vf vexp_poly(vf r);
 INLINE vf vexp(vf x)
 {
-    vf keep = _mm256_cmp_ps(x, vset1(EXP_MIN_ARG), _CMP_GE_OQ);
-    x = vmin(vmax(x, vset1(EXP_MIN_ARG)), vset1(EXP_MAX_ARG));
+    /* NaN in, NaN out, as in the AVX-512 version. */
+    vf keep = _mm256_cmp_ps(x, vset1(EXP_MIN_ARG), _CMP_NLT_UQ);
+    x = vmin(vset1(EXP_MAX_ARG), vmax(vset1(EXP_MIN_ARG), x));
     vf n = _mm256_round_ps(vmul(x, vset1(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     vf r = vfnma(n, vset1(EXP_LN2_HI), x);
     r = vfnma(n, vset1(EXP_LN2_LO), r);
@@ -390,7 +394,9 @@ INLINE vf vtanh(vf y)
     p = vfma(p, z, vset1(TANH_P3));
     p = vfma(p, z, vset1(TANH_P4));
     vf small = vfma(vmul(p, z), y, y);
-    return vsel_lt(a, vset1(TANH_SMALL), small, big);
+    /* NaN takes the polynomial, which keeps it NaN (the other branch
+     * would turn it into ±1). */
+    return vsel_lt(vset1(TANH_SMALL), a, big, small);
 }
 #endif
 
@@ -414,6 +420,7 @@ typedef struct run_ctx {
     const float *slopes, *sinks;
     float *part_o, *part_lse; /* split-KV partials, or NULL */
     int64_t part_rows;        /* B · seqlen_q */
+    int64_t tile_space;       /* ragged Q: numbers of query tiles in this run */
     char *scratch;            /* slice 0 */
 } run_ctx;
 
@@ -761,16 +768,84 @@ static void pv_rows(const run_ctx *c, const tile_mem *t, int nrows, int nk)
     }
 }
 
+/* Rows r0 .. r0 + *mr − 1 (at most max_rows of the nrows) see the same keys
+ * [*n0, *n0 + *nk) of the tile: a run of rows one register block can take. */
+static void same_range_run(const tile_mem *t, int r0, int nrows, int max_rows, int *mr, int *n0,
+                           int *nk)
+{
+    const float lo = t->lo[r0], hi = t->hi[r0];
+    int n = 1;
+    while (n < max_rows && r0 + n < nrows && t->lo[r0 + n] == lo && t->hi[r0 + n] == hi) n++;
+    *mr = n;
+    *n0 = (int)lo;
+    *nk = hi >= lo ? (int)hi - (int)lo + 1 : 0;
+}
+
+/* Independent accumulators of tile_v_finite, so the check is not one long
+ * chain of dependent FMAs. */
+#define FINITE_CHAINS 4
+
+/* 1 if the tile's nk V rows (f32 in scratch) are all finite: then a masked
+ * key's P of exactly 0 adds exactly nothing, and pv_rows may run the tile
+ * whole. 0·x is 0 for finite x and NaN for NaN and ±inf. */
+static int tile_v_finite(const run_ctx *c, const tile_mem *t, int nk)
+{
+    const int64_t n = (int64_t)nk * c->dv_pad;
+    vf acc[FINITE_CHAINS];
+    for (int i = 0; i < FINITE_CHAINS; i++) acc[i] = vzero();
+    int64_t x = 0;
+    for (; x + FINITE_CHAINS * VW <= n; x += FINITE_CHAINS * VW)
+        for (int i = 0; i < FINITE_CHAINS; i++)
+            acc[i] = vfma(vload(t->v + x + i * VW), vzero(), acc[i]);
+    for (; x < n; x += VW) acc[0] = vfma(vload(t->v + x), vzero(), acc[0]);
+    for (int i = 1; i < FINITE_CHAINS; i++) acc[0] = vadd(acc[0], acc[i]);
+    float lane[VW];
+    vstore(lane, acc[0]);
+    for (int i = 0; i < VW; i++)
+        if (lane[i] != 0.0f) return 0;
+    return 1;
+}
+
+/* P·V of a tile where some row does not see some key (mask terms in
+ * t->lo/hi) and some V element is not finite: each row multiplies only
+ * the V rows it sees. Its P is 0 elsewhere, but 0·NaN is NaN, and a V row
+ * outside a row's mask must not reach it. Rows with one range share
+ * register blocks. */
+static void pv_rows_masked(const run_ctx *c, const tile_mem *t, int nrows)
+{
+    const int64_t ldo = c->dv_pad, ldp = c->lay.bq_pad, ldv = c->dv_pad;
+    const int nvec = c->dv_pad / VW;
+    for (int r0 = 0, mr, n0, nk; r0 < nrows; r0 += mr) {
+        same_range_run(t, r0, nrows, PV_ROWS, &mr, &n0, &nk);
+        for (int x0 = 0; x0 < nvec; x0 += PV_VECS) {
+            int nv = nvec - x0 < PV_VECS ? nvec - x0 : PV_VECS;
+            const float *vp = t->v + (int64_t)n0 * ldv + x0 * VW;
+            float *o = t->o + r0 * ldo + x0 * VW;
+            const float *al = t->alpha + r0, *pt = t->s + (int64_t)n0 * ldp + r0;
+            switch (mr * 8 + nv) {
+                PV_CASE(1, 1) PV_CASE(1, 2) PV_CASE(1, 3) PV_CASE(1, 4)
+                PV_CASE(2, 1) PV_CASE(2, 2) PV_CASE(2, 3) PV_CASE(2, 4)
+                PV_CASE(3, 1) PV_CASE(3, 2) PV_CASE(3, 3) PV_CASE(3, 4)
+                PV_CASE(4, 1) PV_CASE(4, 2) PV_CASE(4, 3) PV_CASE(4, 4)
+                PV_CASE(5, 1) PV_CASE(5, 2) PV_CASE(5, 3) PV_CASE(5, 4)
+                PV_CASE(6, 1) PV_CASE(6, 2) PV_CASE(6, 3) PV_CASE(6, 4)
+            default: break;
+            }
+        }
+    }
+}
+
 #if VW >= 8
 /* All key groups of a narrow tile: kr[0 .. nk_pad) → St[nk_pad][RP],
- * prefetching the matching rows pf[] (the tile's V, read by P·V next) as
- * it goes. */
+ * prefetching the matching rows pf[] (the tile's V, read by P·V next; NULL
+ * with pf_bytes 0 when there are none) as it goes. */
 INLINE void s_narrow_all(const int RP, const int DT, const int DQK, const float *q,
                          int64_t ldq, const char *const *kr, int dqk, float *st, int nk_pad,
                          const char *const *pf, int64_t pf_bytes)
 {
     for (int n0 = 0; n0 < nk_pad; n0 += VW / RP)
-        s_narrow_block(RP, DT, DQK, q, ldq, kr + n0, dqk, st + n0 * RP, pf + n0, pf_bytes);
+        s_narrow_block(RP, DT, DQK, q, ldq, kr + n0, dqk, st + n0 * RP, pf ? pf + n0 : NULL,
+                       pf_bytes);
 }
 
 /* RP beyond VW/2 never occurs (narrow tiles hold at most VW/2 rows); the
@@ -808,10 +883,23 @@ static void s_narrow_rows(const run_ctx *c, const tile_mem *t, int rp, const cha
                   masks, nk, pf, r0 == 0 ? pf_n : 0, xv, kbytes);                         \
         break;
 #define PN_CASES(mr, nv) PN_CASE(mr, nv, XATTN_F32) PN_CASE(mr, nv, XATTN_F16) PN_CASE(mr, nv, XATTN_BF16)
+/* The same blocks over one run's range; nothing prefetched (masked tiles
+ * are the few at a window's edges). */
+#define PN_MASKED_CASE(mr, nv, dt)                                                        \
+    case ((mr) * 8 + (nv)) * 4 + (dt):                                                    \
+        pv_direct(mr, (nv) < PV_VECS ? (nv) : PV_VECS, dt, o, ldo, al, pt, ldp, vrr, x0,  \
+                  masks, nk_run, NULL, 0, xv, kbytes);                                    \
+        break;
+#define PN_MASKED_CASES(mr, nv)                                                           \
+    PN_MASKED_CASE(mr, nv, XATTN_F32) PN_MASKED_CASE(mr, nv, XATTN_F16)                   \
+    PN_MASKED_CASE(mr, nv, XATTN_BF16)
 
-/* pf[0 .. pf_n): V rows of a later tile, prefetched during the first pass. */
+/* pf[0 .. pf_n): V rows of a later tile, prefetched during the first pass.
+ * masked: some row does not see some key of the tile (rows of different
+ * tokens); each row then multiplies only the V rows it sees, as in
+ * pv_rows_masked, in runs of 1, 2 or 4 rows of one range. */
 static void pv_narrow_rows(const run_ctx *c, const tile_mem *t, int rp, const char *const *vr,
-                           int nk, const char *const *pf, int pf_n)
+                           int nk, const char *const *pf, int pf_n, int masked)
 {
     const int64_t kbytes = c->dv * c->esize; /* bytes of a prefetched row */
     const int64_t ldo = c->dv_pad, ldp = rp;
@@ -822,13 +910,30 @@ static void pv_narrow_rows(const run_ctx *c, const tile_mem *t, int rp, const ch
         const int64_t x0 = (int64_t)xv * VW;
         vmask masks[PV_VECS];
         for (int x = 0; x < PV_VECS; x++) masks[x] = lane_mask(c->dv - (int)x0 - x * VW);
-        for (int r0 = 0; r0 < rp; r0 += mr) {
+        if (!masked) {
+            for (int r0 = 0; r0 < rp; r0 += mr) {
+                float *o = t->o + r0 * ldo + x0;
+                const float *al = t->alpha + r0, *pt = t->s + r0;
+                switch (((mr * 8) + nv) * 4 + (int)c->dt) {
+                    PN_CASES(1, 1) PN_CASES(1, 2) PN_CASES(1, 3) PN_CASES(1, 4)
+                    PN_CASES(2, 1) PN_CASES(2, 2) PN_CASES(2, 3) PN_CASES(2, 4)
+                    PN_CASES(4, 1) PN_CASES(4, 2) PN_CASES(4, 3) PN_CASES(4, 4)
+                default: break;
+                }
+            }
+            continue;
+        }
+        for (int r0 = 0, run, n0, nk_run; r0 < rp; r0 += run) {
+            same_range_run(t, r0, rp, mr, &run, &n0, &nk_run);
+            run = run >= 4 ? 4 : run >= 2 ? 2 : 1; /* the blocks there are */
             float *o = t->o + r0 * ldo + x0;
-            const float *al = t->alpha + r0, *pt = t->s + r0;
-            switch (((mr * 8) + nv) * 4 + (int)c->dt) {
-                PN_CASES(1, 1) PN_CASES(1, 2) PN_CASES(1, 3) PN_CASES(1, 4)
-                PN_CASES(2, 1) PN_CASES(2, 2) PN_CASES(2, 3) PN_CASES(2, 4)
-                PN_CASES(4, 1) PN_CASES(4, 2) PN_CASES(4, 3) PN_CASES(4, 4)
+            const float *al = t->alpha + r0, *pt = t->s + (int64_t)n0 * ldp + r0;
+            const char *const *vrr = vr + n0;
+            switch (((run * 8) + nv) * 4 + (int)c->dt) {
+                PN_MASKED_CASES(1, 1) PN_MASKED_CASES(1, 2) PN_MASKED_CASES(1, 3)
+                PN_MASKED_CASES(1, 4) PN_MASKED_CASES(2, 1) PN_MASKED_CASES(2, 2)
+                PN_MASKED_CASES(2, 3) PN_MASKED_CASES(2, 4) PN_MASKED_CASES(4, 1)
+                PN_MASKED_CASES(4, 2) PN_MASKED_CASES(4, 3) PN_MASKED_CASES(4, 4)
             default: break;
             }
         }
@@ -1010,9 +1115,13 @@ static void finish_row(const run_ctx *c, const tile_mem *t, const seq_info *sq, 
     const float m = t->m[r], lsum = t->l[r];
     const float *acc = t->o + (int64_t)r * c->dv_pad;
 
+    /* No visible key, or only keys of score −inf: every p was exp(−inf) = 0
+     * and ℓ stayed 0. A NaN or +inf score left ℓ NaN instead (p = NaN), so
+     * such a row falls through to the arithmetic below, which keeps it NaN. */
+    const int empty = m == -INFINITY && lsum == 0.0f;
     if (c->part_o) {
         const int64_t prow = ((int64_t)split * c->part_rows + grow) * c->hq + h;
-        if (m == -INFINITY) {
+        if (empty) {
             c->part_lse[prow] = -INFINITY; /* the merge skips this split's O */
             return;
         }
@@ -1024,23 +1133,23 @@ static void finish_row(const run_ctx *c, const tile_mem *t, const seq_info *sq, 
     }
 
     char *orow = c->o + (sq->o_elem0 + i * l->o.st + h * l->o.sh) * c->esize;
-    float lse;
-    vf f;
-    if (m == -INFINITY) {
-        f = vzero(); /* no visible key: O = 0, LSE = −inf */
-        lse = -INFINITY;
-    } else {
-        /* The sink joins the denominator only; rebase on the larger of
-         * m and σ so neither exponential overflows. */
-        float top = m, denom = lsum;
-        if (c->sinks) {
-            float sink = c->sinks[h];
-            if (sink > top) top = sink;
-            denom = lsum * expf(m - top) + expf(sink - top);
-        }
-        f = vset1(expf(m - top) / denom);
-        lse = top + logf(denom);
+    if (empty) {
+        /* O = 0, LSE = −inf, written as such: the accumulator may hold 0·NaN
+         * from the V row of a key of score −inf. */
+        for (int d = 0; d < c->dv; d += VW) store_cvt(orow, c->dt, d, c->dv - d, vzero());
+        if (c->lse) c->lse[h * l->lse_sh + grow * l->lse_st] = -INFINITY;
+        return;
     }
+    /* The sink joins the denominator only; rebase on the larger of m and σ
+     * so neither exponential overflows. */
+    float top = m, denom = lsum;
+    if (c->sinks) {
+        float sink = c->sinks[h];
+        if (sink > top) top = sink;
+        denom = lsum * expf(m - top) + expf(sink - top);
+    }
+    const vf f = vset1(expf(m - top) / denom);
+    const float lse = top + logf(denom);
     for (int d = 0; d < c->dv; d += VW) store_cvt(orow, c->dt, d, c->dv - d, vmul(vload(acc + d), f));
     if (c->lse) c->lse[h * l->lse_sh + grow * l->lse_st] = lse;
 }
@@ -1196,12 +1305,13 @@ static void item_tile(const run_ctx *c, work_item *it, int64_t k0)
         }
         s_narrow_rows(c, t, it->rp, krows, kpf, nk_pad);
         softmax_narrow(c, t, it->rp, nk_pad);
-        pv_narrow_rows(c, t, it->rp, vrows, nk, vpf, nk_pf);
+        pv_narrow_rows(c, t, it->rp, vrows, nk, vpf, nk_pf, need_mask);
 #endif
     } else {
         s_rows(c, t, it->nmv, nk_pad);
         softmax_wide(c, t, it->nmv, nk, need_mask);
-        pv_rows(c, t, nrows, nk);
+        if (need_mask && !tile_v_finite(c, t, nk)) pv_rows_masked(c, t, nrows);
+        else pv_rows(c, t, nrows, nk);
     }
 }
 
@@ -1210,10 +1320,101 @@ static void item_end(const run_ctx *c, const work_item *it)
     for (int r = 0; r < it->nrows; r++) finish_row(c, &it->t, &it->sq, r, it->split);
 }
 
-static void run_item(const run_ctx *c, int64_t w, char *scratch)
+/* ---- the work of one run ---------------------------------------------------- */
+
+/* With ragged Q the plan's work list is sized for the seqlen_q bound, but a
+ * run must cost what its real lengths cost (a bound of 10^8 tokens over 10
+ * real rows would otherwise walk 10^8 empty items). cu_seqlens_q is host
+ * memory here, so the tiles are renumbered from it, without a table: the
+ * tiles of sequence b are numbered from first_tile(b) = ⌊cu_q[b]·pack /
+ * block_q⌋ + b on. Since ⌊(x + n)/q⌋ ≥ ⌊x/q⌋ + ⌊n/q⌋, sequence b's
+ * ⌈len_b·pack/block_q⌉ tiles end before first_tile(b + 1), and all fit
+ * below first_tile(B) = ⌊total_q·pack/block_q⌋ + B. A number that falls in
+ * the gap after a sequence's last tile is an empty item. */
+static int64_t first_tile(const run_ctx *c, int64_t b)
+{
+    return (int64_t)c->cu_q[b] * c->pack / c->block_q + b;
+}
+
+/* Sequence and tile of tile number v (ragged Q); 0 when v names no tile. */
+static int ragged_tile(const run_ctx *c, int64_t v, int64_t *b, int64_t *t)
+{
+    int64_t lo = 0, hi = c->prob->desc.batch - 1;
+    while (lo < hi) { /* the last sequence whose first tile is ≤ v */
+        const int64_t mid = lo + (hi - lo + 1) / 2;
+        if (first_tile(c, mid) <= v) lo = mid;
+        else hi = mid - 1;
+    }
+    const int64_t rows = ((int64_t)c->cu_q[lo + 1] - c->cu_q[lo]) * c->pack;
+    *b = lo;
+    *t = v - first_tile(c, lo);
+    return *t * c->block_q < rows;
+}
+
+/* Work items of a run: the plan's, or with ragged Q head groups × tile
+ * numbers × splits. */
+static int64_t run_work_count(const run_ctx *c)
+{
+    if (!c->tile_space) return c->pp->num_work;
+    return (int64_t)c->pp->head_groups * c->tile_space * c->pp->kv_splits;
+}
+
+/* The plan's work index (plan.h) of run item r; 0 when r is empty. Ragged
+ * runs take r as ((g·tile_space + v)·splits + s), one head group's tiles
+ * together as in the plan's order. */
+static int run_work_index(const run_ctx *c, int64_t r, int64_t *w)
+{
+    if (!c->tile_space) {
+        *w = r;
+        return 1;
+    }
+    const xattn_attn_plan_params *pp = c->pp;
+    const int64_t s = r % pp->kv_splits, v = r / pp->kv_splits % c->tile_space;
+    const int64_t g = r / pp->kv_splits / c->tile_space;
+    int64_t b, t;
+    if (!ragged_tile(c, v, &b, &t)) return 0;
+    *w = ((b * pp->head_groups + g) * pp->q_tiles + t) * pp->kv_splits + s;
+    return 1;
+}
+
+/* Lockstep batches (sequence or tile number, chunk of `chunks` head groups,
+ * split) of a run. */
+static int64_t lockstep_batch_count(const run_ctx *c, int64_t chunks)
+{
+    const xattn_attn_plan_params *pp = c->pp;
+    if (!c->tile_space) return pp->num_work / pp->head_groups * chunks;
+    return c->tile_space * chunks * pp->kv_splits;
+}
+
+/* Batch x: the plan's work index of its first item, and how many head
+ * groups it runs; 0 when it is empty. Splits innermost, so that the
+ * threads start on different key ranges. */
+static int lockstep_batch(const run_ctx *c, int64_t x, int64_t chunks, int64_t *w0, int *n)
+{
+    const xattn_attn_plan_params *pp = c->pp;
+    const int64_t splits = pp->kv_splits, tiles = pp->q_tiles, hg = pp->head_groups;
+    const int64_t s = x % splits;
+    int64_t t, ch, b;
+    if (!c->tile_space) {
+        t = x / splits % tiles;
+        ch = x / splits / tiles % chunks;
+        b = x / splits / tiles / chunks;
+    } else {
+        ch = x / splits / c->tile_space;
+        if (!ragged_tile(c, x / splits % c->tile_space, &b, &t)) return 0;
+    }
+    const int64_t g0 = ch * c->lay.items;
+    *n = (int)(hg - g0 < c->lay.items ? hg - g0 : c->lay.items);
+    *w0 = ((b * hg + g0) * tiles + t) * splits + s;
+    return 1;
+}
+
+/* Run item r of the run (run_work_index). */
+static void run_item(const run_ctx *c, int64_t r, char *scratch)
 {
     work_item it;
-    if (!item_begin(c, w, scratch, &it)) return;
+    int64_t w;
+    if (!run_work_index(c, r, &w) || !item_begin(c, w, scratch, &it)) return;
     for (int64_t k0 = it.kb; k0 < it.ke; k0 += c->block_k) item_tile(c, &it, k0);
     item_end(c, &it);
 }
@@ -1240,10 +1441,11 @@ static void merge_row(const run_ctx *c, int64_t grow, int64_t h)
     const xattn_attn_desc *d = &c->prob->desc;
     const xattn_attn_launch *l = c->l;
     const int splits = c->pp->kv_splits;
+    /* The largest partial LSE, NaN if any is (a split whose row went NaN). */
     float top = -INFINITY;
     for (int s = 0; s < splits; s++) {
         float x = c->part_lse[((int64_t)s * c->part_rows + grow) * c->hq + h];
-        if (x > top) top = x;
+        if (isnan(x) || x > top) top = x;
     }
     int64_t o_elem = d->q_layout == XATTN_Q_RAGGED
                          ? grow * l->o.st
@@ -1289,24 +1491,19 @@ static void attn_job_run(void *arg, const xattn_cpu_team *team)
     attn_job *job = arg;
     const run_ctx *c = job->c;
     const xattn_attn_plan_params *pp = c->pp;
-    const int64_t num_work = pp->num_work;
     char *scratch = c->scratch + (size_t)team->tid * pp->local_mem_bytes;
     if (c->narrow && c->lay.items > 1) {
-        /* Batches of lockstep items: (sequence, chunk of head groups,
-         * query tile, split), splits innermost so that the threads
-         * start on different key ranges. */
-        const int64_t splits = pp->kv_splits, tiles = pp->q_tiles, hg = pp->head_groups;
-        const int64_t chunks = (hg + c->lay.items - 1) / c->lay.items;
-        const int64_t batches = num_work / hg * chunks;
+        /* Batches of lockstep items (lockstep_batch). */
+        const int64_t chunks = (pp->head_groups + c->lay.items - 1) / c->lay.items;
+        const int64_t batches = lockstep_batch_count(c, chunks);
         for (int64_t x; (x = xattn_cpu_counter_take(&job->next)) < batches;) {
-            const int64_t s = x % splits, t = x / splits % tiles;
-            const int64_t ch = x / splits / tiles % chunks, b = x / splits / tiles / chunks;
-            const int64_t g0 = ch * c->lay.items;
-            const int n = (int)(hg - g0 < c->lay.items ? hg - g0 : c->lay.items);
-            run_lockstep(c, ((b * hg + g0) * tiles + t) * splits + s, tiles * splits, n,
-                         scratch);
+            int64_t w0;
+            int n;
+            if (lockstep_batch(c, x, chunks, &w0, &n))
+                run_lockstep(c, w0, (int64_t)pp->q_tiles * pp->kv_splits, n, scratch);
         }
     } else {
+        const int64_t num_work = run_work_count(c);
         for (int64_t w; (w = xattn_cpu_counter_take(&job->next)) < num_work;)
             run_item(c, w, scratch);
     }
@@ -1363,6 +1560,9 @@ void KERNEL_ENTRY(const struct xattn_plan *plan, const xattn_attn_launch *l,
         c.part_lse = c.part_o + (int64_t)pp->kv_splits * c.part_rows * c.hq * c.dv_pad;
     }
 
+    /* Ragged Q: tile numbers of this run (first_tile; at most B more than
+     * the plan's B·q_tiles, since the front end checked the lengths). */
+    if (d->q_layout == XATTN_Q_RAGGED) c.tile_space = first_tile(&c, d->batch);
     attn_job job = {.c = &c};
     xattn_cpu_counter_reset(&job.next);
     xattn_cpu_pool_run(pool, pp->threads, attn_job_run, &job);

@@ -87,14 +87,18 @@ static void merge_job(void *arg, const xattn_cpu_team *team)
             lse[h * l->l_sh + t * l->l_st] = -INFINITY;
             continue;
         }
-        /* Weights relative to the larger LSE, so nothing overflows. */
+        /* Weights relative to the larger LSE, so nothing overflows. A NaN
+         * LSE makes m or a weight NaN, a +inf one inf − inf: the row is
+         * NaN. A side of LSE −inf has weight 0 and its O is not read (it
+         * may be anything: a state over no key); any other side's O is,
+         * so a NaN there shows even where its weight rounds to 0. */
         const float m = a > b ? a : b;
         const float wa = expf(a - m), wb = expf(b - m);
         const float inv = 1.0f / (wa + wb);
         const float ca = wa * inv, cb = wb * inv;
         for (int64_t d = 0; d < dim; d++) {
-            float va = ca > 0 ? load_elem(ra, l->dtype, d) * ca : 0.0f;
-            float vb = cb > 0 ? load_elem(rb, l->dtype, d) * cb : 0.0f;
+            float va = a != -INFINITY ? load_elem(ra, l->dtype, d) * ca : 0.0f;
+            float vb = b != -INFINITY ? load_elem(rb, l->dtype, d) * cb : 0.0f;
             store_elem(ro, l->dtype, d, va + vb);
         }
         lse[h * l->l_sh + t * l->l_st] = m + logf(wa + wb);

@@ -119,6 +119,8 @@ xattn_status ocl_attn_cpu_run(xattn_device *dev, const struct xattn_plan *plan, 
     cl_int wl = prob->window_left, wr = prob->window_right;
     cl_float scale = prob->scale, softcap = d->softcap;
     cl_int flags = (l->lse.native ? FLAG_LSE : 0) | (l->sinks.native ? FLAG_SINKS : 0);
+    cl_int batch = d->batch;
+    cl_long tile_space = ocl_attn_tile_space(plan, l);
     const ocl_arg args[] = {
         OCL_ARG(l->q.ref.native), OCL_ARG(q_off), OCL_ARG(q_sb), OCL_ARG(q_st), OCL_ARG(q_sh),
         OCL_ARG(l->k.ref.native), OCL_ARG(k_off), OCL_ARG(k_sb), OCL_ARG(k_st), OCL_ARG(k_sh),
@@ -137,11 +139,11 @@ xattn_status ocl_attn_cpu_run(xattn_device *dev, const struct xattn_plan *plan, 
         OCL_ARG(group), OCL_ARG(head_groups), OCL_ARG(q_tiles), OCL_ARG(kv_splits),
         OCL_ARG(kv_split_len), OCL_ARG(q_ragged), OCL_ARG(kv_layout), OCL_ARG(page_size),
         OCL_ARG(num_pages), OCL_ARG(max_pages), OCL_ARG(wl), OCL_ARG(wr), OCL_ARG(scale),
-        OCL_ARG(softcap), OCL_ARG(flags),
+        OCL_ARG(softcap), OCL_ARG(flags), OCL_ARG(batch), OCL_ARG(tile_space),
     };
     /* One work-item per group: PoCL then runs each item as one thread of
      * straight vector code with its own __local scratch. */
-    size_t global[1] = {(size_t)p->num_work}, local[1] = {1};
+    size_t global[1] = {(size_t)ocl_attn_groups(plan, l)}, local[1] = {1};
     XATTN_TRY(ocl_launch(dev, (ocl_kernel *)&s->kernel, (int)XATTN_ARRAY_SIZE(args), args, 1,
                          global, local));
     if (p->kv_splits > 1)

@@ -122,6 +122,7 @@ xattn_status ocl_attn_gpu_run(xattn_device *dev, const struct xattn_plan *plan, 
     cl_float scale = prob->scale, softcap = d->softcap;
     cl_int has_lse = l->lse.native != NULL, has_alibi = l->alibi_slopes.native != NULL;
     cl_int has_sinks = l->sinks.native != NULL;
+    cl_long tile_space = ocl_attn_tile_space(plan, l);
 
     cl_ulong q_off = l->q.ref.offset, k_off = l->k.ref.offset, v_off = l->v.ref.offset;
     cl_ulong o_off = l->o.ref.offset, lse_off = l->lse.offset;
@@ -145,7 +146,7 @@ xattn_status ocl_attn_gpu_run(xattn_device *dev, const struct xattn_plan *plan, 
         OCL_ARG(page_size), OCL_ARG(num_pages), OCL_ARG(max_pages), OCL_ARG(total_q),
         OCL_ARG(total_k),
         OCL_ARG(wl), OCL_ARG(wr), OCL_ARG(scale), OCL_ARG(softcap),
-        OCL_ARG(has_lse), OCL_ARG(has_alibi), OCL_ARG(has_sinks),
+        OCL_ARG(has_lse), OCL_ARG(has_alibi), OCL_ARG(has_sinks), OCL_ARG(tile_space),
         OCL_ARG(l->q.ref.native), OCL_ARG(q_off), OCL_ARG(q_sb), OCL_ARG(q_st), OCL_ARG(q_sh),
         OCL_ARG(l->k.ref.native), OCL_ARG(k_off), OCL_ARG(k_sb), OCL_ARG(k_st), OCL_ARG(k_sh),
         OCL_ARG(l->v.ref.native), OCL_ARG(v_off), OCL_ARG(v_sb), OCL_ARG(v_st), OCL_ARG(v_sh),
@@ -160,7 +161,7 @@ xattn_status ocl_attn_gpu_run(xattn_device *dev, const struct xattn_plan *plan, 
         OCL_ARG(part), OCL_ARG(part_off),
     };
     size_t local = (size_t)p->threads;
-    size_t global = (size_t)p->num_work * local;
+    size_t global = (size_t)ocl_attn_groups(plan, l) * local;
     XATTN_TRY(ocl_launch(dev, (ocl_kernel *)&s->kernel, (int)XATTN_ARRAY_SIZE(args), args, 1,
                          &global, &local));
     if (p->kv_splits > 1)

@@ -189,6 +189,13 @@ void ocl_attn_gpu_release(xattn_device *dev, void *state);
 xattn_status ocl_attn_gpu_run(xattn_device *dev, const struct xattn_plan *plan, const void *state,
                               const xattn_attn_launch *l);
 
+/* Work-groups of one attention run, both styles (attn_work.c): the plan's
+ * work items, or with ragged Q head groups × tile numbers × splits, where
+ * tile_space (0 for uniform Q) counts the tile numbers the kernels'
+ * ragged_work decodes. */
+int64_t ocl_attn_tile_space(const struct xattn_plan *plan, const xattn_attn_launch *l);
+int64_t ocl_attn_groups(const struct xattn_plan *plan, const xattn_attn_launch *l);
+
 /* Split-KV: merge the plan's partial O and LSE (workspace) into O and LSE;
  * shared by both styles (attn_split.c). */
 typedef struct ocl_split_merge {

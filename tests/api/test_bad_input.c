@@ -1122,6 +1122,66 @@ static void test_merge_states_accepts_output_aliasing_input_a(void **state)
                      __LINE__);
 }
 
+/* LSE views take any element strides: here all three are [N, H] in memory
+ * (FlashInfer's layout), the [H, N] view with strides (1, H). */
+static void set_lse_transposed(xattn_tensor *t)
+{
+    t->stride[0] = 1;
+    t->stride[1] = MG_HEADS;
+}
+
+static void test_merge_states_accepts_transposed_lse(void **state)
+{
+    (void)state;
+    set_lse_transposed(&g_mg.lse_a);
+    set_lse_transposed(&g_mg.lse_b);
+    set_lse_transposed(&g_mg.lse);
+    xattn_status st = merge();
+    xt_check_status2(st, XATTN_OK, unsupported_unless_cpu(), "merge(transposed lse)", __FILE__,
+                     __LINE__);
+}
+
+static void test_merge_states_accepts_transposed_lse_in_place(void **state)
+{
+    (void)state;
+    set_lse_transposed(&g_mg.lse_a);
+    xattn_status st = xattn_merge_states(g_ctx, &g_mg.o_a, &g_mg.lse_a, &g_mg.o_b,
+                                         &g_mg.lse_b, &g_mg.o_a, &g_mg.lse_a);
+    xt_check_status2(st, XATTN_OK, unsupported_unless_cpu(), "merge(transposed, in place)",
+                     __FILE__, __LINE__);
+}
+
+static void test_merge_states_rejects_lse_strides_overlapping(void **state)
+{
+    (void)state;
+    g_mg.lse.stride[0] = 1;
+    g_mg.lse.stride[1] = 1; /* head h of token t is head 0 of token t + h */
+    EXPECT_MERGE_REJECTED("lse");
+}
+
+/* A transposed view of lse_a as the output is not "in place": it puts row
+ * t's heads where lse_a keeps other rows. */
+static void test_merge_states_rejects_lse_transposed_over_lse_a(void **state)
+{
+    (void)state;
+    g_mg.lse = g_mg.lse_a;
+    set_lse_transposed(&g_mg.lse);
+    XT_EXPECT_ERROR(merge(), XATTN_ERR_INVALID_ARGUMENT, "lse");
+    XT_ASSERT_UNTOUCHED(g_mg.lse_a_buf, 0);
+    XT_ASSERT_UNTOUCHED(g_mg.o_buf, XT_SENTINEL_O);
+}
+
+/* Attention never has head dim 0; a merge of D = 0 rows has nothing to
+ * weigh, so it is rejected rather than returning with LSE unwritten. */
+static void test_merge_states_rejects_head_dim_zero(void **state)
+{
+    (void)state;
+    g_mg.o_a.shape[2] = g_mg.o_b.shape[2] = g_mg.o.shape[2] = 0;
+    XT_EXPECT_ERROR(merge(), XATTN_ERR_INVALID_ARGUMENT, "head dim");
+    XT_ASSERT_ERROR_NAMES("o_a");
+    XT_ASSERT_UNTOUCHED(g_mg.lse_buf, XT_SENTINEL_LSE);
+}
+
 static void test_merge_states_rejects_null_context(void **state)
 {
     (void)state;
@@ -1313,6 +1373,11 @@ int main(void)
         MG(test_merge_states_rejects_lse_shape_mismatch),
         MG(test_merge_states_rejects_dtype_mismatch),
         MG(test_merge_states_rejects_lse_not_f32),
+        MG(test_merge_states_accepts_transposed_lse),
+        MG(test_merge_states_accepts_transposed_lse_in_place),
+        MG(test_merge_states_rejects_lse_strides_overlapping),
+        MG(test_merge_states_rejects_lse_transposed_over_lse_a),
+        MG(test_merge_states_rejects_head_dim_zero),
         MG(test_merge_states_rejects_output_overlapping_input_b),
         MG(test_merge_states_rejects_overlapping_head_stride),
         MG(test_merge_states_rejects_output_outside_buffer),

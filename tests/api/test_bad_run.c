@@ -258,6 +258,18 @@ static void test_run_accepts_strided_q_and_o(void **state)
     expect_valid_run();
 }
 
+/* LSE takes any element strides, as every other tensor: FlashInfer keeps
+ * it as [total_q, Hq] in memory, which is the [Hq, total_q] view with
+ * strides (1, Hq). */
+static void test_run_accepts_lse_transposed_view(void **state)
+{
+    (void)state;
+    fx_make(FX_RAGGED, XATTN_ATTN_LSE);
+    fx.args.lse.stride[0] = 1;
+    fx.args.lse.stride[1] = HQ;
+    expect_valid_run();
+}
+
 /* ---- null handles ---------------------------------------------------- */
 
 static void test_run_rejects_null_plan(void **state)
@@ -459,6 +471,26 @@ static void test_run_rejects_o_innermost_stride_not_one(void **state)
     fx_make(FX_UNIFORM, XATTN_ATTN_LSE);
     fx.args.o.stride[3] = 0; /* broadcast: every element of a head aliases */
     EXPECT_RUN_INVALID("o");
+}
+
+static void test_run_rejects_lse_strides_overlapping(void **state)
+{
+    (void)state;
+    fx_make(FX_RAGGED, XATTN_ATTN_LSE);
+    /* Transposed, but a token stride of 1 lands every head on the next
+     * token's first head. */
+    fx.args.lse.stride[0] = 1;
+    fx.args.lse.stride[1] = 1;
+    EXPECT_RUN_INVALID("lse");
+}
+
+static void test_run_rejects_lse_zero_stride(void **state)
+{
+    (void)state;
+    fx_make(FX_RAGGED, XATTN_ATTN_LSE);
+    fx.args.lse.stride[0] = 0; /* every head of a token at one address */
+    fx.args.lse.stride[1] = 1;
+    EXPECT_RUN_INVALID("lse");
 }
 
 static void test_run_rejects_q_head_stride_smaller_than_head_dim(void **state)
@@ -1003,6 +1035,7 @@ int main(void)
         F(test_run_accepts_valid_paged_args),
         F(test_run_accepts_valid_alibi_and_sinks),
         F(test_run_accepts_strided_q_and_o),
+        F(test_run_accepts_lse_transposed_view),
 
         F(test_run_rejects_null_plan),
         F(test_run_rejects_null_args),
@@ -1029,6 +1062,8 @@ int main(void)
 
         F(test_run_rejects_q_innermost_stride_not_one),
         F(test_run_rejects_o_innermost_stride_not_one),
+        F(test_run_rejects_lse_strides_overlapping),
+        F(test_run_rejects_lse_zero_stride),
         F(test_run_rejects_q_head_stride_smaller_than_head_dim),
         F(test_run_rejects_o_token_stride_overlapping_heads),
         F(test_run_rejects_misaligned_tensor_offset),

@@ -108,7 +108,7 @@ static int attn_add(hx_catalogue *cat, hx_attn_case a)
     }
     c->cost = cost * a.hq * (a.dqk + a.dv) * (a.reuse ? 2 : 1);
 
-    char kv[32] = "", mask[48], feat[96] = "", mem[32] = "", seq[48], dims[24];
+    char kv[32] = "", mask[48], feat[160] = "", mem[32] = "", seq[48], dims[24];
     const int paged = a.kv_layout == XATTN_KV_PAGED;
     if (paged) snprintf(kv, sizeof kv, "%spaged_p%d/", uq ? "" : "varlen_", a.page_size);
     else if (!uq && a.kv_layout == XATTN_KV_RAGGED) snprintf(kv, sizeof kv, "varlen/");
@@ -131,6 +131,11 @@ static int attn_add(hx_catalogue *cat, hx_attn_case a)
     if (a.scale != 0) f += (size_t)snprintf(feat + f, sizeof feat - f, "+scale%g", (double)a.scale);
     if (a.no_lse) f += (size_t)snprintf(feat + f, sizeof feat - f, "+no_lse");
     if (a.reuse) f += (size_t)snprintf(feat + f, sizeof feat - f, "+plan_reuse");
+    static const char *const nf_names[] = {"nan_q",  "nan_k",    "nan_v",     "inf_k",    "nan_unread",
+                                           "nan_sink", "inf_sink", "nan_slope", "inf_slope"};
+    for (size_t i = 0; i < sizeof nf_names / sizeof nf_names[0]; i++)
+        if (a.nonfinite & (1u << i))
+            f += (size_t)snprintf(feat + f, sizeof feat - f, "+%s", nf_names[i]);
     if (mem_name(a.mem, paged)) snprintf(mem, sizeof mem, "%s/", mem_name(a.mem, paged));
 
     const int32_t msq = uq ? a.sq : max_len(sqs, a.batch);
@@ -316,6 +321,16 @@ static int attn_cases(hx_catalogue *cat)
          CAUSAL, .sq_list = {37, 0, 1, 130, 64, 3}, .sk_list = {100, 45, 339, 130, 0, 3},
          .reuse = 1, .bound_extra = 17);
 
+    /* Ragged Q far below its bound: a run costs its real lengths (tiles
+     * numbered from cu_seqlens_q, not from the plan), decode-sized ragged
+     * rows (narrow tiles, lockstep items) and a bound of a million rows. */
+    ATTN(.dtype = XATTN_F16, .hq = 8, .hkv = 2, .dqk = 128, .batch = 4, RAGGED_Q, PAGED(16),
+         .sq_list = {1, 0, 2, 1}, .sk_list = {300, 20, 1000, 0});
+    ATTN(.dtype = XATTN_BF16, .hq = 16, .hkv = 2, .dqk = 64, .batch = 3, RAGGED_Q, RAGGED_K,
+         CAUSAL, .sq_list = {3, 1, 4}, .sk_list = {3000, 1, 40}, .bound_extra = 5);
+    ATTN(.dtype = XATTN_F32, .hq = 4, .hkv = 1, .dqk = 64, .batch = 3, RAGGED_Q, RAGGED_K,
+         CAUSAL, .sq_list = {10, 0, 7}, .sk_list = {50, 3, 7}, .bound_extra = 1000000);
+
     /* Split-KV decode: long Sk, one query, few heads. */
     for (int t = 0; t < 3; t++)
         ATTN(.dtype = dtypes[t], .hq = 4, .hkv = 1, .dqk = 128, .sq = 1, .sk = 8192);
@@ -380,6 +395,50 @@ static int attn_cases(hx_catalogue *cat)
                  .window_left = combos[f].wl, .window_right = combos[f].wr,
                  .softcap = combos[f].softcap, .qk_std = 2.0);
         }
+
+    /* Non-finite inputs (api/xattn_attn.h): NaN in, NaN out over the visible
+     * keys; a +inf score or sink is NaN too, a −inf score a key of weight 0;
+     * nothing outside the visible keys is read. Prefill (diagonal tiles that
+     * mask some rows of a key and not others), decode with and without
+     * split-KV, paged and ragged batches. */
+#define NF(x) .nonfinite = (x)
+    ATTN(.dtype = XATTN_F32, .hq = 4, .hkv = 2, .dqk = 64, .sq = 113, .sk = 203, CAUSAL,
+         NF(HX_NF_Q_NAN));
+    ATTN(.dtype = XATTN_BF16, .hq = 4, .hkv = 2, .dqk = 64, .sq = 113, .sk = 203, CAUSAL,
+         NF(HX_NF_K_NAN));
+    ATTN(.dtype = XATTN_F32, .hq = 4, .hkv = 2, .dqk = 64, .sq = 128, .sk = 128, CAUSAL,
+         NF(HX_NF_V_NAN));
+    ATTN(.dtype = XATTN_F16, .hq = 4, .hkv = 2, .dqk = 128, .sq = 100, .sk = 100,
+         WINDOW(20, 20), NF(HX_NF_V_NAN | HX_NF_K_NAN));
+    ATTN(.dtype = XATTN_F32, .hq = 4, .hkv = 1, .dqk = 64, .sq = 113, .sk = 203,
+         NF(HX_NF_K_INF));
+    ATTN(.dtype = XATTN_F16, .hq = 4, .hkv = 1, .dqk = 64, .sq = 113, .sk = 203, .softcap = 5.0f,
+         NF(HX_NF_K_INF));
+    ATTN(.dtype = XATTN_F32, .hq = 2, .hkv = 1, .dqk = 64, .sq = 256, .sk = 512, WINDOW(64, 0),
+         NF(HX_NF_UNREAD));
+    ATTN(.dtype = XATTN_BF16, .hq = 2, .hkv = 1, .dqk = 64, .sq = 200, .sk = 50,
+         .flags = XATTN_ATTN_WINDOW | XATTN_ATTN_SINKS, .window_left = 10, .window_right = 5,
+         NF(HX_NF_UNREAD | HX_NF_SINK_NAN | HX_NF_SINK_INF));
+    ATTN(.dtype = XATTN_F16, .hq = 4, .hkv = 1, .dqk = 64, .sq = 128, .sk = 217,
+         .flags = XATTN_ATTN_ALIBI | XATTN_ATTN_CAUSAL, NF(HX_NF_SLOPE_NAN | HX_NF_SLOPE_INF));
+    ATTN(.dtype = XATTN_BF16, .hq = 8, .hkv = 2, .dqk = 128, .batch = 5, PAGED(16), .sq = 1,
+         .sk_list = {339, 0, 1024, 77, 1}, NF(HX_NF_UNREAD | HX_NF_K_NAN));
+    ATTN(.dtype = XATTN_F32, .hq = 8, .hkv = 2, .dqk = 64, .batch = 5, RAGGED_Q, PAGED(3),
+         CAUSAL, .sq_list = {113, 5, 0, 64, 1}, .sk_list = {203, 5, 17, 300, 0},
+         NF(HX_NF_UNREAD | HX_NF_V_NAN | HX_NF_Q_NAN));
+    ATTN(.dtype = XATTN_F16, .hq = 8, .hkv = 2, .dqk = 64, .batch = 6, RAGGED_Q, RAGGED_K,
+         CAUSAL, .sq_list = {37, 0, 1, 130, 64, 0}, .sk_list = {100, 45, 339, 130, 0, 0},
+         NF(HX_NF_Q_NAN | HX_NF_K_NAN | HX_NF_UNREAD));
+    for (int t = 0; t < 3; t++)
+        ATTN(.dtype = dtypes[t], .hq = 4, .hkv = 1, .dqk = 128, .sq = 1, .sk = 8192,
+             NF(t == 0 ? HX_NF_K_NAN : t == 1 ? HX_NF_V_NAN | HX_NF_K_INF : HX_NF_Q_NAN));
+    ATTN(.dtype = XATTN_BF16, .hq = 8, .hkv = 1, .dqk = 128, .batch = 2, .sq = 4, .sk = 16384,
+         CAUSAL, NF(HX_NF_V_NAN));
+    ATTN(.dtype = XATTN_F16, .hq = 8, .hkv = 1, .dqk = 64, .batch = 2, .sq = 4, .sk = 300,
+         CAUSAL, NF(HX_NF_V_NAN));
+    ATTN(.dtype = XATTN_F32, .hq = 8, .hkv = 2, .dqk = 128, .batch = 2, PAGED(16), .sq = 1,
+         .sk_list = {20000, 3000}, NF(HX_NF_UNREAD | HX_NF_K_INF));
+#undef NF
 
     /* Explicit scale, no LSE, uniform batches. */
     ATTN(.dtype = XATTN_F32, .hq = 2, .hkv = 1, .dqk = 64, .sq = 113, .sk = 203, .scale = 0.05f);
@@ -448,7 +507,8 @@ static int merge_add(hx_catalogue *cat, hx_merge_case m)
     c->kind = HX_MERGE;
     c->merge = m;
     c->cost = (double)m.n * m.heads * m.dim;
-    static const char *const modes[] = {"finite_lse", "neg_inf_lse", "large_lse"};
+    static const char *const modes[] = {"finite_lse", "neg_inf_lse", "large_lse",
+                                        "nonfinite"};
     char mem[24] = "";
     if (mem_name(m.mem, 0)) snprintf(mem, sizeof mem, "/%s", mem_name(m.mem, 0));
     snprintf(c->name, sizeof c->name, "merge/%s%s/n%d_h%d/d%d%s/%s", modes[m.lse_mode],
@@ -475,7 +535,15 @@ static int merge_cases(hx_catalogue *cat)
     MERGE(.dtype = XATTN_F32, .n = 40, .heads = 4, .dim = 96, .lse_mode = HX_LSE_NEG_INF,
           .mem = HX_MEM_PADDED);
     MERGE(.dtype = XATTN_F16, .n = 40, .heads = 4, .dim = 40, .mem = HX_MEM_ODD);
+    MERGE(.dtype = XATTN_BF16, .n = 40, .heads = 4, .dim = 64, .in_place = 1,
+          .lse_mode = HX_LSE_NEG_INF, .mem = HX_MEM_ODD);
     MERGE(.dtype = XATTN_BF16, .n = 40, .heads = 4, .dim = 64, .mem = HX_MEM_HEAD_MAJOR);
+    /* Non-finite LSE and O (api/xattn_attn.h): NaN in, NaN out; +inf is NaN;
+     * a side of LSE −inf is not read. */
+    for (int t = 0; t < 3; t++)
+        MERGE(.dtype = dtypes[t], .n = 64, .heads = 4, .dim = 64, .lse_mode = HX_LSE_NONFINITE);
+    MERGE(.dtype = XATTN_F32, .n = 40, .heads = 4, .dim = 40, .lse_mode = HX_LSE_NONFINITE,
+          .in_place = 1, .mem = HX_MEM_ODD);
     return ret;
 }
 

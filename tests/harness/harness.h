@@ -47,6 +47,23 @@ typedef enum hx_mem {
                            caches interleaved per page in one buffer */
 } hx_mem;
 
+/* Non-finite inputs an attention case plants (hx_attn_case.nonfinite, a
+ * mask), each at a fixed place of sequence 0 so that the reference and the
+ * backend see the same: the rule they check is the one api/xattn_attn.h
+ * states (NaN in, NaN out over the visible keys; nothing else is read). */
+enum {
+    HX_NF_Q_NAN = 1u << 0,     /* one element of a Q row (middle token, last head) */
+    HX_NF_K_NAN = 1u << 1,     /* one element of a K row (middle key, KV head 0) */
+    HX_NF_V_NAN = 1u << 2,     /* one element of the last key's V row, KV head 0 */
+    HX_NF_K_INF = 1u << 3,     /* +inf in d 0 of a K row: scores ±inf by q's sign */
+    HX_NF_UNREAD = 1u << 4,    /* NaN in every K/V row no query may read: keys no
+                                  row sees, cache slots no sequence owns */
+    HX_NF_SINK_NAN = 1u << 5,  /* sink of head 0 */
+    HX_NF_SINK_INF = 1u << 6,  /* +inf sink of the last head */
+    HX_NF_SLOPE_NAN = 1u << 7, /* ALiBi slope of head 0 */
+    HX_NF_SLOPE_INF = 1u << 8  /* +inf slope of the last head (inf·0 at the diagonal) */
+};
+
 typedef struct hx_attn_case {
     xattn_dtype dtype;
     int32_t batch, hq, hkv, dqk, dv;
@@ -64,6 +81,7 @@ typedef struct hx_attn_case {
     int no_lse;
     int reuse;                        /* run the plan again on a second batch */
     int32_t bound_extra;              /* plan bounds exceed the batch by this */
+    uint32_t nonfinite;               /* HX_NF_* planted in the inputs */
 } hx_attn_case;
 
 typedef struct hx_kv_case {
@@ -76,7 +94,9 @@ typedef struct hx_kv_case {
 typedef enum hx_lse_mode {
     HX_LSE_NORMAL = 0,   /* moderate finite LSE values */
     HX_LSE_NEG_INF,      /* some −inf in a, in b, and in both */
-    HX_LSE_LARGE         /* |LSE| in the hundreds: e^LSE overflows fp32 */
+    HX_LSE_LARGE,        /* |LSE| in the hundreds: e^LSE overflows fp32 */
+    HX_LSE_NONFINITE     /* NaN and +inf LSE on either side, −inf beside NaN
+                            O elements (not read), NaN O elements that count */
 } hx_lse_mode;
 
 typedef struct hx_merge_case {
@@ -230,6 +250,9 @@ void hx_tensor_mark(const hx_tensor *t, unsigned char *mask);
  * Q, O or contiguous K/V: uniform [b, s, h, d] or ragged [total, h, d]. */
 size_t hx_seq_tensor(hx_tensor *t, hx_buf *buf, hx_mem mem, xattn_dtype dt, int uniform,
                      int64_t b, int64_t s, int64_t total, int64_t h, int64_t d);
+/* LSE [h, n] f32: head-major, or transposed ([n, h] in memory, as FlashInfer
+ * keeps it) under ODD and PACKED. */
+size_t hx_lse_tensor(hx_tensor *t, hx_buf *buf, hx_mem mem, int64_t h, int64_t n);
 /* Heads head0 .. head0 + h − 1 of a [rows, width, d] tensor (packed QKV). */
 size_t hx_packed_tensor(hx_tensor *t, hx_buf *buf, xattn_dtype dt, int uniform, int64_t b,
                         int64_t s, int64_t total, int64_t h, int64_t d, int64_t width,
@@ -264,7 +287,8 @@ int64_t hx_buf_first_stray(const hx_buf *b, const unsigned char *mask);
 /* Compare got to ref (n values in rows of `row`, stored as dt): NMSE =
  * Σ(a−r)²/Σr² over all of it and per row (per row, differences within one
  * subnormal step of dt are not counted), the largest |a−r|, and the first
- * place where one is NaN/Inf and the other is not the same value. */
+ * place where one is NaN/Inf and the other is not the same value (NaN
+ * matches NaN). */
 typedef struct hx_cmp {
     double nmse;             /* NAN when a non-finite mismatch was found */
     double max_abs;
@@ -280,6 +304,11 @@ void hx_compare(const double *got, const double *ref, int64_t n, int64_t row, xa
  * bound: loose enough for rounding noise in short rows, tight enough that
  * one wrong row cannot hide in a large tensor. */
 #define HX_ROW_FACTOR 1000.0
+
+/* 1 if the element at p (of dt) still holds the HX_POISON bytes: a NaN the
+ * backend never wrote, as opposed to one it computed. Always 0 for f16,
+ * where a computed NaN may have the same bytes. */
+int hx_is_poison(const void *p, xattn_dtype dt);
 
 /* Max |a−r| over LSE values; non-finite must match exactly (−inf rows). */
 typedef struct hx_lse_cmp {

@@ -71,17 +71,18 @@ int xattn_ref_attention(const xattn_ref_attn *p, const double *q, const double *
                 const double *qi = q + ((q0 + i) * hq + h) * dqk;
                 double *oi = o + ((q0 + i) * hq + h) * dv;
 
-                /* Scores of the visible keys and their maximum. */
+                /* Scores of the visible keys and their maximum, NaN if any
+                 * score is NaN (then everything below is NaN too). */
                 double m = -INFINITY;
-                int64_t seen = 0;
                 for (int64_t j = 0; j < sk; j++) {
                     if (!xattn_ref_visible(p, i, j, sq, sk)) continue;
                     s[j] = score(p, h, qi, k + (row[j] * hkv + kh) * dqk, i, j, sq, sk);
-                    if (s[j] > m) m = s[j];
-                    seen++;
+                    if (isnan(s[j]) || s[j] > m) m = s[j];
                 }
                 for (int32_t d = 0; d < dv; d++) oi[d] = 0.0;
-                if (seen == 0) {
+                /* No visible key, or only keys of score −inf (weight 0):
+                 * O = 0, LSE = −inf, and no V row is used. */
+                if (m == -INFINITY) {
                     if (lse) lse[h * total_q + q0 + i] = -INFINITY;
                     continue;
                 }
@@ -138,8 +139,11 @@ void xattn_ref_merge_states(int64_t n, int32_t heads, int32_t dim,
             /* e^LSE relative to the larger one, so nothing overflows. */
             const double m = la > lb ? la : lb;
             const double wa = exp(la - m), wb = exp(lb - m);
-            for (int32_t d = 0; d < dim; d++)
-                o[base + d] = (wa * o_a[base + d] + wb * o_b[base + d]) / (wa + wb);
+            for (int32_t d = 0; d < dim; d++) {
+                const double xa = la == -INFINITY ? 0.0 : wa * o_a[base + d];
+                const double xb = lb == -INFINITY ? 0.0 : wb * o_b[base + d];
+                o[base + d] = (xa + xb) / (wa + wb);
+            }
             lse[h * n + t] = m + log(wa + wb);
         }
     }

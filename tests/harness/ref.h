@@ -44,9 +44,12 @@ int xattn_ref_visible(const xattn_ref_attn *p, int64_t i, int64_t j, int64_t sq,
 
 /* Attention. q [total_q, Hq, Dqk], k [rows, Hkv, Dqk], v [rows, Hkv, Dv],
  * o [total_q, Hq, Dv], lse [Hq, total_q] (may be NULL), where total_q =
- * cu_seqlens_q[B]. A row that sees no key gets O = 0 and LSE = −inf (also
- * with sinks: the sink alone is not a key). Returns 0, or −1 when out of
- * memory. */
+ * cu_seqlens_q[B]. Only visible keys are read. A row that sees no key, or
+ * whose visible scores are all −inf, gets O = 0 and LSE = −inf (also with
+ * sinks: the sink alone is not a key). Otherwise IEEE arithmetic decides:
+ * a NaN or +inf score or sink makes the row's O and LSE NaN, and a key of
+ * weight 0 still multiplies its V row (0·NaN = NaN). Returns 0, or −1 when
+ * out of memory. */
 int xattn_ref_attention(const xattn_ref_attn *p, const double *q, const double *k,
                         const double *v, double *o, double *lse);
 
@@ -58,7 +61,10 @@ void xattn_ref_kv_append(int64_t n, int32_t num_kv_heads, int32_t head_dim_qk,
                          double *k_cache, double *v_cache);
 
 /* merge_states: O [n, H, D], LSE [H, n]. When both LSE are −inf the merged
- * row is O = 0, LSE = −inf (two rows that saw no key). */
+ * row is O = 0, LSE = −inf (two rows that saw no key). A side whose LSE is
+ * −inf contributes nothing and its O is not read; otherwise IEEE arithmetic
+ * decides (a NaN or +inf LSE gives a NaN row, a NaN in an O element of a
+ * side that counts gives a NaN element). */
 void xattn_ref_merge_states(int64_t n, int32_t heads, int32_t dim,
                             const double *o_a, const double *lse_a,
                             const double *o_b, const double *lse_b, double *o,

@@ -132,6 +132,69 @@ static void fill_garbage(hx_rng *rng, xattn_dtype dt, double *x, int64_t n)
     }
 }
 
+/* Storage row of key j of sequence b in the K/V arrays. */
+static int64_t key_row(const batch *bt, const geom *g, const inputs *in, int32_t b, int64_t j)
+{
+    if (!g->paged) return bt->cu_k[b] + j;
+    return (int64_t)in->block_table[b * g->max_pages + j / g->page_size] * g->page_size +
+           j % g->page_size;
+}
+
+/* Keys [*lo, *hi] some query row of a sequence may see (lo > hi: none). */
+static void seen_keys(const hx_attn_case *a, int64_t sq, int64_t sk, int64_t *lo, int64_t *hi)
+{
+    int64_t wl = -1, wr = (a->flags & XATTN_ATTN_CAUSAL) ? 0 : -1;
+    if (a->flags & XATTN_ATTN_WINDOW) wl = a->window_left, wr = a->window_right;
+    *lo = wl < 0 ? 0 : sk - sq - wl;
+    *hi = wr < 0 ? sk - 1 : sk - 1 + wr;
+    if (*lo < 0) *lo = 0;
+    if (*hi > sk - 1) *hi = sk - 1;
+    if (sq == 0) *lo = *hi + 1;
+}
+
+/* The HX_NF_* values of the case, at the places harness.h gives, in the
+ * first sequence with queries and keys. */
+static void plant_nonfinite(const hx_attn_case *a, const batch *bt, const geom *g, inputs *in)
+{
+    const uint32_t nf = a->nonfinite;
+    if (!nf) return;
+    const int64_t kr = (int64_t)a->hkv * a->dqk, vr = (int64_t)a->hkv * a->dv;
+    if (nf & HX_NF_UNREAD) {
+        /* Everything first, then the rows some query may read again. */
+        double *keep_k = malloc((size_t)(in->k_rows * kr + 1) * sizeof *keep_k);
+        double *keep_v = malloc((size_t)(in->k_rows * vr + 1) * sizeof *keep_v);
+        if (keep_k && keep_v) {
+            memcpy(keep_k, in->k, (size_t)(in->k_rows * kr) * sizeof *keep_k);
+            memcpy(keep_v, in->v, (size_t)(in->k_rows * vr) * sizeof *keep_v);
+            for (int64_t i = 0; i < in->k_rows * kr; i++) in->k[i] = NAN;
+            for (int64_t i = 0; i < in->k_rows * vr; i++) in->v[i] = NAN;
+            for (int32_t b = 0; b < bt->b; b++) {
+                int64_t lo, hi;
+                seen_keys(a, bt->sq[b], bt->sk[b], &lo, &hi);
+                for (int64_t j = lo; j <= hi; j++) {
+                    const int64_t r = key_row(bt, g, in, b, j);
+                    memcpy(in->k + r * kr, keep_k + r * kr, (size_t)kr * sizeof *keep_k);
+                    memcpy(in->v + r * vr, keep_v + r * vr, (size_t)vr * sizeof *keep_v);
+                }
+            }
+        }
+        free(keep_k);
+        free(keep_v);
+    }
+    int32_t b = 0;
+    while (b + 1 < bt->b && !(bt->sq[b] > 0 && bt->sk[b] > 0)) b++;
+    const int64_t sq = bt->sq[b], sk = bt->sk[b];
+    if (sq > 0 && (nf & HX_NF_Q_NAN))
+        in->q[((bt->cu_q[b] + sq / 2) * a->hq + a->hq - 1) * a->dqk + 1] = NAN;
+    if (sk > 0 && (nf & HX_NF_K_NAN)) in->k[key_row(bt, g, in, b, sk / 2) * kr + 2] = NAN;
+    if (sk > 0 && (nf & HX_NF_V_NAN)) in->v[key_row(bt, g, in, b, sk - 1) * vr + 5] = NAN;
+    if (sk > 0 && (nf & HX_NF_K_INF)) in->k[key_row(bt, g, in, b, sk / 3) * kr] = INFINITY;
+    if (nf & HX_NF_SINK_NAN) in->sinks[0] = NAN;
+    if (nf & HX_NF_SINK_INF) in->sinks[a->hq - 1] = INFINITY;
+    if (nf & HX_NF_SLOPE_NAN) in->alibi[0] = NAN;
+    if (nf & HX_NF_SLOPE_INF) in->alibi[a->hq - 1] = INFINITY;
+}
+
 static int gen_inputs(const hx_attn_case *a, const batch *bt, const geom *g, hx_rng *rng,
                       inputs *in)
 {
@@ -190,6 +253,7 @@ static int gen_inputs(const hx_attn_case *a, const batch *bt, const geom *g, hx_
         in->alibi[h] = (float)exp2(-8.0 * (h + 1) / a->hq);
         in->sinks[h] = (float)(1.0 + 1.5 * hx_rng_normal(rng));
     }
+    plant_nonfinite(a, bt, g, in);
     return 0;
 }
 
@@ -241,10 +305,7 @@ static int make_operands(xattn_context *ctx, const hx_attn_case *a, const batch 
     size_t lb = 0;
     op->has_lse = !a->no_lse;
     if (op->has_lse) {
-        const int64_t pad = (a->mem == HX_MEM_PADDED || a->mem == HX_MEM_ODD) ? 5 : 0;
-        const size_t off = a->mem == HX_MEM_PADDED ? 256 : a->mem == HX_MEM_ODD ? 4 : 0;
-        const int64_t shape[2] = {a->hq, total_q}, stride[2] = {total_q + pad, 1};
-        lb = hx_tensor_init(&op->lse, &op->lse_buf, off, XATTN_F32, 2, shape, stride);
+        lb = hx_lse_tensor(&op->lse, &op->lse_buf, a->mem, a->hq, total_q);
     }
 
     /* Indices and per-head parameters share one metadata buffer. */
@@ -432,14 +493,28 @@ static void compare(const hx_attn_case *a, const batch *bt, const geom *g, opera
         hx_result_fail(res, "harness: out of host memory");
         return;
     }
+    /* An element still holding the poison was never written, even where
+     * the reference expects NaN. */
+    int64_t unwritten = -1;
     for (int32_t b = 0; b < bt->b; b++)
         for (int64_t i = 0; i < bt->sq[b]; i++) {
             const int64_t t = bt->cu_q[b] + i;
             for (int32_t h = 0; h < a->hq; h++)
-                for (int32_t d = 0; d < a->dv; d++)
-                    got[(t * a->hq + h) * a->dv + d] =
-                        hx_load(seq_at(&op->o, g->uniform_q, b, i, t, h, d), a->dtype);
+                for (int32_t d = 0; d < a->dv; d++) {
+                    const void *p = seq_at(&op->o, g->uniform_q, b, i, t, h, d);
+                    const int64_t e = (t * a->hq + h) * a->dv + d;
+                    got[e] = hx_load(p, a->dtype);
+                    if (unwritten < 0 && hx_is_poison(p, a->dtype)) unwritten = e;
+                }
         }
+    if (unwritten >= 0) {
+        int32_t b;
+        int64_t i;
+        locate(bt, unwritten / ((int64_t)a->hq * a->dv), &b, &i);
+        hx_result_fail(res, "O[b %d, i %lld, h %lld, d %lld] was not written (still poison)", b,
+                       (long long)i, (long long)((unwritten / a->dv) % a->hq),
+                       (long long)(unwritten % a->dv));
+    }
     hx_cmp c;
     hx_compare(got, o_ref, no, a->dv, a->dtype, &c);
     res->nmse = c.nmse;
@@ -479,7 +554,11 @@ static void compare(const hx_attn_case *a, const batch *bt, const geom *g, opera
         for (int32_t h = 0; h < a->hq; h++)
             for (int64_t t = 0; t < total_q; t++) {
                 int64_t idx[2] = {h, t};
-                lgot[h * total_q + t] = hx_load(hx_tensor_at(&op->lse, idx), XATTN_F32);
+                const void *p = hx_tensor_at(&op->lse, idx);
+                lgot[h * total_q + t] = hx_load(p, XATTN_F32);
+                if (hx_is_poison(p, XATTN_F32))
+                    hx_result_fail(res, "LSE[h %d, token %lld] was not written (still poison)",
+                                   h, (long long)t);
             }
         hx_lse_cmp l;
         hx_compare_lse(lgot, lse_ref, nl, &l);

@@ -14,18 +14,22 @@ static int64_t dim_product(const hx_tensor *t)
     return n;
 }
 
-/* Read every element of t in row-major index order. */
-static void gather(const hx_tensor *t, double *out)
+/* Read every element of t in row-major index order. Returns the index of
+ * the first element still holding the poison (never written), or −1. */
+static int64_t gather(const hx_tensor *t, double *out)
 {
     const int64_t n = dim_product(t);
-    int64_t idx[XATTN_MAX_RANK] = {0};
+    int64_t idx[XATTN_MAX_RANK] = {0}, poison = -1;
     for (int64_t e = 0; e < n; e++) {
-        out[e] = hx_load(hx_tensor_at(t, idx), t->dtype);
+        const void *p = hx_tensor_at(t, idx);
+        out[e] = hx_load(p, t->dtype);
+        if (poison < 0 && hx_is_poison(p, t->dtype)) poison = e;
         for (int32_t d = t->rank - 1; d >= 0; d--) {
             if (++idx[d] < t->shape[d]) break;
             idx[d] = 0;
         }
     }
+    return poison;
 }
 
 /* Write every element of t from values in row-major index order. */
@@ -236,7 +240,18 @@ static void gen_lse(hx_rng *rng, hx_lse_mode mode, double *a, double *b, int64_t
             if (k == 1 || k == 2) b[i] = -INFINITY;
             break;
         }
-        case HX_LSE_LARGE: {
+        case HX_LSE_NONFINITE: {
+            /* NaN or +inf on either side, or one side −inf, or finite. */
+            static const double special[] = {NAN, INFINITY, -INFINITY};
+            a[i] = 3.0 * hx_rng_normal(rng);
+            b[i] = 3.0 * hx_rng_normal(rng);
+            int64_t k = hx_rng_below(rng, 10);
+            if (k < 3) a[i] = special[k];
+            else if (k < 6) b[i] = special[k - 3];
+            else if (k == 6) a[i] = b[i] = -INFINITY;
+            break;
+        }
+                case HX_LSE_LARGE: {
             /* Magnitudes past fp32's e^88 and differences of either sign,
              * from equal to hundreds apart. */
             double base = (hx_rng_next(rng) & 1 ? 1 : -1) * (90.0 + 200.0 * hx_rng_uniform(rng));
@@ -276,14 +291,22 @@ void hx_run_merge(xattn_context *ctx, const hx_case *c, uint64_t seed, hx_result
     fill_normal(&rng, dt, oa, no);
     fill_normal(&rng, dt, ob, no);
     gen_lse(&rng, a->lse_mode, la, lb, nl);
+    if (a->lse_mode == HX_LSE_NONFINITE)
+        for (int32_t h = 0; h < a->heads; h++)
+            for (int32_t t = 0; t < a->n; t++) {
+                const int64_t i = (int64_t)h * a->n + t, row = ((int64_t)t * a->heads + h) * a->dim;
+                /* A side of LSE −inf is not read: NaN there must not show. */
+                if (la[i] == -INFINITY) oa[row] = NAN;
+                if (lb[i] == -INFINITY) ob[row + 2] = NAN;
+                /* A side that counts: its NaN element is NaN in O. */
+                if (isfinite(la[i]) && isfinite(lb[i]) && t % 3 == 0) oa[row + 1] = NAN;
+            }
 
     hx_tensor oat, obt, ot, lat, lbt, lt;
-    const int64_t lpad = (a->mem == HX_MEM_PADDED || a->mem == HX_MEM_ODD) ? 3 : 0;
-    const int64_t lshape[2] = {a->heads, a->n}, lstride[2] = {a->n + lpad, 1};
     size_t oab = rows_tensor(&oat, &oa_buf, a->mem, dt, a->n, a->heads, a->dim);
     size_t obb = rows_tensor(&obt, &ob_buf, a->mem, dt, a->n, a->heads, a->dim);
-    size_t lab = hx_tensor_init(&lat, &la_buf, 0, XATTN_F32, 2, lshape, lstride);
-    size_t lbb = hx_tensor_init(&lbt, &lb_buf, 0, XATTN_F32, 2, lshape, lstride);
+    size_t lab = hx_lse_tensor(&lat, &la_buf, a->mem, a->heads, a->n);
+    size_t lbb = hx_lse_tensor(&lbt, &lb_buf, a->mem, a->heads, a->n);
     hx_buf *out_o = &oa_buf, *out_l = &la_buf;
     ot = oat;
     lt = lat;
@@ -294,7 +317,7 @@ void hx_run_merge(xattn_context *ctx, const hx_case *c, uint64_t seed, hx_result
         out_o = &o_buf;
         out_l = &l_buf;
         size_t b1 = rows_tensor(&ot, &o_buf, a->mem, dt, a->n, a->heads, a->dim);
-        size_t b2 = hx_tensor_init(&lt, &l_buf, 0, XATTN_F32, 2, lshape, lstride);
+        size_t b2 = hx_lse_tensor(&lt, &l_buf, a->mem, a->heads, a->n);
         if (hx_buf_alloc(ctx, &o_buf, b1, res) || hx_buf_alloc(ctx, &l_buf, b2, res)) goto done;
     }
     scatter(&oat, oa);
@@ -322,7 +345,12 @@ void hx_run_merge(xattn_context *ctx, const hx_case *c, uint64_t seed, hx_result
     xattn_ref_merge_states(a->n, a->heads, a->dim, oa, la, ob, lb, o, l);
     res->ref_seconds += hx_now() - t0;
 
-    gather(&ot, got);
+    const int64_t unwritten = gather(&ot, got);
+    if (unwritten >= 0)
+        hx_result_fail(res, "O[t %lld, h %lld, d %lld] was not written (still poison)",
+                       (long long)(unwritten / ((int64_t)a->heads * a->dim)),
+                       (long long)((unwritten / a->dim) % a->heads),
+                       (long long)(unwritten % a->dim));
     hx_cmp cmp;
     hx_compare(got, o, no, a->dim, dt, &cmp);
     res->nmse = cmp.nmse;
@@ -348,7 +376,10 @@ void hx_run_merge(xattn_context *ctx, const hx_case *c, uint64_t seed, hx_result
     for (int32_t h = 0; h < a->heads; h++)
         for (int32_t t = 0; t < a->n; t++) {
             int64_t idx[2] = {h, t};
-            lgot[(int64_t)h * a->n + t] = hx_load(hx_tensor_at(&lt, idx), XATTN_F32);
+            const void *p = hx_tensor_at(&lt, idx);
+            lgot[(int64_t)h * a->n + t] = hx_load(p, XATTN_F32);
+            if (hx_is_poison(p, XATTN_F32))
+                hx_result_fail(res, "LSE[h %d, t %d] was not written (still poison)", h, t);
         }
     hx_lse_cmp lc;
     hx_compare_lse(lgot, l, nl, &lc);

@@ -118,6 +118,16 @@ ALWAYS_INLINE void pv_block(const int MR, __local float *o, __local const float 
         for (int x = 0; x < PV_NV; x++) vstore16(acc[r][x], 0, o + r * DV_PAD + x * VW);
 }
 
+/* 1 if the tile's nk V rows (f32, local) are all finite: then a masked key's
+ * P of exactly 0 adds exactly nothing, and the tile's P·V may run whole.
+ * 0·x is 0 for finite x and NaN for NaN and ±inf. */
+ALWAYS_INLINE int tile_v_finite(__local const float *vt, int nk)
+{
+    float16 acc = (float16)0.0f;
+    for (int x = 0; x < nk * DV_PAD; x += VW) acc = fma(vload16(0, vt + x), (float16)0.0f, acc);
+    return all(acc == (float16)0.0f);
+}
+
 /* Visible keys [lo, hi] of query row i (bottom-right aligned window),
  * clipped to the sequence; lo > hi when none. */
 ALWAYS_INLINE void row_range(long i, long sq, long sk, int wl, int wr, long *lo, long *hi)
@@ -220,7 +230,8 @@ ALWAYS_INLINE void narrow_tile(__local const float *qn, __local float *st, __loc
                                __local row_stats *rs, __global const ELEM(IO) *kbase,
                                __global const ELEM(IO) *vbase, __local const long *koff,
                                __local const long *voff, int nk, __local const long *pkoff,
-                               __local const long *pvoff, int npf, float softcap, float inv_cap)
+                               __local const long *pvoff, int npf, float softcap, float inv_cap,
+                               int masked)
 {
     const int nk_pad = (nk + VW - 1) / VW * VW;
     /* S in blocks of N_KEYS keys × N_ROWS rows, d in lanes: one vector
@@ -287,6 +298,22 @@ ALWAYS_INLINE void narrow_tile(__local const float *qn, __local float *st, __loc
         rs->l[r] = rs->l[r] * alpha + hsum16(sum);
         rs->alpha[r] = alpha;
     }
+    /* Some row does not see some key (rows of different tokens): each row
+     * multiplies only the V rows it sees. Its P is 0 elsewhere, but 0·NaN
+     * is NaN, and a V row outside a row's mask must not reach it. */
+    if (masked) {
+        for (int r = 0; r < BLOCK_Q; r++) {
+            const int lo = (int)rs->lo[r], hi = (int)rs->hi[r];
+            const float a = rs->alpha[r];
+            for (int x0 = 0; x0 < DV_PAD; x0 += VW) {
+                float16 acc = vload16(0, ot + r * DV_PAD + x0) * a;
+                for (int n = lo; n <= hi; n++)
+                    acc = fma((float16)st[r * BK_PAD + n], load_row16(vbase, voff[n], x0, DV), acc);
+                vstore16(acc, 0, ot + r * DV_PAD + x0);
+            }
+        }
+        return;
+    }
     /* O = α·O + P·V, V rows read in place. */
     for (int x0 = 0; x0 < DV_PAD; x0 += PV_NV * VW) {
         float16 acc[BLOCK_Q][PV_NV];
@@ -334,7 +361,7 @@ __kernel void attn_cpu(
     long total_q, long total_k, long part_rows, int seqlen_q, int seqlen_k, int hq, int group, int head_groups,
     int q_tiles, int kv_splits, int kv_split_len, int q_ragged, int kv_layout,
     int page_size, int num_pages, int max_pages, int wl, int wr, float scale,
-    float softcap, int flags)
+    float softcap, int flags, int batch, long tile_space)
 {
     const int has_lse = flags & FLAG_LSE, has_sinks = flags & FLAG_SINKS;
     __local float qt[DQK_PAD * BQ_PAD];   /* Q, scaled (wide: transposed, Qt[d][row]) */
@@ -351,6 +378,10 @@ __kernel void attn_cpu(
     __local row_stats *rs = &rs_mem;
 
     long w = get_global_id(0);
+    if (tile_space > 0) { /* ragged Q: the run's own tile numbers */
+        w = ragged_work(w, tile_space, AT_CONST(int, cu_q, cu_q_off), batch, total_q, seqlen_q, PACK, BLOCK_Q, head_groups, q_tiles, kv_splits);
+        if (w < 0) return;
+    }
     const int split = (int)(w % kv_splits);
     w /= kv_splits;
     const long tile = w % q_tiles;
@@ -512,7 +543,7 @@ __kernel void attn_cpu(
 
 #if NARROW
         narrow_tile(qt, st, ot, rs, kbase, vbase, koff, voff, nk, pkoff, pvoff, npf, softcap,
-                    inv_cap);
+                    inv_cap, need_mask);
 #else
         /* S = Q·Kᵀ, register blocks of 3, 2 or 1 row vectors. */
         for (int n0 = 0; n0 < nk_pad; n0 += S_KEYS) {
@@ -563,9 +594,21 @@ __kernel void attn_cpu(
             vstore16(alpha, 0, rs->alpha + r);
         }
 
-        /* O = α·O + P·V. */
+        /* O = α·O + P·V. Where some row does not see some key and some V
+         * element is not finite, each row multiplies only the V rows it
+         * sees: its P is 0 elsewhere, but 0·NaN is NaN, and a V row outside
+         * a row's mask must not reach it. */
+        const int per_row = need_mask && !tile_v_finite(vt, nk);
         for (int x0 = 0; x0 < DV_PAD; x0 += PV_NV * VW) {
             int r = 0;
+            if (per_row) {
+                for (; r < nrows; r++) {
+                    const int lo = (int)rs->lo[r], hi = (int)rs->hi[r];
+                    pv_block(1, ot + r * DV_PAD + x0, rs->alpha + r, st + lo * BQ_PAD + r,
+                             vt + lo * DV_PAD + x0, hi - lo + 1);
+                }
+                continue;
+            }
             for (; r + PV_ROWS <= nrows; r += PV_ROWS)
                 pv_block(PV_ROWS, ot + r * DV_PAD + x0, rs->alpha + r, st + r, vt + x0, nk);
             for (; r < nrows; r++)
@@ -582,9 +625,13 @@ __kernel void attn_cpu(
         const long i = rs->tok[r], h = rs->head[r], grow = q_row0 + i;
         const float m = rs->m[r], lsum = rs->l[r];
         __local const float *acc = ot + r * DV_PAD;
+        /* No visible key, or only keys of score −inf: every p was 0 and ℓ
+         * stayed 0. A NaN or +inf score left ℓ NaN (p = NaN), so such a row
+         * takes the arithmetic below, which keeps it NaN. */
+        const int empty = m == -INFINITY && lsum == 0.0f;
         if (kv_splits > 1) {
             const long prow = ((long)split * part_rows + grow) * hq + h;
-            if (m == -INFINITY) {
+            if (empty) {
                 pl[prow] = -INFINITY; /* the merge skips this split's O */
                 continue;
             }
@@ -594,23 +641,23 @@ __kernel void attn_cpu(
                 vstore16(vload16(0, acc + d) * inv, 0, po + prow * DV_PAD + d);
             continue;
         }
-        float f, row_lse;
-        if (m == -INFINITY) {
-            f = 0.0f; /* no visible key: O = 0, LSE = −inf */
-            row_lse = -INFINITY;
-        } else {
-            /* The sink joins the denominator only; rebase on the larger of
-             * m and σ so neither exponential overflows. */
-            float top = m, denom = lsum;
-            if (has_sinks) {
-                const float sink = AT_CONST(float, sinks, sinks_off)[h];
-                top = fmax(top, sink);
-                denom = lsum * exp(m - top) + exp(sink - top);
-            }
-            f = exp(m - top) / denom;
-            row_lse = top + log(denom);
-        }
         const long oe = o_elem0 + i * o_st + h * o_sh;
+        if (empty) {
+            /* O = 0, LSE = −inf, written as such: the accumulator may hold
+             * 0·NaN from the V row of a key of score −inf. */
+            for (int d = 0; d < DV; d += IO_STEP) STORE8(IO, ob, oe + d, (float8)0.0f);
+            if (has_lse) AT(float, lse, lse_off)[h * lse_sh + grow * lse_st] = -INFINITY;
+            continue;
+        }
+        /* The sink joins the denominator only; rebase on the larger of m and
+         * σ so neither exponential overflows. */
+        float top = m, denom = lsum;
+        if (has_sinks) {
+            const float sink = AT_CONST(float, sinks, sinks_off)[h];
+            top = fmax(top, sink);
+            denom = lsum * exp(m - top) + exp(sink - top);
+        }
+        const float f = exp(m - top) / denom, row_lse = top + log(denom);
         for (int d = 0; d < DV; d += IO_STEP) STORE8(IO, ob, oe + d, vload8(0, acc + d) * f);
         if (has_lse) AT(float, lse, lse_off)[h * lse_sh + grow * lse_st] = row_lse;
     }

@@ -110,7 +110,7 @@ void attn_gpu(/* problem */
               int head_groups, int q_tiles, int kv_splits, int split_len, int dqk, int dv,
               int q_ragged, int kv_layout, int page_size, int num_pages, int max_pages,
               long total_q, long total_k, int wl, int wr, float scale, float softcap,
-              int has_lse, int has_alibi, int has_sinks,
+              int has_lse, int has_alibi, int has_sinks, long tile_space,
               /* operands */
               __global const RAW(IO) *q, ulong q_off, long q_sb, long q_st, long q_sh,
               __global const RAW(IO) *k, ulong k_off, long k_sb, long k_st, long k_sh,
@@ -133,6 +133,11 @@ void attn_gpu(/* problem */
 
     const int t = get_local_id(0);
     long w = get_group_id(0);
+    if (tile_space > 0) { /* ragged Q: the run's own tile numbers */
+        w = ragged_work(w, tile_space, AT_CONST(int, cu_q, cu_q_off), batch, total_q, seqlen_q,
+                        pack, BLOCK_Q, head_groups, q_tiles, kv_splits);
+        if (w < 0) return; /* the whole group: w is uniform across it */
+    }
     const int split = (int)(w % kv_splits);
     w /= kv_splits;
     const long tile = w % q_tiles;
@@ -350,11 +355,35 @@ void attn_gpu(/* problem */
             o_acc[i] *= exp(o_m[i] - m_use);
             o_m[i] = m_new;
         }
-        for (int kk = 0; kk < nk; kk++) {
+        /* Where the mask hides some key of the block from some row (the
+         * first row ends first, the last row starts last), each O owner adds
+         * only the keys its row sees: P is 0 for the others, but 0·NaN is
+         * NaN, and a V row outside a row's mask must not reach it. */
+        const int partial = (wr >= 0 && i_first + diag0 + wr < k0 + nk - 1) ||
+                            (wl >= 0 && i_last + diag0 - wl > k0);
+        if (partial) {
+            int lo[O_ITEMS], hi[O_ITEMS];
             for (int i = 0; i < O_ITEMS; i++) {
                 const int e = t + i * THREADS;
-                const int row = (e / NV4) % BLOCK_Q, c = e % NV4;
-                o_acc[i] += p_s[row * BLOCK_K + kk] * lload4(vs, kk * DV_PAD + 4 * c);
+                const long tok = (r0 + (e / NV4) % BLOCK_Q) / pack, diag = tok + diag0 - k0;
+                lo[i] = wl >= 0 ? (int)clamp(diag - wl, 0L, (long)nk) : 0;
+                hi[i] = wr >= 0 ? (int)clamp(diag + wr, -1L, (long)nk - 1) : nk - 1;
+            }
+            for (int kk = 0; kk < nk; kk++) {
+                for (int i = 0; i < O_ITEMS; i++) {
+                    const int e = t + i * THREADS;
+                    const int row = (e / NV4) % BLOCK_Q, c = e % NV4;
+                    if (kk >= lo[i] && kk <= hi[i])
+                        o_acc[i] += p_s[row * BLOCK_K + kk] * lload4(vs, kk * DV_PAD + 4 * c);
+                }
+            }
+        } else {
+            for (int kk = 0; kk < nk; kk++) {
+                for (int i = 0; i < O_ITEMS; i++) {
+                    const int e = t + i * THREADS;
+                    const int row = (e / NV4) % BLOCK_Q, c = e % NV4;
+                    o_acc[i] += p_s[row * BLOCK_K + kk] * lload4(vs, kk * DV_PAD + 4 * c);
+                }
             }
         }
     }
@@ -375,12 +404,16 @@ void attn_gpu(/* problem */
         const long flat = r0 + row;
         const long h = (long)g * pack + flat % pack, grow = sq.q_row0 + flat / pack;
         const float m = sm_m[i], l = sm_l[i];
+        /* No visible key, or only keys of score −inf: every p was 0 and ℓ
+         * stayed 0. A NaN or +inf score left ℓ NaN (p = NaN), so such a row
+         * takes the arithmetic below, which keeps it NaN. */
+        const int empty = m == -INFINITY && l == 0.0f;
         if (kv_splits > 1) {
             part_lse[((long)split * part_rows + grow) * hq + h] =
-                m == -INFINITY ? -INFINITY : m + log(l);
+                empty ? -INFINITY : m + log(l);
         } else if (has_lse) {
             float out = -INFINITY;
-            if (m != -INFINITY) {
+            if (!empty) {
                 float top = m, denom = l;
                 if (has_sinks) {
                     const float sink = sink_p[h];
@@ -403,27 +436,31 @@ void attn_gpu(/* problem */
         const long flat = r0 + row;
         const long h = (long)g * pack + flat % pack, tok = flat / pack;
         const float m = o_m[i], l = red_s[PARTS * BLOCK_Q + row];
+        const int empty = m == -INFINITY && l == 0.0f; /* as for LSE above */
         if (kv_splits > 1) {
             /* This split's O/ℓ over the padded width; the merge weighs it
              * by its LSE and skips it when that is −inf. */
             const long prow = ((long)split * part_rows + sq.q_row0 + tok) * hq + h;
-            const float4 val = m == -INFINITY ? (float4)(0.0f) : o_acc[i] / l;
+            const float4 val = empty ? (float4)(0.0f) : o_acc[i] / l;
             vstore4(val, 0, part_o + prow * DV_PAD + 4 * c);
             continue;
         }
         if (4 * c >= dv) continue;
-        float f = 0.0f; /* no visible key: O = 0 */
-        if (m != -INFINITY) {
-            /* The sink joins the denominator only; rebase on the larger of
-             * m and σ so neither exponential overflows. */
-            float top = m, denom = l;
-            if (has_sinks) {
-                const float sink = sink_p[h];
-                top = fmax(m, sink);
-                denom = l * exp(m - top) + exp(sink - top);
-            }
-            f = exp(m - top) / denom;
+        if (empty) {
+            /* O = 0, written as such: o_acc may hold 0·NaN from the V row
+             * of a key of score −inf. */
+            STORE4(IO, ob, tok * o_st + h * o_sh + 4 * c, (float4)(0.0f));
+            continue;
         }
+        /* The sink joins the denominator only; rebase on the larger of m and
+         * σ so neither exponential overflows. */
+        float top = m, denom = l;
+        if (has_sinks) {
+            const float sink = sink_p[h];
+            top = fmax(m, sink);
+            denom = l * exp(m - top) + exp(sink - top);
+        }
+        const float f = exp(m - top) / denom;
         STORE4(IO, ob, tok * o_st + h * o_sh + 4 * c, o_acc[i] * f);
     }
 }

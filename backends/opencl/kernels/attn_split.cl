@@ -27,10 +27,18 @@ __kernel void split_merge(long total_q, long hq, long seqlen_q, int q_ragged, in
                                  : (grow / seqlen_q) * o_sb + (grow % seqlen_q) * o_st;
     __global ELEM(IO) *orow = AT(ELEM(IO), o, o_off) + o_elem + h * o_sh;
 
-    /* Rows outside the partials belong to no sequence: zeros, −inf. */
+    /* Rows outside the partials belong to no sequence: zeros, −inf. The
+     * largest partial LSE is NaN if any is (a split whose row went NaN):
+     * fmax alone would drop it. */
     float top = -INFINITY;
+    int any_nan = 0;
     if (grow < part_rows)
-        for (int s = 0; s < splits; s++) top = fmax(top, pl[((long)s * part_rows + grow) * hq + h]);
+        for (int s = 0; s < splits; s++) {
+            const float x = pl[((long)s * part_rows + grow) * hq + h];
+            any_nan |= isnan(x);
+            top = fmax(top, x);
+        }
+    if (any_nan) top = NAN;
     float out_lse = -INFINITY;
     if (top == -INFINITY) {
         for (int d = 0; d < DV; d += MERGE_STEP) STORE8(IO, orow, d, (float8)0.0f);

@@ -30,8 +30,10 @@ __kernel void kv_append(long heads, long dqk, long dv, long page_size, long num_
 
 /* One work-item per (token, head): O = (e^a O_a + e^b O_b) / (e^a + e^b),
  * LSE = log(e^a + e^b), weights taken relative to the larger LSE so nothing
- * overflows; both −inf gives zeros and −inf. o may be o_a or o_b (each
- * element is read before it is written). */
+ * overflows; both −inf gives zeros and −inf. A NaN LSE (or a +inf one:
+ * inf − inf) makes the row NaN; a side of LSE −inf is not read, any other
+ * is (a NaN there shows even where its weight rounds to 0). o may be o_a
+ * or o_b (each element is read before it is written). */
 __kernel void merge_states(long n, long heads, long dim,
                            __global const ELEM(IO) *o_a, ulong o_a_off, long oa_st, long oa_sh,
                            __global const ELEM(IO) *o_b, ulong o_b_off, long ob_st, long ob_sh,
@@ -58,8 +60,8 @@ __kernel void merge_states(long n, long heads, long dim,
     const float inv = 1.0f / (wa + wb);
     const float ca = wa * inv, cb = wb * inv;
     for (long d = 0; d < dim; d++) {
-        const float va = ca > 0.0f ? LOAD(IO, ra, d) * ca : 0.0f;
-        const float vb = cb > 0.0f ? LOAD(IO, rb, d) * cb : 0.0f;
+        const float va = a != -INFINITY ? LOAD(IO, ra, d) * ca : 0.0f;
+        const float vb = b != -INFINITY ? LOAD(IO, rb, d) * cb : 0.0f;
         STORE(IO, ro, d, va + vb);
     }
     *l = m + log(wa + wb);

@@ -196,3 +196,28 @@ inline int find_tile(__global const int *off, long off_st, int experts, long row
     *expert = lo;
     return 1;
 }
+
+/* Attention with ragged Q: the plan's work index (common/plan.h) of run
+ * item r = ((g·tile_space + v)·kv_splits + s), or −1 when r names no tile.
+ * Tile v belongs to the last sequence b with ⌊cu_q[b]·pack / block_q⌋ + b ≤
+ * v (backends/opencl/attn_work.c has the numbering), and is its tile
+ * v − that. cu_q is clamped to [0, total_q] and lengths to seqlen_q, so
+ * whatever it holds, the item stays inside the plan's work. */
+inline long ragged_work(long r, long tile_space, __global const int *cq, int batch, long total_q,
+                        int seqlen_q, long pack, long block_q, int head_groups, int q_tiles,
+                        int kv_splits)
+{
+    const long s = r % kv_splits, v = r / kv_splits % tile_space;
+    const long g = r / kv_splits / tile_space;
+    int lo = 0, hi = batch - 1;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo + 1) / 2;
+        if (clamp((long)cq[mid], 0L, total_q) * pack / block_q + mid <= v) lo = mid;
+        else hi = mid - 1;
+    }
+    const long c0 = clamp((long)cq[lo], 0L, total_q);
+    const long len = min(clamp((long)cq[lo + 1], c0, total_q) - c0, (long)seqlen_q);
+    const long t = v - (c0 * pack / block_q + lo);
+    if (t < 0 || t >= q_tiles || t * block_q >= len * pack) return -1;
+    return (((long)lo * head_groups + g) * q_tiles + t) * kv_splits + s;
+}
