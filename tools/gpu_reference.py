@@ -24,7 +24,7 @@ DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 def visible_pairs(sq, sk, causal):
     if not causal:
         return sq * sk
-    # Bottom-right aligned causal mask, as DESIGN.md's.
+    # Bottom-right aligned causal mask, as docs/attention.md's.
     return sum(min(sk, sk - sq + i + 1) for i in range(sq))
 
 

@@ -1,5 +1,5 @@
 /* Bad input that needs no plan: contexts, the environment, buffers, plan
- * descriptors, kv_append and merge_states (DESIGN §6 "Bad input").
+ * descriptors, kv_append and merge_states (docs/errors.md).
  *
  * Every case breaks exactly one documented rule and checks three things: the
  * documented status, a message naming the offending argument, and that the
@@ -318,7 +318,7 @@ static void test_buffer_alloc_rejects_null_out(void **state)
 
 /* No device holds SIZE_MAX bytes. The header lists only OUT_OF_MEMORY for
  * sizes that cannot be allocated; a front end that rejects the size up front
- * as INVALID_ARGUMENT is also within the bad-input rules (DESIGN §6). */
+ * as INVALID_ARGUMENT is also within the bad-input rules (docs/testing.md). */
 static void test_buffer_alloc_rejects_size_max(void **state)
 {
     (void)state;
@@ -644,7 +644,7 @@ static void test_plan_rejects_negative_head_dim_v(void **state)
     EXPECT_PLAN_REJECTED(d, XATTN_ERR_INVALID_ARGUMENT, "head_dim_v");
 }
 
-/* Head dims outside DESIGN §4's set are valid descriptors that no backend
+/* Head dims outside docs/attention.md's set are valid descriptors that no backend
  * has kernels for: UNSUPPORTED, naming the head dim. */
 static void test_plan_rejects_head_dim_not_multiple_of_8(void **state)
 {
@@ -828,7 +828,7 @@ static void test_plan_rejects_causal_with_positive_window_right(void **state)
     EXPECT_PLAN_REJECTED(d, XATTN_ERR_INVALID_ARGUMENT, "window_right");
 }
 
-/* No parameter is silently ignored (DESIGN §2): a window without the flag. */
+/* No parameter is silently ignored (docs/api.md): a window without the flag. */
 static void test_plan_rejects_window_without_window_flag(void **state)
 {
     (void)state;

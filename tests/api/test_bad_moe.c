@@ -1,4 +1,4 @@
-/* Bad input to the MoE API (DESIGN §6 "Bad input", api/xattn_moe.h).
+/* Bad input to the MoE API (docs/errors.md, api/xattn_moe.h).
  *
  * Two parts, chosen by the first argument:
  *   desc   xattn_moe_plan_create: every descriptor rule. The front end

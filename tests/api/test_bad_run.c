@@ -1,4 +1,4 @@
-/* Bad input to xattn_attn_run and the plan queries (DESIGN §6 "Bad input").
+/* Bad input to xattn_attn_run and the plan queries (docs/errors.md).
  *
  * Each case starts from arguments that pass validation, breaks exactly one
  * documented rule and checks: the documented status, a message naming the
@@ -242,7 +242,7 @@ static void test_run_accepts_valid_alibi_and_sinks(void **state)
     expect_valid_run();
 }
 
-/* Token and head strides are free (DESIGN §4): Q and O as views into
+/* Token and head strides are free (docs/attention.md): Q and O as views into
  * wider buffers are valid. */
 static void test_run_accepts_strided_q_and_o(void **state)
 {

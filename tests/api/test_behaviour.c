@@ -1,4 +1,4 @@
-/* API behaviour (DESIGN §3, api/xattn_core.h): fixed status values and
+/* API behaviour (docs/errors.md, api/xattn_core.h): fixed status values and
  * names, thread-local error messages, destroy functions, buffers that wrap
  * host memory without copying, contexts from options, probes, tensors. */
 #include "api_test.h"
@@ -309,7 +309,7 @@ static void test_backend_probe_cpu_has_a_device(void **state)
 }
 
 /* A missing GPU module, runtime or device is zero devices and a reason,
- * never an error (DESIGN §2). */
+ * never an error (docs/api.md). */
 static void test_backend_probe_gpu_backends_explain_zero_devices(void **state)
 {
     (void)state;

@@ -1,4 +1,4 @@
-/* The backend module loader (DESIGN §2, common/registry.h).
+/* The backend module loader (docs/environment.md, common/registry.h).
  *
  * Each mode runs as its own process, because the registry loads a module
  * once per process; XATTN_BACKEND_DIR points at the directory of that mode:

@@ -1,4 +1,4 @@
-/* Logging (DESIGN §2, xattn_log_set_callback): XATTN_LOG picks the level,
+/* Logging (docs/environment.md, xattn_log_set_callback): XATTN_LOG picks the level,
  * messages go to stderr or to the application's callback, never to stdout.
  *
  * The level is process-wide and read from the environment at start, so each

@@ -1,5 +1,5 @@
-/* The OpenCL module's own contract (DESIGN §1–2, issue 4): caps read from
- * the device, XATTN_OPENCL_STYLE, and the on-disk program cache in
+/* The OpenCL module's own contract (docs/environment.md): caps read from the
+ * device, XATTN_OPENCL_STYLE, and the on-disk program cache in
  * XATTN_CACHE_DIR (created when missing, reused across contexts, a corrupt
  * file rebuilt, an unusable directory only costs the cache). A damaged
  * binary behind a right header, a truncated file, a FIFO or a symlink at

@@ -1,4 +1,4 @@
-/* The case catalogue: every axis of DESIGN §6 from a sensible base, and a
+/* The case catalogue: every axis of docs/testing.md from a sensible base, and a
  * few combinations, not a cross product. Names read like the contract:
  *   attn/<kv layout>/<mask+features>/<memory>/<lengths>/<head dims>/<gqa>/<dtype>
  *   kv_append/<page size>/<rows>/<heads>/<dims>[/<memory>]/<dtype>
@@ -162,7 +162,7 @@ static int attn_cases(hx_catalogue *cat)
 {
     int ret = 0;
 
-    /* Sequence lengths (DESIGN §6), full and causal, every dtype; the two
+    /* Sequence lengths (docs/testing.md), full and causal, every dtype; the two
      * largest pairs once or twice (the float64 reference is O(Sq·Sk)). */
     static const int32_t pairs[][2] = {{1, 1},     {1, 339},   {3, 1024}, {113, 203},
                                        {128, 217}, {239, 1},   {256, 512}, {512, 256},
@@ -549,7 +549,7 @@ static int merge_cases(hx_catalogue *cat)
 
 /* ---- MoE ------------------------------------------------------------------------ */
 
-/* The routing and expert form of a model (DESIGN §5 and §6 name them):
+/* The routing and expert form of a model (docs/moe.md names them):
  * flags hold both; activation is the model's unless a case sets another. */
 typedef struct moe_model {
     const char *name;

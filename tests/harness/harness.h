@@ -173,7 +173,7 @@ typedef struct hx_result {
     char message[1024]; /* why it failed; -v detail when it passed */
 } hx_result;
 
-/* Tolerances of DESIGN §6 for a dtype. */
+/* Tolerances of docs/testing.md for a dtype. */
 double hx_tol_nmse(xattn_dtype dt);
 double hx_tol_lse(xattn_dtype dt);
 
@@ -245,7 +245,7 @@ xattn_tensor hx_tensor_api(const hx_tensor *t);
 /* Mark every byte t covers in mask (1 per byte of the buffer). */
 void hx_tensor_mark(const hx_tensor *t, unsigned char *mask);
 
-/* Layouts of DESIGN §4 operands under a memory scheme (hx_mem); each returns
+/* Layouts of docs/attention.md operands under a memory scheme (hx_mem); each returns
  * the bytes its buffer needs.
  * Q, O or contiguous K/V: uniform [b, s, h, d] or ragged [total, h, d]. */
 size_t hx_seq_tensor(hx_tensor *t, hx_buf *buf, hx_mem mem, xattn_dtype dt, int uniform,

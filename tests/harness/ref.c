@@ -1,5 +1,5 @@
 /* The float64 reference (see ref.h). One row of attention at a time, the
- * way DESIGN §4 states it: scores, soft cap, ALiBi, mask, softmax with the
+ * way docs/attention.md states it: scores, soft cap, ALiBi, mask, softmax with the
  * sink in the denominator, weighted sum of V. */
 #include "ref.h"
 

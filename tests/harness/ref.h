@@ -1,5 +1,5 @@
 #pragma once
-/* The float64 reference of every attention primitive (DESIGN §4).
+/* The float64 reference of every attention primitive (docs/attention.md).
  *
  * Plain C written to be read against the contract, not to be fast. Inputs
  * are doubles holding exactly the values the backend saw (already rounded to

@@ -1,5 +1,5 @@
 /* The float64 MoE reference (see ref_moe.h), one token and one row at a
- * time, in the words of DESIGN §5. */
+ * time, in the words of docs/moe.md. */
 #include "ref_moe.h"
 
 #include <math.h>

@@ -1,5 +1,5 @@
 #pragma once
-/* The float64 reference of every MoE primitive (DESIGN §5, api/xattn_moe.h).
+/* The float64 reference of every MoE primitive (docs/moe.md, api/xattn_moe.h).
  *
  * Plain C written to be read against the contract, not to be fast. Inputs
  * are doubles holding exactly the values the backend saw (already rounded to

@@ -1,5 +1,5 @@
 /* Self-checks of the float64 MoE reference: small examples worked out by
- * hand from DESIGN §5 and api/xattn_moe.h, and identities that hold by the
+ * hand from docs/moe.md and api/xattn_moe.h, and identities that hold by the
  * contract. They run before any backend, so a broken reference cannot pass
  * a broken backend. */
 #include <math.h>

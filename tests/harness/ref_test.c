@@ -114,7 +114,7 @@ static void t_equal_scores(scratch *s, hx_rng *r, hx_result *res)
     rnd(r, s->v, nk * dv);
     xattn_ref_attention(&p, s->q, s->k, s->v, s->o, s->lse);
     for (int i = 0; i < sq; i++) {
-        /* DESIGN §4, literally: i + Sk − Sq − wl ≤ j ≤ i + Sk − Sq + wr. */
+        /* docs/attention.md, literally: i + Sk − Sq − wl ≤ j ≤ i + Sk − Sq + wr. */
         int count = 0;
         double mean[8] = {0};
         for (int j = 0; j < nk; j++) {

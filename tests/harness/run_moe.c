@@ -2,7 +2,7 @@
  * the fused forward, through the public API on fresh inputs from the case's
  * seed, with outputs poisoned, against the float64 reference (ref_moe.h).
  *
- * What "correct" means per call (DESIGN §6):
+ * What "correct" means per call (docs/testing.md):
  *   route     ids exact, except where reference scores tie within
  *             ROUTE_TIE_TOL (then any choice and order those scores allow,
  *             and exactly equal scores go to the lower index); weights NMSE
@@ -35,7 +35,7 @@
 #include "ref_moe.h"
 
 /* Reference scores closer than this (relative to max(1, |score|)) are a tie
- * a backend may break either way (DESIGN §6). */
+ * a backend may break either way (docs/testing.md). */
 #define ROUTE_TIE_TOL 1e-6
 
 /* Index outputs start as this value: neither an index nor −1, so an entry

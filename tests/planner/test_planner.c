@@ -1,4 +1,4 @@
-/* Planner rules (DESIGN §1, §4), checked on every device preset with no
+/* Planner rules (common/plan.h, docs/attention.md), checked on every device preset with no
  * hardware: tiles fit, threads within limits, shapes match the matrix units,
  * decode is split to fill the device, workspace never grows with Sq·Sk, and
  * every supported head dim gets a plan. */
@@ -22,7 +22,7 @@ typedef struct dims {
     int32_t dqk, dv;
 } dims;
 
-/* Every head-dim pair of DESIGN §4. Returns the count. */
+/* Every head-dim pair of docs/attention.md. Returns the count. */
 static size_t supported_dims(dims *out)
 {
     size_t n = 0;

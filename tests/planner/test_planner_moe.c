@@ -1,4 +1,4 @@
-/* MoE planner rules (DESIGN §1, §5; common/plan_moe.h), checked on every
+/* MoE planner rules (common/plan_moe.h, docs/moe.md), checked on every
  * device preset with no hardware: the plan takes the device's style, segment
  * alignment follows the descriptor or the device, rows follow the formula,
  * GPU tiles fit the device, CPU scratch covers the kernels, and the
