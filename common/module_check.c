@@ -80,6 +80,17 @@ static int table_fits(uint64_t offset, uint64_t count, uint64_t entry, uint64_t 
     return offset <= size && bytes <= size - offset;
 }
 
+/* What is wrong with a header table that table_fits refused, in buf. */
+static const char *table_past_end(char *buf, size_t buf_size, const char *what, unsigned count,
+                                  uint64_t offset, uint64_t size)
+{
+    snprintf(buf, buf_size,
+             "the %s headers (%u from byte %llu) end past the end of the file, "
+             "%llu bytes (truncated?)",
+             what, count, (unsigned long long)offset, (unsigned long long)size);
+    return buf;
+}
+
 /* The ELF checks; NULL when the file passes, else what is wrong (in buf or
  * a static string). */
 static const char *elf_problem(int fd, uint64_t size, char *buf, size_t buf_size)
@@ -116,26 +127,14 @@ static const char *elf_problem(int fd, uint64_t size, char *buf, size_t buf_size
                  (unsigned)eh.e_phentsize);
         return buf;
     }
-    if (!table_fits(eh.e_phoff, eh.e_phnum, eh.e_phentsize, size)) {
-        snprintf(buf, buf_size,
-                 "the program headers (%u from byte %llu) end past the end of the file, "
-                 "%llu bytes (truncated?)",
-                 (unsigned)eh.e_phnum, (unsigned long long)eh.e_phoff,
-                 (unsigned long long)size);
-        return buf;
-    }
+    if (!table_fits(eh.e_phoff, eh.e_phnum, eh.e_phentsize, size))
+        return table_past_end(buf, buf_size, "program", eh.e_phnum, eh.e_phoff, size);
     /* Section headers are not needed to load, but a table that runs past
      * the end means the file was cut short. */
     if (eh.e_shoff != 0 &&
         (eh.e_shentsize != sizeof(ElfW(Shdr)) ||
-         !table_fits(eh.e_shoff, eh.e_shnum ? eh.e_shnum : 1, eh.e_shentsize, size))) {
-        snprintf(buf, buf_size,
-                 "the section headers (%u from byte %llu) end past the end of the file, "
-                 "%llu bytes (truncated?)",
-                 (unsigned)eh.e_shnum, (unsigned long long)eh.e_shoff,
-                 (unsigned long long)size);
-        return buf;
-    }
+         !table_fits(eh.e_shoff, eh.e_shnum ? eh.e_shnum : 1, eh.e_shentsize, size)))
+        return table_past_end(buf, buf_size, "section", eh.e_shnum, eh.e_shoff, size);
     int loads = 0, dynamic = 0;
     for (unsigned i = 0; i < eh.e_phnum; i++) {
         ElfW(Phdr) ph;

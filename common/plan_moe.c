@@ -384,9 +384,9 @@ xattn_status xattn_plan_moe(const xattn_device_caps *caps, const xattn_moe_probl
 
 /* ---- text ------------------------------------------------------------------ */
 
-static const char *route_name(xattn_moe_route_mode m)
+const char *xattn_moe_route_name(xattn_moe_route_mode mode)
 {
-    switch (m) {
+    switch (mode) {
     case XATTN_MOE_ROUTE_SOFTMAX_TOPK: return "softmax_topk";
     case XATTN_MOE_ROUTE_TOPK_SOFTMAX: return "topk_softmax";
     case XATTN_MOE_ROUTE_SIGMOID_GROUPED: return "sigmoid_grouped";
@@ -395,7 +395,7 @@ static const char *route_name(xattn_moe_route_mode m)
     return "?";
 }
 
-static const char *activation_name(xattn_moe_activation a)
+const char *xattn_moe_activation_name(xattn_moe_activation a)
 {
     switch (a) {
     case XATTN_MOE_SWIGLU: return "swiglu";
@@ -437,7 +437,7 @@ int xattn_moe_params_format(const xattn_moe_problem *prob, const xattn_moe_plan_
         (int)d->max_tokens, (int)d->hidden, (int)d->inter, (int)d->num_experts, (int)d->top_k,
         xattn_dtype_name(d->dtype), xattn_dtype_name(d->weight_dtype),
         xattn_dtype_name(d->logits_dtype));
-    xattn_text_put(buf, size, &n, "             route %s", route_name(d->route));
+    xattn_text_put(buf, size, &n, "             route %s", xattn_moe_route_name(d->route));
     if (d->route == XATTN_MOE_ROUTE_SIGMOID_GROUPED)
         xattn_text_put(buf, size, &n, " (%d groups, keep %d)", (int)d->n_group, (int)d->topk_group);
     if (d->flags & XATTN_MOE_BIAS) xattn_text_put(buf, size, &n, ", bias");
@@ -445,7 +445,8 @@ int xattn_moe_params_format(const xattn_moe_problem *prob, const xattn_moe_plan_
     if (prob->scale != 1.0f) xattn_text_put(buf, size, &n, ", scale %g", (double)prob->scale);
     if (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT)
         xattn_text_put(buf, size, &n, ", weights on the input");
-    xattn_text_put(buf, size, &n, "\n             experts %s", activation_name(d->activation));
+    xattn_text_put(buf, size, &n, "\n             experts %s",
+                   xattn_moe_activation_name(d->activation));
     if (d->activation == XATTN_MOE_SWIGLU_CLAMPED)
         xattn_text_put(buf, size, &n, " (alpha %g, limit %g)", (double)prob->alpha,
                        (double)prob->limit);

@@ -79,6 +79,11 @@ XATTN_INTERNAL xattn_status xattn_plan_moe_cpu_tiles(const xattn_device_caps *ca
                                                      const xattn_moe_problem *prob,
                                                      xattn_moe_plan_params *out);
 
+/* The names a plan's text gives a route mode ("sigmoid_grouped") and an
+ * activation ("swiglu_clamped"); "?" for a value outside the enum. */
+XATTN_INTERNAL const char *xattn_moe_route_name(xattn_moe_route_mode mode);
+XATTN_INTERNAL const char *xattn_moe_activation_name(xattn_moe_activation a);
+
 /* Format params as text (snprintf semantics). */
 XATTN_INTERNAL int xattn_moe_params_format(const xattn_moe_problem *prob,
                                            const xattn_moe_plan_params *p, char *buf,

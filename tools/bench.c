@@ -1008,6 +1008,29 @@ void xattn_bench_json_pct(xattn_json *j, const char *key, int have, double achie
         xattn_json_null(j, key);
 }
 
+int xattn_bench_json_status(xattn_json *j, bench_status status, const char *message)
+{
+    static const char *const names[] = {"ok", "unsupported", "error"};
+    xattn_json_string(j, "status", names[status]);
+    if (status == RUN_OK) return 0;
+    xattn_json_string(j, "message", message);
+    xattn_json_object_end(j);
+    return 1;
+}
+
+void xattn_bench_json_window(xattn_json *j, int passes, double best, double median)
+{
+    if (!passes) {
+        xattn_json_null(j, "window_bytes_per_s");
+        return;
+    }
+    xattn_json_object_begin(j, "window_bytes_per_s");
+    xattn_json_double(j, "best", best);
+    xattn_json_double(j, "median", median);
+    xattn_json_int(j, "passes", passes);
+    xattn_json_object_end(j);
+}
+
 static void json_rate(xattn_json *j, const char *key, const xattn_bench_rate *r)
 {
     xattn_json_object_begin(j, key);
@@ -1065,13 +1088,7 @@ static void json_attn_case(xattn_json *j, const bench_options *o, const bench_ce
         xattn_json_object_end(j);
         return;
     }
-    static const char *const names[] = {"ok", "unsupported", "error"};
-    xattn_json_string(j, "status", names[r->status]);
-    if (r->status != RUN_OK) {
-        xattn_json_string(j, "message", r->message);
-        xattn_json_object_end(j);
-        return;
-    }
+    if (xattn_bench_json_status(j, r->status, r->message)) return;
     double flops = (double)r->flop / r->median_s, bps = (double)r->bytes / r->median_s;
     xattn_json_double(j, "median_s", r->median_s);
     xattn_json_double(j, "min_s", r->min_s);
@@ -1081,15 +1098,7 @@ static void json_attn_case(xattn_json *j, const bench_options *o, const bench_ce
     xattn_json_double(j, "bytes_per_s", bps);
     xattn_bench_json_pct(j, "flops_pct", o->ceilings, flops, c->flop_rate);
     xattn_bench_json_pct(j, "bytes_pct", o->ceilings, bps, byte_ceiling(c, r));
-    if (r->window_passes) {
-        xattn_json_object_begin(j, "window_bytes_per_s");
-        xattn_json_double(j, "best", r->window_best);
-        xattn_json_double(j, "median", r->window_median);
-        xattn_json_int(j, "passes", r->window_passes);
-        xattn_json_object_end(j);
-    } else {
-        xattn_json_null(j, "window_bytes_per_s");
-    }
+    xattn_bench_json_window(j, r->window_passes, r->window_best, r->window_median);
     xattn_json_string(j, "bound", o->ceilings ? xattn_bench_bound(c, (double)r->flop,
                                                                    (double)r->bytes)
                                               : "-");

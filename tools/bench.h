@@ -105,6 +105,14 @@ void xattn_bench_print_indented(const char *text);
 void xattn_bench_json_pct(xattn_json *j, const char *key, int have, double achieved,
                           double ceiling);
 
+/* A workload's "status" member, and its "message" when it did not run; then
+ * 1, with the workload's object ended. 0 when it ran. */
+int xattn_bench_json_status(xattn_json *j, bench_status status, const char *message);
+
+/* "window_bytes_per_s": the read probe's rate over the workload's window,
+ * null when no pass ran. */
+void xattn_bench_json_window(xattn_json *j, int passes, double best, double median);
+
 /* ---- MoE layer workloads (bench_moe.c) ------------------------------------- */
 
 #define BENCH_MOE_MAX_CASES 5

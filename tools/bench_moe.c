@@ -43,6 +43,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "plan_moe.h"
 
 /* A forward at the chosen T lasts about this long. */
 #define TARGET_SECONDS 1.0
@@ -195,21 +196,10 @@ int xattn_bench_moe_cases(const bench_options *o, bench_moe_case *cases)
     return n;
 }
 
-static const char *route_mode_name(xattn_moe_route_mode mode)
-{
-    switch (mode) {
-    case XATTN_MOE_ROUTE_SOFTMAX_TOPK: return "softmax_topk";
-    case XATTN_MOE_ROUTE_TOPK_SOFTMAX: return "topk_softmax";
-    case XATTN_MOE_ROUTE_SIGMOID_GROUPED: return "sigmoid_grouped";
-    case XATTN_MOE_ROUTE_TOPK_SIGMOID: return "topk_sigmoid";
-    }
-    return "?";
-}
-
 /* "sigmoid_grouped, bias, groups 8/4, renormalised, scale 2.5" */
 static void describe_route(const xattn_moe_desc *d, char *buf, size_t size)
 {
-    size_t n = (size_t)snprintf(buf, size, "%s", route_mode_name(d->route));
+    size_t n = (size_t)snprintf(buf, size, "%s", xattn_moe_route_name(d->route));
     if (n < size && (d->flags & XATTN_MOE_BIAS)) n += (size_t)snprintf(buf + n, size - n, ", bias");
     if (n < size && d->n_group)
         n += (size_t)snprintf(buf + n, size - n, ", groups %d/%d", (int)d->n_group,
@@ -222,21 +212,11 @@ static void describe_route(const xattn_moe_desc *d, char *buf, size_t size)
         snprintf(buf + n, size - n, ", weights on the input");
 }
 
-static const char *activation_name(xattn_moe_activation a)
-{
-    switch (a) {
-    case XATTN_MOE_SWIGLU: return "swiglu";
-    case XATTN_MOE_GEGLU: return "geglu";
-    case XATTN_MOE_SWIGLU_CLAMPED: return "swiglu_clamped";
-    }
-    return "?";
-}
-
 /* "swiglu_clamped, W1 interleaved, biases f32; shared expert I 8192" */
 static void describe_experts(const bench_moe_case *c, char *buf, size_t size)
 {
     const xattn_moe_desc *d = &c->desc;
-    size_t n = (size_t)snprintf(buf, size, "%s", activation_name(d->activation));
+    size_t n = (size_t)snprintf(buf, size, "%s", xattn_moe_activation_name(d->activation));
     if (n < size && (d->flags & XATTN_MOE_W1_INTERLEAVED))
         n += (size_t)snprintf(buf + n, size - n, ", W1 interleaved");
     if (n < size && (d->flags & EXPERT_BIASES))
@@ -991,7 +971,7 @@ void xattn_bench_moe_print_json(xattn_json *j, const bench_options *o, const ben
     xattn_json_int(j, "experts", d->num_experts);
     xattn_json_int(j, "model_experts", mc->model_experts);
     xattn_json_int(j, "top_k", d->top_k);
-    xattn_json_string(j, "route", route_mode_name(d->route));
+    xattn_json_string(j, "route", xattn_moe_route_name(d->route));
     xattn_json_bool(j, "renormalize", (d->flags & XATTN_MOE_RENORMALIZE) != 0);
     xattn_json_bool(j, "bias", (d->flags & XATTN_MOE_BIAS) != 0);
     xattn_json_int(j, "n_group", d->n_group);
@@ -999,7 +979,7 @@ void xattn_bench_moe_print_json(xattn_json *j, const bench_options *o, const ben
     xattn_json_double(j, "routed_scaling_factor",
                       d->routed_scaling_factor != 0.0f ? d->routed_scaling_factor : 1.0);
     xattn_json_bool(j, "weights_on_input", (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) != 0);
-    xattn_json_string(j, "activation", activation_name(d->activation));
+    xattn_json_string(j, "activation", xattn_moe_activation_name(d->activation));
     if (d->activation == XATTN_MOE_SWIGLU_CLAMPED) {
         xattn_json_double(j, "swiglu_alpha",
                           d->swiglu_alpha != 0.0f ? d->swiglu_alpha : XATTN_MOE_SWIGLU_ALPHA);
@@ -1022,13 +1002,7 @@ void xattn_bench_moe_print_json(xattn_json *j, const bench_options *o, const ben
         xattn_json_object_end(j);
         return;
     }
-    static const char *const names[] = {"ok", "unsupported", "error"};
-    xattn_json_string(j, "status", names[r->status]);
-    if (r->status != RUN_OK) {
-        xattn_json_string(j, "message", r->message);
-        xattn_json_object_end(j);
-        return;
-    }
+    if (xattn_bench_json_status(j, r->status, r->message)) return;
     xattn_json_int(j, "tokens", r->tokens);
     xattn_json_string(j, "tokens_from", r->tokens_from);
     xattn_json_int(j, "rows", r->rows);
@@ -1043,15 +1017,7 @@ void xattn_bench_moe_print_json(xattn_json *j, const bench_options *o, const ben
     if (mc->shared_inter) json_step(j, o, c, r, "shared_expert", &r->step[MOE_SHARED]);
     json_step(j, o, c, r, step_names[MOE_FORWARD], &r->step[MOE_FORWARD]);
     xattn_json_object_end(j);
-    if (r->window_passes) {
-        xattn_json_object_begin(j, "window_bytes_per_s");
-        xattn_json_double(j, "best", r->window_best);
-        xattn_json_double(j, "median", r->window_median);
-        xattn_json_int(j, "passes", r->window_passes);
-        xattn_json_object_end(j);
-    } else {
-        xattn_json_null(j, "window_bytes_per_s");
-    }
+    xattn_bench_json_window(j, r->window_passes, r->window_best, r->window_median);
     xattn_json_string(j, "plan", r->plan);
     xattn_json_object_end(j);
 }

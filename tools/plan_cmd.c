@@ -365,6 +365,29 @@ static void take_text(plan_result *r, xattn_status st, size_t needed)
                  sizeof "\n(truncated)\n", "\n(truncated)\n");
 }
 
+/* The preset's line at the start of r->text: its length, or -1 when the
+ * text has no room after it for the planner's. */
+static int preset_line(plan_result *r, const plan_target *t)
+{
+    int n = snprintf(r->text, sizeof r->text, "preset       %s: %s\n", t->preset, t->caps.name);
+    return n > 0 && (size_t)n < sizeof r->text ? n : -1;
+}
+
+/* A context's plan described itself (st, needed) into r->text: its status,
+ * also checking that its workspace (plan_ws) is the planner's. */
+static int described(plan_result *r, xattn_status st, size_t needed, size_t plan_ws,
+                     size_t planner_ws)
+{
+    take_text(r, st, needed);
+    if (st != XATTN_OK) return fail("describe", st);
+    if (plan_ws != planner_ws) {
+        fprintf(stderr, "xattn plan: internal: the plan's workspace (%zu) is not the planner's "
+                        "(%zu)\n", plan_ws, planner_ws);
+        return 1;
+    }
+    return 0;
+}
+
 /* The planner's parameters are those the library's plan holds: the same
  * planner on the same caps. A context's plan is also made through the
  * public API, which also runs the backend's own checks and gives the text. */
@@ -376,9 +399,8 @@ static int plan_attention(const plan_opts *o, const plan_target *t, plan_result 
     st = xattn_plan_attention(&t->caps, &r->prob, &r->params);
     if (st != XATTN_OK) return fail("plan", st);
     if (t->preset) {
-        int n = snprintf(r->text, sizeof r->text, "preset       %s: %s\n", t->preset,
-                         t->caps.name);
-        if (n > 0 && (size_t)n < sizeof r->text)
+        int n = preset_line(r, t);
+        if (n >= 0)
             xattn_plan_params_format(&r->prob, &r->params, r->text + n, sizeof r->text - (size_t)n);
         return 0;
     }
@@ -387,13 +409,7 @@ static int plan_attention(const plan_opts *o, const plan_target *t, plan_result 
     if (st != XATTN_OK) return fail("plan", st);
     size_t needed = 0;
     st = xattn_plan_describe(plan, r->text, sizeof r->text, &needed);
-    take_text(r, st, needed);
-    int rc = st == XATTN_OK ? 0 : fail("describe", st);
-    if (!rc && xattn_plan_workspace_size(plan) != r->params.workspace_bytes) {
-        fprintf(stderr, "xattn plan: internal: the plan's workspace (%zu) is not the planner's "
-                        "(%zu)\n", xattn_plan_workspace_size(plan), r->params.workspace_bytes);
-        rc = 1;
-    }
+    int rc = described(r, st, needed, xattn_plan_workspace_size(plan), r->params.workspace_bytes);
     xattn_plan_destroy(&plan);
     return rc;
 }
@@ -406,9 +422,8 @@ static int plan_moe(const plan_opts *o, const plan_target *t, plan_result *r)
     st = xattn_plan_moe(&t->caps, &r->moe_prob, &r->moe_params);
     if (st != XATTN_OK) return fail("plan", st);
     if (t->preset) {
-        int n = snprintf(r->text, sizeof r->text, "preset       %s: %s\n", t->preset,
-                         t->caps.name);
-        if (n > 0 && (size_t)n < sizeof r->text)
+        int n = preset_line(r, t);
+        if (n >= 0)
             xattn_moe_params_format(&r->moe_prob, &r->moe_params, r->text + n,
                                     sizeof r->text - (size_t)n);
         return 0;
@@ -418,13 +433,8 @@ static int plan_moe(const plan_opts *o, const plan_target *t, plan_result *r)
     if (st != XATTN_OK) return fail("plan", st);
     size_t needed = 0;
     st = xattn_moe_plan_describe(plan, r->text, sizeof r->text, &needed);
-    take_text(r, st, needed);
-    int rc = st == XATTN_OK ? 0 : fail("describe", st);
-    if (!rc && xattn_moe_workspace_size(plan) != r->moe_params.workspace_bytes) {
-        fprintf(stderr, "xattn plan: internal: the plan's workspace (%zu) is not the planner's "
-                        "(%zu)\n", xattn_moe_workspace_size(plan), r->moe_params.workspace_bytes);
-        rc = 1;
-    }
+    int rc = described(r, st, needed, xattn_moe_workspace_size(plan),
+                       r->moe_params.workspace_bytes);
     xattn_moe_plan_destroy(&plan);
     return rc;
 }

@@ -185,12 +185,123 @@ xattn_buffer *xt_buffer_i32(xattn_context *ctx, const int32_t *v, size_t n)
     return buf;
 }
 
+xattn_buffer *xt_buffer_f32(xattn_context *ctx, const float *v, size_t n)
+{
+    xattn_buffer *buf = NULL;
+    XT_ASSERT_STATUS(xattn_buffer_alloc(ctx, n * sizeof *v, &buf), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_buffer_write(buf, 0, v, n * sizeof *v), XATTN_OK);
+    return buf;
+}
+
+xattn_tensor xt_tensor_f32(xattn_context *ctx, int32_t rank, const int64_t *shape,
+                           const float *v)
+{
+    xattn_buffer *buf = xt_buffer_f32(ctx, v, xt_elems(rank, shape));
+    return xattn_tensor_contiguous(buf, 0, XATTN_F32, rank, shape);
+}
+
+size_t xt_elems(int32_t rank, const int64_t *shape)
+{
+    size_t n = 1;
+    for (int32_t i = 0; i < rank; i++) n *= (size_t)shape[i];
+    return n;
+}
+
+unsigned char *xt_read_all(xattn_buffer *buf)
+{
+    size_t n = xattn_buffer_size(buf);
+    unsigned char *p = malloc(n);
+    assert_non_null(p);
+    XT_ASSERT_STATUS(xattn_buffer_read(buf, 0, p, n), XATTN_OK);
+    return p;
+}
+
 xattn_context *xt_context(void)
 {
     xattn_context *ctx = NULL;
     XT_ASSERT_STATUS(xattn_context_create(&ctx), XATTN_OK);
     assert_non_null(ctx);
     return ctx;
+}
+
+xattn_context *xt_cpu_context(int32_t threads)
+{
+    xattn_context_options o = {0};
+    o.backend = XATTN_BACKEND_CPU;
+    o.num_threads = threads;
+    xattn_context *ctx = NULL;
+    XT_ASSERT_STATUS(xattn_context_create_with(&o, &ctx), XATTN_OK);
+    return ctx;
+}
+
+xattn_context *xt_ctx;
+
+int xt_ctx_setup(void **state)
+{
+    (void)state;
+    return xattn_context_create(&xt_ctx) == XATTN_OK ? 0 : -1;
+}
+
+int xt_ctx_teardown(void **state)
+{
+    (void)state;
+    xattn_context_destroy(&xt_ctx);
+    return 0;
+}
+
+xattn_attn_desc xt_attn_desc(int32_t batch, int32_t seqlen_q, int32_t seqlen_k,
+                             int32_t num_q_heads, int32_t num_kv_heads, int32_t d,
+                             uint32_t flags)
+{
+    xattn_attn_desc desc;
+    memset(&desc, 0, sizeof desc);
+    desc.dtype = XATTN_F32;
+    desc.batch = batch;
+    desc.num_q_heads = num_q_heads;
+    desc.num_kv_heads = num_kv_heads;
+    desc.head_dim_qk = desc.head_dim_v = d;
+    desc.q_layout = XATTN_Q_UNIFORM;
+    desc.kv_layout = XATTN_KV_UNIFORM;
+    desc.seqlen_q = seqlen_q;
+    desc.seqlen_k = seqlen_k;
+    desc.flags = flags;
+    return desc;
+}
+
+xattn_attn_args xt_attn_args(xattn_buffer *q, xattn_buffer *k, xattn_buffer *v, xattn_buffer *o,
+                             int32_t rank, const int64_t *qs, const int64_t *ks)
+{
+    xattn_attn_args a;
+    memset(&a, 0, sizeof a);
+    a.q = xattn_tensor_contiguous(q, 0, XATTN_F32, rank, qs);
+    a.k = xattn_tensor_contiguous(k, 0, XATTN_F32, rank, ks);
+    a.v = xattn_tensor_contiguous(v, 0, XATTN_F32, rank, ks);
+    a.o = xattn_tensor_contiguous(o, 0, XATTN_F32, rank, qs);
+    return a;
+}
+
+xattn_plan *xt_plan(xattn_context *ctx, const xattn_attn_desc *desc)
+{
+    xattn_plan *plan = NULL;
+    XT_ASSERT_STATUS(xattn_plan_create(ctx, desc, &plan), XATTN_OK);
+    return plan;
+}
+
+xattn_moe_desc xt_moe_desc(int32_t max_tokens, int32_t hidden, int32_t num_experts,
+                           int32_t top_k, int32_t inter)
+{
+    xattn_moe_desc d;
+    memset(&d, 0, sizeof d);
+    d.max_tokens = max_tokens;
+    d.hidden = hidden;
+    d.num_experts = num_experts;
+    d.top_k = top_k;
+    d.inter = inter;
+    d.dtype = d.weight_dtype = d.logits_dtype = XATTN_F32;
+    d.route = XATTN_MOE_ROUTE_SOFTMAX_TOPK;
+    d.activation = XATTN_MOE_SWIGLU;
+    d.flags = XATTN_MOE_RENORMALIZE;
+    return d;
 }
 
 size_t xt_tensor_extent(const xattn_tensor *t)

@@ -70,8 +70,49 @@ xattn_buffer *xt_buffer(xattn_context *ctx, size_t bytes, unsigned char byte);
 /* Buffer holding a copy of n int32 values. */
 xattn_buffer *xt_buffer_i32(xattn_context *ctx, const int32_t *v, size_t n);
 
+/* Buffer holding a copy of n f32 values. */
+xattn_buffer *xt_buffer_f32(xattn_context *ctx, const float *v, size_t n);
+
+/* Contiguous f32 tensor of the shape in a buffer of its own holding v (its
+ * elements in order); asserts OK. */
+xattn_tensor xt_tensor_f32(xattn_context *ctx, int32_t rank, const int64_t *shape,
+                           const float *v);
+
+/* Elements of a shape: the product of shape[0..rank). */
+size_t xt_elems(int32_t rank, const int64_t *shape);
+
+/* malloc'd copy of every byte of a buffer (a blocking read); asserts OK. */
+unsigned char *xt_read_all(xattn_buffer *buf);
+
 /* Context from the environment the test runs in; asserts OK. */
 xattn_context *xt_context(void);
+
+/* Context on the cpu backend with its own number of threads; asserts OK. */
+xattn_context *xt_cpu_context(int32_t threads);
+
+/* A suite's one context: xt_ctx_setup (a cmocka group setup) makes it from
+ * the environment, xt_ctx_teardown destroys it. */
+extern xattn_context *xt_ctx;
+int xt_ctx_setup(void **state);
+int xt_ctx_teardown(void **state);
+
+/* f32 attention with uniform Q and KV, head_dim_qk = head_dim_v = d. */
+xattn_attn_desc xt_attn_desc(int32_t batch, int32_t seqlen_q, int32_t seqlen_k,
+                             int32_t num_q_heads, int32_t num_kv_heads, int32_t d,
+                             uint32_t flags);
+
+/* Arguments of an f32 run with nothing but Q, K, V and O: contiguous
+ * tensors at offset 0 of their buffers, Q and O of shape qs, K and V of ks. */
+xattn_attn_args xt_attn_args(xattn_buffer *q, xattn_buffer *k, xattn_buffer *v, xattn_buffer *o,
+                             int32_t rank, const int64_t *qs, const int64_t *ks);
+
+/* Attention plan of desc on ctx; asserts OK. */
+xattn_plan *xt_plan(xattn_context *ctx, const xattn_attn_desc *desc);
+
+/* f32 MoE (weights and logits too): softmax-then-top-k routing,
+ * renormalised, SwiGLU experts. */
+xattn_moe_desc xt_moe_desc(int32_t max_tokens, int32_t hidden, int32_t num_experts,
+                           int32_t top_k, int32_t inter);
 
 /* Bytes spanned by a tensor (offset + largest element + 1 element). */
 size_t xt_tensor_extent(const xattn_tensor *t);

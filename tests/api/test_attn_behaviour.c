@@ -26,13 +26,6 @@ static void huge_outer_strides(xattn_tensor *t)
     }
 }
 
-static xattn_buffer *buffer_of(xattn_context *ctx, const float *x, size_t n)
-{
-    xattn_buffer *b = xt_buffer(ctx, n * sizeof *x, 0);
-    XT_ASSERT_STATUS(xattn_buffer_write(b, 0, x, n * sizeof *x), XATTN_OK);
-    return b;
-}
-
 static void read_floats(xattn_buffer *b, float *x, size_t n)
 {
     XT_ASSERT_STATUS(xattn_buffer_read(b, 0, x, n * sizeof *x), XATTN_OK); /* blocking */
@@ -52,34 +45,22 @@ static void run_one_key(int paged)
     fill(q, D, 1);
     fill(k, D, 2);
     fill(v, D, 3);
-    xattn_attn_desc d = {0};
-    d.dtype = XATTN_F32;
-    d.batch = 1;
-    d.num_q_heads = d.num_kv_heads = 1;
-    d.head_dim_qk = d.head_dim_v = D;
-    d.seqlen_q = d.seqlen_k = 1;
-    d.flags = XATTN_ATTN_LSE;
+    xattn_attn_desc d = xt_attn_desc(1, 1, 1, 1, 1, D, XATTN_ATTN_LSE);
     if (paged) {
         d.kv_layout = XATTN_KV_PAGED;
         d.page_size = d.num_pages = d.max_pages_per_seq = 1;
     }
-    xattn_plan *plan = NULL;
-    XT_ASSERT_STATUS(xattn_plan_create(ctx, &d, &plan), XATTN_OK);
+    xattn_plan *plan = xt_plan(ctx, &d);
 
     const int64_t shape4[4] = {1, 1, 1, D}, lse_shape[2] = {1, 1}, one[1] = {1};
     const int64_t table_shape[2] = {1, 1};
     const int32_t zero = 0, len = 1;
-    xattn_buffer *bq = buffer_of(ctx, q, D), *bk = buffer_of(ctx, k, D);
-    xattn_buffer *bv = buffer_of(ctx, v, D), *bo = xt_buffer(ctx, D * sizeof(float), 0xff);
+    xattn_buffer *bq = xt_buffer_f32(ctx, q, D), *bk = xt_buffer_f32(ctx, k, D);
+    xattn_buffer *bv = xt_buffer_f32(ctx, v, D), *bo = xt_buffer(ctx, D * sizeof(float), 0xff);
     xattn_buffer *bl = xt_buffer(ctx, sizeof(float), 0xff);
     xattn_buffer *bt = xt_buffer_i32(ctx, &zero, 1), *bs = xt_buffer_i32(ctx, &len, 1);
     size_t ws = xattn_plan_workspace_size(plan);
-    xattn_attn_args a;
-    memset(&a, 0, sizeof a);
-    a.q = xattn_tensor_contiguous(bq, 0, XATTN_F32, 4, shape4);
-    a.k = xattn_tensor_contiguous(bk, 0, XATTN_F32, 4, shape4);
-    a.v = xattn_tensor_contiguous(bv, 0, XATTN_F32, 4, shape4);
-    a.o = xattn_tensor_contiguous(bo, 0, XATTN_F32, 4, shape4);
+    xattn_attn_args a = xt_attn_args(bq, bk, bv, bo, 4, shape4, shape4);
     a.lse = xattn_tensor_contiguous(bl, 0, XATTN_F32, 2, lse_shape);
     a.lse.stride[1] = HUGE_STRIDE;
     if (paged) {
@@ -131,7 +112,7 @@ static void test_kv_append_ignores_strides_of_size_one_dims(void **state)
     fill(v, D, 5);
     const int64_t new_shape[3] = {1, 1, D}, cache_shape[4] = {1, 1, 1, D}, one[1] = {1};
     const int32_t slot = 0;
-    xattn_buffer *bk = buffer_of(ctx, k, D), *bv = buffer_of(ctx, v, D);
+    xattn_buffer *bk = xt_buffer_f32(ctx, k, D), *bv = xt_buffer_f32(ctx, v, D);
     xattn_buffer *bkc = xt_buffer(ctx, D * sizeof(float), 0);
     xattn_buffer *bvc = xt_buffer(ctx, D * sizeof(float), 0);
     xattn_buffer *bs = xt_buffer_i32(ctx, &slot, 1);
@@ -164,8 +145,8 @@ static void test_merge_states_ignores_strides_of_size_one_dims(void **state)
     fill(oa, D, 6);
     fill(ob, D, 7);
     const int64_t o_shape[3] = {1, 1, D}, l_shape[2] = {1, 1};
-    xattn_buffer *boa = buffer_of(ctx, oa, D), *bob = buffer_of(ctx, ob, D);
-    xattn_buffer *bla = buffer_of(ctx, &la, 1), *blb = buffer_of(ctx, &lb, 1);
+    xattn_buffer *boa = xt_buffer_f32(ctx, oa, D), *bob = xt_buffer_f32(ctx, ob, D);
+    xattn_buffer *bla = xt_buffer_f32(ctx, &la, 1), *blb = xt_buffer_f32(ctx, &lb, 1);
     xattn_buffer *bo = xt_buffer(ctx, D * sizeof(float), 0xff);
     xattn_buffer *bl = xt_buffer(ctx, sizeof(float), 0xff);
     xattn_tensor toa = xattn_tensor_contiguous(boa, 0, XATTN_F32, 3, o_shape);
@@ -204,19 +185,10 @@ static void test_ragged_run_costs_real_lengths_not_bound(void **state)
 {
     (void)state;
     xattn_context *ctx = xt_context();
-    xattn_attn_desc d = {0};
-    d.dtype = XATTN_F32;
-    d.batch = RG_B;
-    d.num_q_heads = RG_HQ;
-    d.num_kv_heads = RG_HKV;
-    d.head_dim_qk = d.head_dim_v = RG_D;
+    xattn_attn_desc d = xt_attn_desc(RG_B, RG_BOUND, RG_TK, RG_HQ, RG_HKV, RG_D, XATTN_ATTN_LSE);
     d.q_layout = XATTN_Q_RAGGED;
     d.kv_layout = XATTN_KV_RAGGED;
-    d.seqlen_q = RG_BOUND;
-    d.seqlen_k = RG_TK;
-    d.flags = XATTN_ATTN_LSE;
-    xattn_plan *plan = NULL;
-    XT_ASSERT_STATUS(xattn_plan_create(ctx, &d, &plan), XATTN_OK);
+    xattn_plan *plan = xt_plan(ctx, &d);
     /* Nor does planning for the bound ask for memory in its proportion. */
     size_t ws = xattn_plan_workspace_size(plan);
     assert_true(ws < ((size_t)64 << 20));
@@ -234,17 +206,12 @@ static void test_ragged_run_costs_real_lengths_not_bound(void **state)
     const int32_t cu_q[RG_B + 1] = {0, RG_TQ, RG_TQ}, cu_k[RG_B + 1] = {0, RG_TK, RG_TK};
     const int64_t qs[3] = {RG_TQ, RG_HQ, RG_D}, ks[3] = {RG_TK, RG_HKV, RG_D};
     const int64_t cs[1] = {RG_B + 1}, ls[2] = {RG_HQ, RG_TQ};
-    xattn_buffer *bq = buffer_of(ctx, q, NQ), *bk = buffer_of(ctx, k, NK);
-    xattn_buffer *bv = buffer_of(ctx, v, NK), *bo = xt_buffer(ctx, NQ * sizeof(float), 0xff);
+    xattn_buffer *bq = xt_buffer_f32(ctx, q, NQ), *bk = xt_buffer_f32(ctx, k, NK);
+    xattn_buffer *bv = xt_buffer_f32(ctx, v, NK), *bo = xt_buffer(ctx, NQ * sizeof(float), 0xff);
     xattn_buffer *bl = xt_buffer(ctx, sizeof lse, 0xff);
     xattn_buffer *bcq = xt_buffer_i32(ctx, cu_q, RG_B + 1);
     xattn_buffer *bck = xt_buffer_i32(ctx, cu_k, RG_B + 1);
-    xattn_attn_args a;
-    memset(&a, 0, sizeof a);
-    a.q = xattn_tensor_contiguous(bq, 0, XATTN_F32, 3, qs);
-    a.k = xattn_tensor_contiguous(bk, 0, XATTN_F32, 3, ks);
-    a.v = xattn_tensor_contiguous(bv, 0, XATTN_F32, 3, ks);
-    a.o = xattn_tensor_contiguous(bo, 0, XATTN_F32, 3, qs);
+    xattn_attn_args a = xt_attn_args(bq, bk, bv, bo, 3, qs, ks);
     a.lse = xattn_tensor_contiguous(bl, 0, XATTN_F32, 2, ls);
     a.cu_seqlens_q = xattn_tensor_contiguous(bcq, 0, XATTN_I32, 1, cs);
     a.cu_seqlens_k = xattn_tensor_contiguous(bck, 0, XATTN_I32, 1, cs);

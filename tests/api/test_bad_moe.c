@@ -50,19 +50,7 @@ static xattn_status unsupported_unless_cpu(void)
 
 static xattn_moe_desc reference_desc(void)
 {
-    xattn_moe_desc d;
-    memset(&d, 0, sizeof d);
-    d.max_tokens = MAX_TOKENS;
-    d.hidden = HIDDEN;
-    d.num_experts = EXPERTS;
-    d.top_k = TOP_K;
-    d.inter = INTER;
-    d.dtype = XATTN_F32;
-    d.weight_dtype = XATTN_F32;
-    d.logits_dtype = XATTN_F32;
-    d.route = XATTN_MOE_ROUTE_SOFTMAX_TOPK;
-    d.activation = XATTN_MOE_SWIGLU;
-    d.flags = XATTN_MOE_RENORMALIZE;
+    xattn_moe_desc d = xt_moe_desc(MAX_TOKENS, HIDDEN, EXPERTS, TOP_K, INTER);
     d.align = ALIGN;
     return d;
 }

@@ -54,26 +54,16 @@ static int settled_threads(int want)
     return n;
 }
 
-static xattn_context *cpu_context(int32_t threads)
-{
-    xattn_context_options o = {0};
-    o.backend = XATTN_BACKEND_CPU;
-    o.num_threads = threads;
-    xattn_context *ctx = NULL;
-    XT_ASSERT_STATUS(xattn_context_create_with(&o, &ctx), XATTN_OK);
-    return ctx;
-}
-
 static void contexts_start_and_stop_their_threads(void **state)
 {
     (void)state;
     /* a first context, so that a runtime's own helper threads (a
      * sanitizer's) are there before the count */
-    xattn_context *first = cpu_context(THREADS);
+    xattn_context *first = xt_cpu_context(THREADS);
     xattn_context_destroy(&first);
     const int before = threads_of_this_process();
     for (int i = 0; i < 20; i++) {
-        xattn_context *ctx = cpu_context(THREADS);
+        xattn_context *ctx = xt_cpu_context(THREADS);
         xattn_device_caps caps;
         XT_ASSERT_STATUS(xattn_context_caps(ctx, &caps), XATTN_OK);
         assert_int_equal(caps.compute_units, THREADS);
@@ -82,7 +72,7 @@ static void contexts_start_and_stop_their_threads(void **state)
         xattn_context_destroy(&ctx);
         assert_int_equal(settled_threads(before), before);
     }
-    xattn_context *one = cpu_context(1); /* the caller alone: no worker */
+    xattn_context *one = xt_cpu_context(1); /* the caller alone: no worker */
     assert_int_equal(threads_of_this_process(), before);
     xattn_context_destroy(&one);
 }
@@ -93,15 +83,13 @@ static float value(size_t i, int salt) { return (float)((i * 7 + (size_t)salt * 
 
 static xattn_tensor filled(xattn_context *ctx, int32_t rank, const int64_t *shape, int salt)
 {
-    size_t n = 1;
-    for (int32_t i = 0; i < rank; i++) n *= (size_t)shape[i];
+    size_t n = xt_elems(rank, shape);
     float *v = malloc(n * sizeof *v);
     assert_non_null(v);
     for (size_t i = 0; i < n; i++) v[i] = value(i, salt);
-    xattn_buffer *b = xt_buffer(ctx, n * sizeof *v, 0);
-    XT_ASSERT_STATUS(xattn_buffer_write(b, 0, v, n * sizeof *v), XATTN_OK);
+    xattn_tensor t = xt_tensor_f32(ctx, rank, shape, v);
     free(v);
-    return xattn_tensor_contiguous(b, 0, XATTN_F32, rank, shape);
+    return t;
 }
 
 /* One caller's work: attention (dynamic items, a barrier before the split
@@ -158,18 +146,9 @@ static void *caller_main(void *arg)
     return NULL;
 }
 
-static unsigned char *contents(xattn_buffer *b)
-{
-    size_t n = xattn_buffer_size(b);
-    unsigned char *p = malloc(n);
-    assert_non_null(p);
-    XT_ASSERT_STATUS(xattn_buffer_read(b, 0, p, n), XATTN_OK);
-    return p;
-}
-
 static void expect_contents(xattn_buffer *b, unsigned char *want)
 {
-    unsigned char *got = contents(b);
+    unsigned char *got = xt_read_all(b);
     assert_memory_equal(got, want, xattn_buffer_size(b));
     free(got);
     free(want);
@@ -177,33 +156,23 @@ static void expect_contents(xattn_buffer *b, unsigned char *want)
 
 static xattn_plan *splitting_plan(xattn_context *ctx)
 {
-    xattn_attn_desc d = {0};
-    d.dtype = XATTN_F32;
-    d.batch = 1;
-    d.num_q_heads = HQ;
-    d.num_kv_heads = HKV;
-    d.head_dim_qk = d.head_dim_v = D;
-    d.seqlen_q = SQ;
-    d.seqlen_k = SK;
-    d.flags = XATTN_ATTN_CAUSAL;
-    xattn_plan *plan = NULL;
-    XT_ASSERT_STATUS(xattn_plan_create(ctx, &d, &plan), XATTN_OK);
-    return plan;
+    xattn_attn_desc d = xt_attn_desc(1, SQ, SK, HQ, HKV, D, XATTN_ATTN_CAUSAL);
+    return xt_plan(ctx, &d);
 }
 
 static void callers_share_one_contexts_threads(void **state)
 {
     (void)state;
-    xattn_context *ctx = cpu_context(THREADS);
+    xattn_context *ctx = xt_cpu_context(THREADS);
     xattn_plan *plan = splitting_plan(ctx);
     caller c[CALLERS];
     unsigned char *o_want[CALLERS], *m_want[CALLERS], *l_want[CALLERS];
     for (int i = 0; i < CALLERS; i++) {
         caller_init(&c[i], ctx, plan, 10 * i);
         XT_ASSERT_STATUS(caller_step(&c[i]), XATTN_OK);
-        o_want[i] = contents(c[i].a.o.buffer);
-        m_want[i] = contents(c[i].o.buffer);
-        l_want[i] = contents(c[i].l.buffer);
+        o_want[i] = xt_read_all(c[i].a.o.buffer);
+        m_want[i] = xt_read_all(c[i].o.buffer);
+        l_want[i] = xt_read_all(c[i].l.buffer);
     }
     pthread_t t[CALLERS];
     for (int i = 0; i < CALLERS; i++)
@@ -231,12 +200,12 @@ static void callers_share_one_contexts_threads(void **state)
 static void child_of_fork_runs_on_its_own_thread(void **state)
 {
     (void)state;
-    xattn_context *ctx = cpu_context(THREADS);
+    xattn_context *ctx = xt_cpu_context(THREADS);
     xattn_plan *plan = splitting_plan(ctx);
     caller c;
     caller_init(&c, ctx, plan, 7);
     XT_ASSERT_STATUS(caller_step(&c), XATTN_OK);
-    unsigned char *o_want = contents(c.a.o.buffer), *m_want = contents(c.o.buffer);
+    unsigned char *o_want = xt_read_all(c.a.o.buffer), *m_want = xt_read_all(c.o.buffer);
     const size_t on = xattn_buffer_size(c.a.o.buffer), mn = xattn_buffer_size(c.o.buffer);
     xt_fill(c.a.o.buffer, 0);
     xt_fill(c.o.buffer, 0);
@@ -303,7 +272,7 @@ static void thread_start_failure_is_a_status(void **state)
     assert_null(ctx);
     if (!xt_mentions(msg, "thread")) fail_msg("message \"%s\" does not name the threads", msg);
     assert_int_equal(settled_threads(before), before);
-    ctx = cpu_context(THREADS); /* and without the cap it works */
+    ctx = xt_cpu_context(THREADS); /* and without the cap it works */
     xattn_context_destroy(&ctx);
 }
 

@@ -70,25 +70,10 @@ static void test_mirror_matches_dlpack_h(void **state)
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static xattn_context *g_ctx;
-
-static int setup(void **state)
-{
-    (void)state;
-    return xattn_context_create(&g_ctx) == XATTN_OK ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    xattn_context_destroy(&g_ctx);
-    return 0;
-}
-
 /* The device type the context's backend takes (kDLROCM for the fake hip). */
 static DLDeviceType own_device(void)
 {
-    return strcmp(xattn_context_backend_name(g_ctx), "hip") ? kDLCPU : kDLROCM;
+    return strcmp(xattn_context_backend_name(xt_ctx), "hip") ? kDLCPU : kDLROCM;
 }
 
 static DLTensor dl_tensor(void *data, int ndim, int64_t *shape, int64_t *strides,
@@ -116,7 +101,7 @@ static DLTensor dl_tensor(void *data, int ndim, int64_t *shape, int64_t *strides
         xattn_buffer *b_ = BUF_SENTINEL;                                           \
         xattn_tensor t_;                                                           \
         memset(&t_, XT_SENTINEL_HOST, sizeof t_);                                  \
-        XT_EXPECT_ERROR(xattn_tensor_from_dlpack(g_ctx, (dl), &b_, &t_), want,     \
+        XT_EXPECT_ERROR(xattn_tensor_from_dlpack(xt_ctx, (dl), &b_, &t_), want,     \
                         __VA_ARGS__);                                              \
         assert_ptr_equal(b_, BUF_SENTINEL);                                        \
         XT_ASSERT_HOST_UNTOUCHED(&t_, sizeof t_, XT_SENTINEL_HOST);                \
@@ -134,7 +119,7 @@ static void test_contiguous_tensor_is_wrapped_without_a_copy(void **state)
     DLTensor dl = dl_tensor(host, 3, shape, NULL, kDLFloat, 32);
     xattn_buffer *buf = NULL;
     xattn_tensor t;
-    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(g_ctx, &dl, &buf, &t), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(xt_ctx, &dl, &buf, &t), XATTN_OK);
     assert_ptr_equal(t.buffer, buf);
     assert_ptr_equal(xattn_buffer_native(buf), host);
     assert_int_equal(xattn_buffer_size(buf), sizeof host);
@@ -165,7 +150,7 @@ static void test_strided_view_with_byte_offset(void **state)
     dl.byte_offset = 8 * sizeof(float);
     xattn_buffer *buf = NULL;
     xattn_tensor t;
-    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(g_ctx, &dl, &buf, &t), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(xt_ctx, &dl, &buf, &t), XATTN_OK);
     assert_ptr_equal(xattn_buffer_native(buf), host + 8);
     assert_int_equal(xattn_buffer_size(buf), (3 * 16 + 1 * 4 + 3 + 1) * sizeof(float));
     for (int i = 0; i < 3; i++) assert_int_equal(t.stride[i], strides[i]);
@@ -184,7 +169,7 @@ static void test_transposed_view_keeps_its_strides(void **state)
     DLTensor dl = dl_tensor(lse, 2, shape, strides, kDLFloat, 32);
     xattn_buffer *buf = NULL;
     xattn_tensor t;
-    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(g_ctx, &dl, &buf, &t), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(xt_ctx, &dl, &buf, &t), XATTN_OK);
     assert_int_equal(t.shape[0], HQ);
     assert_int_equal(t.shape[1], TQ);
     assert_int_equal(t.stride[0], 1);
@@ -203,7 +188,7 @@ static void test_size_one_dims_get_compact_strides(void **state)
     DLTensor dl = dl_tensor(host, 4, shape, strides, kDLInt, 32);
     xattn_buffer *buf = NULL;
     xattn_tensor t;
-    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(g_ctx, &dl, &buf, &t), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(xt_ctx, &dl, &buf, &t), XATTN_OK);
     const int64_t want[4] = {6, 3, 3, 1};
     for (int i = 0; i < 4; i++) assert_int_equal(t.stride[i], want[i]);
     assert_int_equal(t.dtype, XATTN_I32);
@@ -226,7 +211,7 @@ static void test_every_dtype_maps(void **state)
         DLTensor dl = dl_tensor(host, 1, shape, NULL, map[i].code, map[i].bits);
         xattn_buffer *buf = NULL;
         xattn_tensor t;
-        XT_ASSERT_STATUS(xattn_tensor_from_dlpack(g_ctx, &dl, &buf, &t), XATTN_OK);
+        XT_ASSERT_STATUS(xattn_tensor_from_dlpack(xt_ctx, &dl, &buf, &t), XATTN_OK);
         assert_int_equal(t.dtype, map[i].want);
         assert_int_equal(xattn_buffer_size(buf), 4 * xattn_dtype_size(map[i].want));
         xattn_buffer_free(&buf);
@@ -241,7 +226,7 @@ static void test_empty_tensor_with_null_data(void **state)
     DLTensor dl = dl_tensor(NULL, 2, shape, NULL, kDLFloat, 32);
     xattn_buffer *buf = NULL;
     xattn_tensor t;
-    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(g_ctx, &dl, &buf, &t), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(xt_ctx, &dl, &buf, &t), XATTN_OK);
     assert_int_equal(xattn_buffer_size(buf), 0);
     assert_non_null(xattn_buffer_native(buf));
     assert_int_equal(t.shape[0], 0);
@@ -260,7 +245,7 @@ static void test_cpu_takes_pinned_host_memory(void **state)
         dl.device.device_type = types[i];
         xattn_buffer *buf = NULL;
         xattn_tensor t;
-        XT_ASSERT_STATUS(xattn_tensor_from_dlpack(g_ctx, &dl, &buf, &t), XATTN_OK);
+        XT_ASSERT_STATUS(xattn_tensor_from_dlpack(xt_ctx, &dl, &buf, &t), XATTN_OK);
         xattn_buffer_free(&buf);
     }
 }
@@ -277,11 +262,11 @@ static void test_rejects_null_arguments(void **state)
     xattn_tensor t;
     XT_EXPECT_ERROR(xattn_tensor_from_dlpack(NULL, &dl, &buf, &t), XATTN_ERR_INVALID_ARGUMENT,
                     "ctx");
-    XT_EXPECT_ERROR(xattn_tensor_from_dlpack(g_ctx, NULL, &buf, &t), XATTN_ERR_INVALID_ARGUMENT,
+    XT_EXPECT_ERROR(xattn_tensor_from_dlpack(xt_ctx, NULL, &buf, &t), XATTN_ERR_INVALID_ARGUMENT,
                     "dl");
-    XT_EXPECT_ERROR(xattn_tensor_from_dlpack(g_ctx, &dl, NULL, &t), XATTN_ERR_INVALID_ARGUMENT,
+    XT_EXPECT_ERROR(xattn_tensor_from_dlpack(xt_ctx, &dl, NULL, &t), XATTN_ERR_INVALID_ARGUMENT,
                     "buf_out");
-    XT_EXPECT_ERROR(xattn_tensor_from_dlpack(g_ctx, &dl, &buf, NULL), XATTN_ERR_INVALID_ARGUMENT,
+    XT_EXPECT_ERROR(xattn_tensor_from_dlpack(xt_ctx, &dl, &buf, NULL), XATTN_ERR_INVALID_ARGUMENT,
                     "out");
     assert_ptr_equal(buf, BUF_SENTINEL);
     dl.shape = NULL;
@@ -407,7 +392,7 @@ static void test_rejects_bad_data_pointers(void **state)
 static void test_to_dlpack_describes_the_tensor_in_place(void **state)
 {
     (void)state;
-    xattn_buffer *buf = xt_buffer(g_ctx, 4096, 0);
+    xattn_buffer *buf = xt_buffer(xt_ctx, 4096, 0);
     const int64_t shape[3] = {3, 2, 8};
     xattn_tensor t = xattn_tensor_contiguous(buf, 256, XATTN_BF16, 3, shape);
     t.stride[0] = 32; /* a gap between tokens */
@@ -427,7 +412,7 @@ static void test_to_dlpack_describes_the_tensor_in_place(void **state)
     /* And back: the same elements, through a new wrapper. */
     xattn_buffer *back = NULL;
     xattn_tensor t2;
-    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(g_ctx, &dl, &back, &t2), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(xt_ctx, &dl, &back, &t2), XATTN_OK);
     assert_ptr_equal(xattn_buffer_native(back), (char *)xattn_buffer_native(buf) + 256);
     assert_int_equal(xattn_buffer_size(back), (2 * 32 + 8 + 7 + 1) * 2);
     for (int i = 0; i < 3; i++) {
@@ -441,7 +426,7 @@ static void test_to_dlpack_describes_the_tensor_in_place(void **state)
 static void test_to_dlpack_rejects_bad_tensors(void **state)
 {
     (void)state;
-    xattn_buffer *buf = xt_buffer(g_ctx, 64, 0);
+    xattn_buffer *buf = xt_buffer(xt_ctx, 64, 0);
     const int64_t shape[2] = {4, 4};
     DLTensor dl;
     memset(&dl, XT_SENTINEL_HOST, sizeof dl);
@@ -486,21 +471,8 @@ enum { Q_ELEMS = B * SQ * HQ * D, KV_ELEMS = B * SK * HKV * D };
 
 static xattn_plan *attn_plan(void)
 {
-    xattn_attn_desc d;
-    memset(&d, 0, sizeof d);
-    d.dtype = XATTN_F32;
-    d.batch = B;
-    d.num_q_heads = HQ;
-    d.num_kv_heads = HKV;
-    d.head_dim_qk = d.head_dim_v = D;
-    d.q_layout = XATTN_Q_UNIFORM;
-    d.kv_layout = XATTN_KV_UNIFORM;
-    d.seqlen_q = SQ;
-    d.seqlen_k = SK;
-    d.flags = XATTN_ATTN_CAUSAL;
-    xattn_plan *plan = NULL;
-    XT_ASSERT_STATUS(xattn_plan_create(g_ctx, &d, &plan), XATTN_OK);
-    return plan;
+    xattn_attn_desc d = xt_attn_desc(B, SQ, SK, HQ, HKV, D, XATTN_ATTN_CAUSAL);
+    return xt_plan(xt_ctx, &d);
 }
 
 static void fill(float *v, size_t n, uint32_t seed)
@@ -534,7 +506,7 @@ static void test_attention_runs_on_dlpack_tensors(void **state)
 
     xattn_plan *plan = attn_plan();
     size_t ws_bytes = xattn_plan_workspace_size(plan);
-    xattn_buffer *ws = ws_bytes ? xt_buffer(g_ctx, ws_bytes, 0) : NULL;
+    xattn_buffer *ws = ws_bytes ? xt_buffer(xt_ctx, ws_bytes, 0) : NULL;
 
     /* Through DLPack. */
     int64_t qshape[4] = {B, SQ, HQ, D}, kvshape[4] = {B, SK, HKV, D};
@@ -547,19 +519,19 @@ static void test_attention_runs_on_dlpack_tensors(void **state)
     xattn_buffer *bufs[4] = {NULL};
     xattn_attn_args a;
     memset(&a, 0, sizeof a);
-    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(g_ctx, &dq, &bufs[0], &a.q), XATTN_OK);
-    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(g_ctx, &dk, &bufs[1], &a.k), XATTN_OK);
-    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(g_ctx, &dv, &bufs[2], &a.v), XATTN_OK);
-    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(g_ctx, &dout, &bufs[3], &a.o), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(xt_ctx, &dq, &bufs[0], &a.q), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(xt_ctx, &dk, &bufs[1], &a.k), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(xt_ctx, &dv, &bufs[2], &a.v), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_tensor_from_dlpack(xt_ctx, &dout, &bufs[3], &a.o), XATTN_OK);
     a.workspace = ws;
     XT_ASSERT_STATUS(xattn_attn_run(plan, &a), XATTN_OK);
-    XT_ASSERT_STATUS(xattn_context_synchronize(g_ctx), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_context_synchronize(xt_ctx), XATTN_OK);
 
     /* Through copies in xattn buffers. */
-    xattn_buffer *bq = xt_buffer(g_ctx, Q_ELEMS * sizeof(float), 0);
-    xattn_buffer *bk = xt_buffer(g_ctx, KV_ELEMS * sizeof(float), 0);
-    xattn_buffer *bv = xt_buffer(g_ctx, KV_ELEMS * sizeof(float), 0);
-    xattn_buffer *bo = xt_buffer(g_ctx, Q_ELEMS * sizeof(float), 0);
+    xattn_buffer *bq = xt_buffer(xt_ctx, Q_ELEMS * sizeof(float), 0);
+    xattn_buffer *bk = xt_buffer(xt_ctx, KV_ELEMS * sizeof(float), 0);
+    xattn_buffer *bv = xt_buffer(xt_ctx, KV_ELEMS * sizeof(float), 0);
+    xattn_buffer *bo = xt_buffer(xt_ctx, Q_ELEMS * sizeof(float), 0);
     XT_ASSERT_STATUS(xattn_buffer_write(bq, 0, q, Q_ELEMS * sizeof(float)), XATTN_OK);
     XT_ASSERT_STATUS(xattn_buffer_write(bk, 0, k, KV_ELEMS * sizeof(float)), XATTN_OK);
     XT_ASSERT_STATUS(xattn_buffer_write(bv, 0, v, KV_ELEMS * sizeof(float)), XATTN_OK);
@@ -600,7 +572,7 @@ static void test_opencl_has_no_dlpack_device_type(void **state)
         EXPECT_REJECTED(&dl, XATTN_ERR_UNSUPPORTED, "OpenCL");
         XT_ASSERT_ERROR_NAMES("xattn_buffer_wrap");
     }
-    xattn_buffer *buf = xt_buffer(g_ctx, 64, 0);
+    xattn_buffer *buf = xt_buffer(xt_ctx, 64, 0);
     xattn_tensor t = xattn_tensor_contiguous(buf, 0, XATTN_F32, 1, shape);
     DLTensor dl;
     memset(&dl, XT_SENTINEL_HOST, sizeof dl);
@@ -647,9 +619,9 @@ int main(void)
     snprintf(backend, sizeof backend, "%s", xattn_context_backend_name(probe));
     xattn_context_destroy(&probe);
     if (!strcmp(backend, "opencl"))
-        return cmocka_run_group_tests_name("opencl", opencl_tests, setup, teardown);
-    int failed = cmocka_run_group_tests_name("common", common_tests, setup, teardown);
+        return cmocka_run_group_tests_name("opencl", opencl_tests, xt_ctx_setup, xt_ctx_teardown);
+    int failed = cmocka_run_group_tests_name("common", common_tests, xt_ctx_setup, xt_ctx_teardown);
     if (!strcmp(backend, "cpu"))
-        failed += cmocka_run_group_tests_name("cpu", cpu_tests, setup, teardown);
+        failed += cmocka_run_group_tests_name("cpu", cpu_tests, xt_ctx_setup, xt_ctx_teardown);
     return failed;
 }

@@ -8,21 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static xattn_context *g_ctx;
-
-static int setup(void **state)
-{
-    (void)state;
-    return xattn_context_create(&g_ctx) == XATTN_OK ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    xattn_context_destroy(&g_ctx);
-    return 0;
-}
-
 /* ---- the buffers themselves ---------------------------------------------- */
 
 static void check_empty(xattn_buffer *buf)
@@ -46,10 +31,10 @@ static void test_alloc_of_zero_bytes_gives_an_empty_buffer(void **state)
 {
     (void)state;
     xattn_buffer *buf = NULL;
-    XT_ASSERT_STATUS(xattn_buffer_alloc(g_ctx, 0, &buf), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_buffer_alloc(xt_ctx, 0, &buf), XATTN_OK);
     check_empty(buf);
     xattn_buffer *other = NULL;
-    XT_ASSERT_STATUS(xattn_buffer_alloc(g_ctx, 0, &other), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_buffer_alloc(xt_ctx, 0, &other), XATTN_OK);
     assert_ptr_not_equal(xattn_buffer_native(buf), xattn_buffer_native(other));
     xattn_buffer_free(&other);
     xattn_buffer_free(&buf);
@@ -61,7 +46,7 @@ static void test_wrap_of_null_with_zero_bytes_gives_an_empty_buffer(void **state
 {
     (void)state;
     xattn_buffer *buf = NULL;
-    XT_ASSERT_STATUS(xattn_buffer_wrap(g_ctx, NULL, 0, &buf), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_buffer_wrap(xt_ctx, NULL, 0, &buf), XATTN_OK);
     check_empty(buf);
     xattn_buffer_free(&buf);
 }
@@ -69,9 +54,9 @@ static void test_wrap_of_null_with_zero_bytes_gives_an_empty_buffer(void **state
 static void test_wrap_of_a_handle_with_zero_bytes_keeps_the_handle(void **state)
 {
     (void)state;
-    xattn_buffer *owner = xt_buffer(g_ctx, 64, 0x11);
+    xattn_buffer *owner = xt_buffer(xt_ctx, 64, 0x11);
     xattn_buffer *buf = NULL;
-    XT_ASSERT_STATUS(xattn_buffer_wrap(g_ctx, xattn_buffer_native(owner), 0, &buf), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_buffer_wrap(xt_ctx, xattn_buffer_native(owner), 0, &buf), XATTN_OK);
     assert_ptr_equal(xattn_buffer_native(buf), xattn_buffer_native(owner));
     check_empty(buf);
     xattn_buffer_free(&buf);
@@ -84,7 +69,7 @@ static void test_wrap_of_null_with_bytes_is_rejected(void **state)
 {
     (void)state;
     xattn_buffer *buf = NULL;
-    XT_EXPECT_ERROR(xattn_buffer_wrap(g_ctx, NULL, 1, &buf), XATTN_ERR_INVALID_ARGUMENT,
+    XT_EXPECT_ERROR(xattn_buffer_wrap(xt_ctx, NULL, 1, &buf), XATTN_ERR_INVALID_ARGUMENT,
                     "native");
     assert_null(buf);
 }
@@ -118,9 +103,9 @@ static xattn_tensor empty(xattn_dtype dtype, int32_t rank, int64_t d1, int64_t d
     static int flip;
     xattn_buffer *b = NULL;
     if (flip++ & 1)
-        XT_ASSERT_STATUS(xattn_buffer_wrap(g_ctx, NULL, 0, &b), XATTN_OK);
+        XT_ASSERT_STATUS(xattn_buffer_wrap(xt_ctx, NULL, 0, &b), XATTN_OK);
     else
-        XT_ASSERT_STATUS(xattn_buffer_alloc(g_ctx, 0, &b), XATTN_OK);
+        XT_ASSERT_STATUS(xattn_buffer_alloc(xt_ctx, 0, &b), XATTN_OK);
     keep(b);
     const int64_t shape[3] = {0, d1, d2};
     return xattn_tensor_contiguous(b, 0, dtype, rank, shape);
@@ -137,9 +122,8 @@ static xattn_tensor empty_lse(void)
 static xattn_tensor full(xattn_dtype dtype, int32_t rank, const int64_t *shape,
                          unsigned char byte)
 {
-    size_t n = xattn_dtype_size(dtype);
-    for (int32_t i = 0; i < rank; i++) n *= (size_t)shape[i];
-    xattn_buffer *b = keep(xt_buffer(g_ctx, n, byte));
+    size_t n = xt_elems(rank, shape) * xattn_dtype_size(dtype);
+    xattn_buffer *b = keep(xt_buffer(xt_ctx, n, byte));
     return xattn_tensor_contiguous(b, 0, dtype, rank, shape);
 }
 
@@ -150,22 +134,14 @@ enum { H = 16, E = 4, K = 2, I = 8, MAX_T = 4 };
 static void test_moe_with_zero_tokens_runs_on_zero_byte_buffers(void **state)
 {
     (void)state;
-    xattn_moe_desc d;
-    memset(&d, 0, sizeof d);
-    d.max_tokens = MAX_T;
-    d.hidden = H;
-    d.num_experts = E;
-    d.top_k = K;
-    d.inter = I;
-    d.dtype = d.weight_dtype = d.logits_dtype = XATTN_F32;
-    d.route = XATTN_MOE_ROUTE_SOFTMAX_TOPK;
-    d.activation = XATTN_MOE_SWIGLU;
+    xattn_moe_desc d = xt_moe_desc(MAX_T, H, E, K, I);
+    d.flags = 0; /* the route weights as they come, not renormalised */
     d.align = 4;
     xattn_moe_plan *plan = NULL;
-    XT_ASSERT_STATUS(xattn_moe_plan_create(g_ctx, &d, &plan), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_moe_plan_create(xt_ctx, &d, &plan), XATTN_OK);
     assert_int_equal(xattn_moe_rows(plan, 0), 0);
     size_t ws_bytes = xattn_moe_workspace_size(plan);
-    xattn_buffer *ws = ws_bytes ? keep(xt_buffer(g_ctx, ws_bytes, 0)) : NULL;
+    xattn_buffer *ws = ws_bytes ? keep(xt_buffer(xt_ctx, ws_bytes, 0)) : NULL;
     const unsigned char S = XT_SENTINEL_O;
     const int64_t w1s[3] = {E, 2 * I, H}, w2s[3] = {E, H, I}, offs[1] = {E + 1};
     xattn_tensor w1 = full(XATTN_F32, 3, w1s, 0), w2 = full(XATTN_F32, 3, w2s, 0);
@@ -193,7 +169,7 @@ static void test_moe_with_zero_tokens_runs_on_zero_byte_buffers(void **state)
     memset(&a, 0, sizeof a);
     a.x_perm = empty(XATTN_F32, 2, H, 0);
     const int32_t zero_offsets[E + 1] = {0};
-    xattn_buffer *ob = keep(xt_buffer_i32(g_ctx, zero_offsets, E + 1));
+    xattn_buffer *ob = keep(xt_buffer_i32(xt_ctx, zero_offsets, E + 1));
     a.expert_offsets = xattn_tensor_contiguous(ob, 0, XATTN_I32, 1, offs);
     a.w1 = w1;
     a.w2 = w2;
@@ -234,8 +210,8 @@ static void test_kv_append_of_zero_rows_runs_on_zero_byte_buffers(void **state)
     xattn_tensor vc = full(XATTN_F32, 4, cache, XT_SENTINEL_O);
     xattn_tensor kn = empty(XATTN_F32, 3, HKV, D), vn = empty(XATTN_F32, 3, HKV, D);
     xattn_tensor slots = empty(XATTN_I32, 1, 0, 0);
-    XT_ASSERT_STATUS(xattn_kv_append(g_ctx, &kn, &vn, &slots, &kc, &vc), XATTN_OK);
-    XT_ASSERT_STATUS(xattn_context_synchronize(g_ctx), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_kv_append(xt_ctx, &kn, &vn, &slots, &kc, &vc), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_context_synchronize(xt_ctx), XATTN_OK);
     XT_ASSERT_UNTOUCHED(kc.buffer, XT_SENTINEL_O);
     XT_ASSERT_UNTOUCHED(vc.buffer, XT_SENTINEL_O);
 }
@@ -247,8 +223,8 @@ static void test_merge_of_zero_tokens_runs_on_zero_byte_buffers(void **state)
     xattn_tensor oa = empty(XATTN_F32, 3, HKV, D), ob = empty(XATTN_F32, 3, HKV, D);
     xattn_tensor o = empty(XATTN_F32, 3, HKV, D);
     xattn_tensor la = empty_lse(), lb = empty_lse(), l = empty_lse();
-    XT_ASSERT_STATUS(xattn_merge_states(g_ctx, &oa, &la, &ob, &lb, &o, &l), XATTN_OK);
-    XT_ASSERT_STATUS(xattn_context_synchronize(g_ctx), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_merge_states(xt_ctx, &oa, &la, &ob, &lb, &o, &l), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_context_synchronize(xt_ctx), XATTN_OK);
 }
 
 /* A zero-byte wrap of memory that has bytes (here another buffer's handle)
@@ -256,17 +232,17 @@ static void test_merge_of_zero_tokens_runs_on_zero_byte_buffers(void **state)
 static void test_zero_byte_wrap_of_real_memory_is_never_written(void **state)
 {
     (void)state;
-    xattn_buffer *owner = keep(xt_buffer(g_ctx, 256, XT_SENTINEL_O));
+    xattn_buffer *owner = keep(xt_buffer(xt_ctx, 256, XT_SENTINEL_O));
     xattn_buffer *b = NULL;
-    XT_ASSERT_STATUS(xattn_buffer_wrap(g_ctx, xattn_buffer_native(owner), 0, &b), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_buffer_wrap(xt_ctx, xattn_buffer_native(owner), 0, &b), XATTN_OK);
     keep(b);
     const int64_t os[3] = {0, HKV, D}, ls[2] = {HKV, 0};
     xattn_tensor o = xattn_tensor_contiguous(b, 0, XATTN_F32, 3, os);
     xattn_tensor l = xattn_tensor_contiguous(b, 0, XATTN_F32, 2, ls);
     xattn_tensor oa = empty(XATTN_F32, 3, HKV, D), ob = empty(XATTN_F32, 3, HKV, D);
     xattn_tensor la = empty_lse(), lb = empty_lse();
-    XT_ASSERT_STATUS(xattn_merge_states(g_ctx, &oa, &la, &ob, &lb, &o, &l), XATTN_OK);
-    XT_ASSERT_STATUS(xattn_context_synchronize(g_ctx), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_merge_states(xt_ctx, &oa, &la, &ob, &lb, &o, &l), XATTN_OK);
+    XT_ASSERT_STATUS(xattn_context_synchronize(xt_ctx), XATTN_OK);
     XT_ASSERT_UNTOUCHED(owner, XT_SENTINEL_O);
 }
 
@@ -286,5 +262,5 @@ int main(void)
         cmocka_unit_test_teardown(test_zero_byte_wrap_of_real_memory_is_never_written,
                                   free_bufs),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, xt_ctx_setup, xt_ctx_teardown);
 }

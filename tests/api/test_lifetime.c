@@ -57,37 +57,14 @@ enum { Q_ELEMS = B * SQ * HQ * D, KV_ELEMS = B * SK * HKV * D };
 
 static xattn_attn_desc attn_desc(void)
 {
-    xattn_attn_desc d;
-    memset(&d, 0, sizeof d);
-    d.dtype = XATTN_F32;
-    d.batch = B;
-    d.num_q_heads = HQ;
-    d.num_kv_heads = HKV;
-    d.head_dim_qk = d.head_dim_v = D;
-    d.q_layout = XATTN_Q_UNIFORM;
-    d.kv_layout = XATTN_KV_UNIFORM;
-    d.seqlen_q = SQ;
-    d.seqlen_k = SK;
-    d.flags = XATTN_ATTN_CAUSAL;
-    return d;
+    return xt_attn_desc(B, SQ, SK, HQ, HKV, D, XATTN_ATTN_CAUSAL);
 }
 
 enum { MOE_T = 3, MOE_H = 16, MOE_E = 4, MOE_K = 2, MOE_I = 8 };
 
 static xattn_moe_desc moe_desc(void)
 {
-    xattn_moe_desc d;
-    memset(&d, 0, sizeof d);
-    d.max_tokens = MOE_T;
-    d.hidden = MOE_H;
-    d.num_experts = MOE_E;
-    d.top_k = MOE_K;
-    d.inter = MOE_I;
-    d.dtype = d.weight_dtype = d.logits_dtype = XATTN_F32;
-    d.route = XATTN_MOE_ROUTE_SOFTMAX_TOPK;
-    d.activation = XATTN_MOE_SWIGLU;
-    d.flags = XATTN_MOE_RENORMALIZE;
-    return d;
+    return xt_moe_desc(MOE_T, MOE_H, MOE_E, MOE_K, MOE_I);
 }
 
 /* The fake module has no MoE kernels; every real backend must have them. */
@@ -209,12 +186,7 @@ static void run_attention(xattn_plan *plan, xattn_buffer *q, xattn_buffer *k, xa
                           xattn_buffer *o, xattn_buffer *ws, float *out)
 {
     const int64_t qs[4] = {B, SQ, HQ, D}, ks[4] = {B, SK, HKV, D};
-    xattn_attn_args a;
-    memset(&a, 0, sizeof a);
-    a.q = xattn_tensor_contiguous(q, 0, XATTN_F32, 4, qs);
-    a.k = xattn_tensor_contiguous(k, 0, XATTN_F32, 4, ks);
-    a.v = xattn_tensor_contiguous(v, 0, XATTN_F32, 4, ks);
-    a.o = xattn_tensor_contiguous(o, 0, XATTN_F32, 4, qs);
+    xattn_attn_args a = xt_attn_args(q, k, v, o, 4, qs, ks);
     a.workspace = ws;
     xt_fill(o, XT_SENTINEL_O);
     XT_ASSERT_STATUS(xattn_attn_run(plan, &a), XATTN_OK);

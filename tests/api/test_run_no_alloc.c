@@ -163,40 +163,27 @@ static xattn_buffer *keep(xattn_buffer *b)
 /* n f32 values uniform in [-1, 1). */
 static xattn_tensor random_f32(int32_t rank, const int64_t *shape)
 {
-    size_t n = 1;
-    for (int32_t i = 0; i < rank; i++) n *= (size_t)shape[i];
+    size_t n = xt_elems(rank, shape);
     float *v = malloc(n * sizeof *v);
     assert_non_null(v);
     for (size_t i = 0; i < n; i++) v[i] = uniform();
-    xattn_buffer *b = keep(xt_buffer(ctx, n * sizeof *v, 0));
-    XT_ASSERT_STATUS(xattn_buffer_write(b, 0, v, n * sizeof *v), XATTN_OK);
+    xattn_tensor t = xt_tensor_f32(ctx, rank, shape, v);
     free(v);
-    return xattn_tensor_contiguous(b, 0, XATTN_F32, rank, shape);
+    keep(t.buffer);
+    return t;
 }
 
 static xattn_tensor blank(xattn_dtype dtype, int32_t rank, const int64_t *shape)
 {
-    size_t n = 1;
-    for (int32_t i = 0; i < rank; i++) n *= (size_t)shape[i];
-    xattn_buffer *b = keep(xt_buffer(ctx, n * xattn_dtype_size(dtype), 0));
+    xattn_buffer *b = keep(xt_buffer(ctx, xt_elems(rank, shape) * xattn_dtype_size(dtype), 0));
     return xattn_tensor_contiguous(b, 0, dtype, rank, shape);
 }
 
 static xattn_buffer *workspace(size_t bytes) { return bytes ? keep(xt_buffer(ctx, bytes, 0)) : NULL; }
 
-/* Copy of a whole buffer's bytes (malloc'd), to compare two runs. */
-static unsigned char *snapshot(xattn_buffer *b)
-{
-    size_t n = xattn_buffer_size(b);
-    unsigned char *p = malloc(n);
-    assert_non_null(p);
-    XT_ASSERT_STATUS(xattn_buffer_read(b, 0, p, n), XATTN_OK);
-    return p;
-}
-
 static void expect_same(xattn_buffer *b, unsigned char *before, const char *what)
 {
-    unsigned char *after = snapshot(b);
+    unsigned char *after = xt_read_all(b);
     int same = memcmp(before, after, xattn_buffer_size(b)) == 0;
     free(before);
     free(after);
@@ -208,17 +195,8 @@ static void expect_same(xattn_buffer *b, unsigned char *before, const char *what
 static void attention(int32_t batch, int32_t sq, int32_t sk, int32_t hq, int32_t hkv, int32_t d,
                       uint32_t flags)
 {
-    xattn_attn_desc desc = {0};
-    desc.dtype = XATTN_F32;
-    desc.batch = batch;
-    desc.num_q_heads = hq;
-    desc.num_kv_heads = hkv;
-    desc.head_dim_qk = desc.head_dim_v = d;
-    desc.seqlen_q = sq;
-    desc.seqlen_k = sk;
-    desc.flags = flags | XATTN_ATTN_LSE;
-    xattn_plan *plan = NULL;
-    XT_ASSERT_STATUS(xattn_plan_create(ctx, &desc, &plan), XATTN_OK);
+    xattn_attn_desc desc = xt_attn_desc(batch, sq, sk, hq, hkv, d, flags | XATTN_ATTN_LSE);
+    xattn_plan *plan = xt_plan(ctx, &desc);
     const int64_t qs[4] = {batch, sq, hq, d}, ks[4] = {batch, sk, hkv, d};
     const int64_t ls[2] = {hq, (int64_t)batch * sq};
     xattn_attn_args a = {0};
@@ -230,7 +208,7 @@ static void attention(int32_t batch, int32_t sq, int32_t sk, int32_t hq, int32_t
     a.workspace = workspace(xattn_plan_workspace_size(plan));
 
     UNDER_TEST(xattn_attn_run(plan, &a));
-    unsigned char *o = snapshot(a.o.buffer), *lse = snapshot(a.lse.buffer);
+    unsigned char *o = xt_read_all(a.o.buffer), *lse = xt_read_all(a.lse.buffer);
     XT_ASSERT_STATUS(xattn_attn_run(plan, &a), XATTN_OK);
     expect_same(a.o.buffer, o, "O");
     expect_same(a.lse.buffer, lse, "LSE");
@@ -265,7 +243,7 @@ static void kv_append_allocates_nothing(void **state)
     xattn_tensor st = xattn_tensor_contiguous(sb, 0, XATTN_I32, 1, ss);
 
     UNDER_TEST(xattn_kv_append(ctx, &kn, &vn, &st, &kc, &vc));
-    unsigned char *k = snapshot(kc.buffer), *v = snapshot(vc.buffer);
+    unsigned char *k = xt_read_all(kc.buffer), *v = xt_read_all(vc.buffer);
     XT_ASSERT_STATUS(xattn_kv_append(ctx, &kn, &vn, &st, &kc, &vc), XATTN_OK);
     expect_same(kc.buffer, k, "k_cache");
     expect_same(vc.buffer, v, "v_cache");
@@ -315,7 +293,7 @@ static void merge_states_allocates_nothing(void **state)
     xattn_tensor o = blank(XATTN_F32, 3, os), l = blank(XATTN_F32, 2, ls);
 
     UNDER_TEST(xattn_merge_states(ctx, &oa, &la, &ob, &lb, &o, &l));
-    unsigned char *so = snapshot(o.buffer), *sl = snapshot(l.buffer);
+    unsigned char *so = xt_read_all(o.buffer), *sl = xt_read_all(l.buffer);
     XT_ASSERT_STATUS(xattn_merge_states(ctx, &oa, &la, &ob, &lb, &o, &l), XATTN_OK);
     expect_same(o.buffer, so, "O");
     expect_same(l.buffer, sl, "LSE");
@@ -329,16 +307,7 @@ static void moe_calls_allocate_nothing(void **state)
 {
     (void)state;
     enum { T = 512, H = 128, E = 32, K = 2, I = 64 };
-    xattn_moe_desc d = {0};
-    d.max_tokens = T;
-    d.hidden = H;
-    d.num_experts = E;
-    d.top_k = K;
-    d.inter = I;
-    d.dtype = d.weight_dtype = d.logits_dtype = XATTN_F32;
-    d.route = XATTN_MOE_ROUTE_SOFTMAX_TOPK;
-    d.activation = XATTN_MOE_SWIGLU;
-    d.flags = XATTN_MOE_RENORMALIZE;
+    xattn_moe_desc d = xt_moe_desc(T, H, E, K, I);
     xattn_moe_plan *plan = NULL;
     XT_ASSERT_STATUS(xattn_moe_plan_create(ctx, &d, &plan), XATTN_OK);
     const int64_t R = xattn_moe_rows(plan, T);
@@ -355,7 +324,7 @@ static void moe_calls_allocate_nothing(void **state)
     f.out = blank(XATTN_F32, 2, xs);
     f.workspace = ws;
     UNDER_TEST(xattn_moe_forward(plan, &f));
-    unsigned char *fwd = snapshot(f.out.buffer);
+    unsigned char *fwd = xt_read_all(f.out.buffer);
 
     /* then the four calls, each under test */
     xattn_moe_args a = {0};
@@ -393,7 +362,7 @@ static void moe_calls_allocate_nothing(void **state)
     UNDER_TEST(xattn_moe_combine(plan, &e));
 
     /* forward is the four calls; and again with allocation working */
-    unsigned char *four = snapshot(e.out.buffer);
+    unsigned char *four = xt_read_all(e.out.buffer);
     assert_memory_equal(four, fwd, (size_t)T * H * sizeof(float));
     free(four);
     XT_ASSERT_STATUS(xattn_moe_forward(plan, &f), XATTN_OK);

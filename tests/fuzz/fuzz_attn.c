@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz_input.h"
+#include "fuzz_common.h"
 
 enum {
     MAX_BATCH = 4,
@@ -23,36 +23,23 @@ enum {
     MAX_RUN_WORK = 1 << 23,
 };
 
-static xattn_context *ctx;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    xattn_context_options o = {0};
-    o.backend = XATTN_BACKEND_CPU;
-    o.num_threads = 2; /* the pool's barriers and dynamic items too */
-    if (xattn_context_create_with(&o, &ctx) != XATTN_OK) {
-        fprintf(stderr, "fuzz_attn: no cpu context: %s\n", xattn_last_error());
-        abort();
-    }
-    return 0;
-}
-
 static const int32_t head_dims[] = {8, 16, 40, 64, 72, 80, 96, 128, 160, 192, 256, 512, 576, 24};
 
-/* Sequence lengths of a ragged batch from the input: prefix sums, valid
- * (each length ≤ bound) unless the input says raw. */
-static void read_cu(fz *f, int32_t batch, int32_t bound, int32_t *cu)
+/* Sequence lengths of a ragged batch from the input: prefix sums in cu,
+ * valid (each length ≤ bound) unless the input says raw, and *t the
+ * [batch + 1] tensor holding them. Returns the total length, 0 when the
+ * raw sum is negative. */
+static int64_t read_cu(fz *f, fz_pool *pool, int32_t batch, int32_t bound, int32_t *cu,
+                       xattn_tensor *t)
 {
     cu[0] = 0;
     for (int32_t b = 0; b < batch; b++) {
         int32_t len = fz_int(f, 0, bound > 0 && bound < 1000 ? bound : 8);
         cu[b + 1] = (int32_t)((uint32_t)cu[b] + (uint32_t)len);
     }
+    const int64_t s[1] = {(int64_t)batch + 1};
+    *t = fz_tensor(pool, XATTN_I32, 1, s, (fz_layout){0}, cu);
+    return cu[batch] < 0 ? 0 : cu[batch];
 }
 
 static void attention(fz *f, fz_pool *pool)
@@ -86,7 +73,7 @@ static void attention(fz *f, fz_pool *pool)
     d.softcap = fz_float(f, caps, 4);
 
     xattn_plan *plan = NULL;
-    xattn_status st = xattn_plan_create(ctx, &d, &plan);
+    xattn_status st = xattn_plan_create(fz_ctx, &d, &plan);
     fz_check_status(st);
     if (st != XATTN_OK) return;
     char text[2048];
@@ -112,10 +99,7 @@ static void attention(fz *f, fz_pool *pool)
 
     int64_t total_q = B * d.seqlen_q;
     if (d.q_layout == XATTN_Q_RAGGED) {
-        read_cu(f, d.batch, d.seqlen_q, cu_q);
-        total_q = cu_q[B] < 0 ? 0 : cu_q[B];
-        const int64_t s[1] = {B + 1};
-        a.cu_seqlens_q = fz_tensor(pool, XATTN_I32, 1, s, (fz_layout){0}, cu_q);
+        total_q = read_cu(f, pool, d.batch, d.seqlen_q, cu_q, &a.cu_seqlens_q);
         const int64_t qs[3] = {total_q, Hq, Dqk}, os[3] = {total_q, Hq, Dv};
         a.q = fz_tensor(pool, d.dtype, 3, qs, lay, NULL);
         a.o = fz_tensor(pool, d.dtype, 3, os, lay, NULL);
@@ -125,10 +109,7 @@ static void attention(fz *f, fz_pool *pool)
         a.o = fz_tensor(pool, d.dtype, 4, os, lay, NULL);
     }
     if (d.kv_layout == XATTN_KV_RAGGED) {
-        read_cu(f, d.batch, d.seqlen_k, cu_k);
-        const int64_t total_k = cu_k[B] < 0 ? 0 : cu_k[B];
-        const int64_t s[1] = {B + 1};
-        a.cu_seqlens_k = fz_tensor(pool, XATTN_I32, 1, s, (fz_layout){0}, cu_k);
+        const int64_t total_k = read_cu(f, pool, d.batch, d.seqlen_k, cu_k, &a.cu_seqlens_k);
         const int64_t ks[3] = {total_k, Hkv, Dqk}, vs[3] = {total_k, Hkv, Dv};
         a.k = fz_tensor(pool, d.dtype, 3, ks, lay, NULL);
         a.v = fz_tensor(pool, d.dtype, 3, vs, lay, NULL);
@@ -184,7 +165,8 @@ static void kv_append(fz *f, fz_pool *pool)
     xattn_tensor sl = fz_tensor(pool, XATTN_I32, 1, ss, (fz_layout){0}, slots);
     xattn_tensor k_cache = fz_tensor(pool, dt, 4, kc, lay, NULL);
     xattn_tensor v_cache = fz_tensor(pool, dt, 4, vc, lay, NULL);
-    if (!pool->too_big) fz_check_status(xattn_kv_append(ctx, &k_new, &v_new, &sl, &k_cache, &v_cache));
+    if (!pool->too_big)
+        fz_check_status(xattn_kv_append(fz_ctx, &k_new, &v_new, &sl, &k_cache, &v_cache));
 }
 
 static void merge_states(fz *f, fz_pool *pool)
@@ -200,16 +182,13 @@ static void merge_states(fz *f, fz_pool *pool)
     xattn_tensor lb = fz_tensor(pool, XATTN_F32, 2, ls, lay, NULL);
     xattn_tensor o = in_place ? oa : fz_tensor(pool, dt, 3, os, lay, NULL);
     xattn_tensor l = in_place ? la : fz_tensor(pool, XATTN_F32, 2, ls, lay, NULL);
-    if (!pool->too_big) fz_check_status(xattn_merge_states(ctx, &oa, &la, &ob, &lb, &o, &l));
+    if (!pool->too_big) fz_check_status(xattn_merge_states(fz_ctx, &oa, &la, &ob, &lb, &o, &l));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz f = {data, size};
-    fz_pool pool;
-    memset(&pool, 0, sizeof pool);
-    pool.ctx = ctx;
-    pool.seed = (uint32_t)size * 2654435761u;
+    fz_pool pool = fz_pool_start(size);
     const uint8_t op = fz_u8(&f);
     if (op < 192)
         attention(&f, &pool);

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz_input.h"
+#include "fuzz_common.h"
 
 enum {
     MAX_TOKENS = 64,
@@ -22,25 +22,6 @@ enum {
     MAX_RUN_WEIGHTS = 1 << 18,
     MAX_INDEX = MAX_TOKENS * MAX_TOPK + MAX_EXPERTS * 64,
 };
-
-static xattn_context *ctx;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    xattn_context_options o = {0};
-    o.backend = XATTN_BACKEND_CPU;
-    o.num_threads = 2;
-    if (xattn_context_create_with(&o, &ctx) != XATTN_OK) {
-        fprintf(stderr, "fuzz_moe: no cpu context: %s\n", xattn_last_error());
-        abort();
-    }
-    return 0;
-}
 
 static void moe(fz *f, fz_pool *pool)
 {
@@ -67,7 +48,7 @@ static void moe(fz *f, fz_pool *pool)
     d.align = fz_choose(f, aligns, 6);
 
     xattn_moe_plan *plan = NULL;
-    xattn_status st = xattn_moe_plan_create(ctx, &d, &plan);
+    xattn_status st = xattn_moe_plan_create(fz_ctx, &d, &plan);
     fz_check_status(st);
     if (st != XATTN_OK) return;
     char text[4096];
@@ -165,10 +146,7 @@ static void moe(fz *f, fz_pool *pool)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz f = {data, size};
-    fz_pool pool;
-    memset(&pool, 0, sizeof pool);
-    pool.ctx = ctx;
-    pool.seed = (uint32_t)size * 2654435761u;
+    fz_pool pool = fz_pool_start(size);
     moe(&f, &pool);
     fz_pool_free(&pool);
     return 0;
