@@ -237,6 +237,18 @@ static int attn_cases(hx_catalogue *cat)
     ATTN(.dtype = XATTN_F16, .hq = 8, .hkv = 2, .dqk = 64, .batch = 4, RAGGED_Q, PAGED(16),
          CAUSAL, .sq_list = {50, 1, 17, 0}, .sk_list = {120, 33, 17, 9}, .reuse = 1,
          .bound_extra = 40);
+    /* Head dims whose whole output tile is one float4 per work-item of a
+     * GPU-style group, with a query tile the rows do not fill: the last
+     * store of such a kernel is a branch to its end. f32, with and without
+     * LSE; and decode, where rows past one sequence's tile are the next
+     * sequence's. */
+    for (int32_t d = 8; d <= 16; d += 8) {
+        for (int lse = 0; lse < 2; lse++)
+            ATTN(.dtype = XATTN_F32, .hq = 2, .hkv = 1, .dqk = d, .batch = 3, PAGED(4), .sq = 2,
+                 .sk_list = {7, 16, 0}, .no_lse = !lse);
+        ATTN(.dtype = XATTN_F32, .hq = 4, .hkv = 1, .dqk = d, .batch = 3, PAGED(4), .sq = 1,
+             .sk_list = {7, 16, 0});
+    }
 
     /* Windows (bottom-right aligned), including rows that see no key. */
     ATTN(.dtype = XATTN_F16, .hq = 2, .hkv = 1, .dqk = 64, .sq = 256, .sk = 512, WINDOW(64, 0));

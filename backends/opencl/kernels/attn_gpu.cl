@@ -463,4 +463,12 @@ void attn_gpu(/* problem */
         const float f = exp(m - top) / denom;
         STORE4(IO, ob, tok * o_st + h * o_sh + 4 * c, o_acc[i] * f);
     }
+    /* Every work-item of the group meets here before it ends. PoCL's CPU
+     * driver treats the kernel's end as a barrier, shared with the early
+     * returns above; a branch of the loop above that goes straight to the
+     * end (with O_ITEMS 1 the loop runs once, so `continue` is one) then
+     * looks to it like a choice between barriers, which it takes as uniform
+     * and decides for the whole group by work-item 0: rows past the tile
+     * wrote past O. Here every such branch ends at this one barrier. */
+    barrier(CLK_LOCAL_MEM_FENCE);
 }
