@@ -112,6 +112,12 @@ inline void gemm_tile(const int GATE_UP, const int HAS_BIAS, const int BM, const
             }
         }
     }
+    /* Every work-item of the group meets here before the kernel ends (the
+     * early return of a tile-less group is uniform). With TM or TN 1 a
+     * `continue` above is a branch to the kernel's end, which PoCL's CPU
+     * driver takes for a uniform choice between barriers and decides by
+     * work-item 0, as it did in attn_gpu.cl (rows past the tile written). */
+    barrier(CLK_LOCAL_MEM_FENCE);
 }
 
 /* The expert's bias row when the layer has it (NULL otherwise: never read). */
