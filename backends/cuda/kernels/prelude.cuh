@@ -11,7 +11,7 @@
  *
  * Everything a kernel does beyond plain C++ arithmetic goes through the
  * builtins NVRTC provides (threadIdx, blockIdx, blockDim, gridDim,
- * __syncthreads, __shfl_xor_sync, __shfl_sync, __shfl_down_sync,
+ * __syncthreads, __syncwarp, __shfl_xor_sync, __shfl_sync, __shfl_down_sync,
  * __ballot_sync, atomicAdd, atomicMax on int, __int_as_float,
  * __float_as_int, __float_as_uint, __uint_as_float, expf, exp2f, logf,
  * log2f, tanhf, fmaxf, fminf, fabsf, sqrtf, min, max) or through the
