@@ -96,8 +96,12 @@ static void driver_load(void)
     }
     CUresult r = driver.Init(0);
     if (r != CUDA_SUCCESS) {
+        /* A stub driver cannot name its own errors. */
         const char *name = NULL;
-        if (driver.GetErrorName(r, &name) != CUDA_SUCCESS || !name) name = "unknown";
+        if (driver.GetErrorName(r, &name) != CUDA_SUCCESS || !name)
+            name = r == CUDA_ERROR_STUB_LIBRARY ? "CUDA_ERROR_STUB_LIBRARY"
+                   : r == CUDA_ERROR_NO_DEVICE  ? "CUDA_ERROR_NO_DEVICE"
+                                                : "CUDA error";
         const char *what = r == CUDA_ERROR_STUB_LIBRARY ? "stub driver, no GPU"
                            : r == CUDA_ERROR_NO_DEVICE  ? "no CUDA device"
                                                          : "the driver did not start";

@@ -1,1 +1,0 @@
-/* Placeholder: the moe kernels are being written (CUDA backend issue). */

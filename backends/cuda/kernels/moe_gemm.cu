@@ -1,1 +1,0 @@
-/* Placeholder: the moe_gemm kernels are being written (CUDA backend issue). */

@@ -1,2 +1,0 @@
-/* Placeholder: being written (CUDA backend issue). */
-#include "cu.h"
