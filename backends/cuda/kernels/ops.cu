@@ -35,13 +35,14 @@ XATTN_EXPORT(kv_append)
  * overflows; both −inf gives zeros and −inf. A NaN LSE (or a +inf one:
  * inf − inf) makes the row NaN; a side of LSE −inf is not read, any other
  * is (a NaN there shows even where its weight rounds to 0). o may be o_a
- * or o_b: each element is read before it is written, by the same lane. */
+ * or o_b (each element is read before it is written, by the same lane),
+ * and lse may be lse_a or lse_b. */
 extern "C" __global__ void merge_states(i64 n, i64 heads, i64 dim, const ELEM(IO) *o_a,
                                         i64 oa_st, i64 oa_sh, const ELEM(IO) *o_b, i64 ob_st,
                                         i64 ob_sh, ELEM(IO) *o, i64 o_st, i64 o_sh,
-                                        const float *__restrict__ lse_a, i64 la_sh, i64 la_st,
-                                        const float *__restrict__ lse_b, i64 lb_sh, i64 lb_st,
-                                        float *__restrict__ lse, i64 l_sh, i64 l_st)
+                                        const float *lse_a, i64 la_sh, i64 la_st,
+                                        const float *lse_b, i64 lb_sh, i64 lb_st, float *lse,
+                                        i64 l_sh, i64 l_st)
 {
     const int lane = threadIdx.x % 32;
     const i64 row = (i64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
@@ -49,6 +50,9 @@ extern "C" __global__ void merge_states(i64 n, i64 heads, i64 dim, const ELEM(IO
     const i64 t = row / heads, h = row % heads;
     const float a = lse_a[h * la_sh + t * la_st];
     const float b = lse_b[h * lb_sh + t * lb_st];
+    /* In place, lse is lse_a or lse_b: every lane has read both before
+     * lane 0 writes (lanes of a warp need not run in lockstep). */
+    __syncwarp();
     const ELEM(IO) *ra = o_a + t * oa_st + h * oa_sh;
     const ELEM(IO) *rb = o_b + t * ob_st + h * ob_sh;
     ELEM(IO) *ro = o + t * o_st + h * o_sh;

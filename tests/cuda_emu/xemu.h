@@ -1,0 +1,365 @@
+/* xemu: the kernels of backends/cuda compiled as host C++ and run on the
+ * CPU, for tests on machines without a GPU (tests/cuda_emu/README.md).
+ * This header is force-included (-include) before a kernel source, with
+ * -DXATTN_CUDA_EMU=1, by the fake NVRTC (fake_nvrtc.c); the fake driver
+ * (fake_cuda.c) loads the result and calls the xemu_launch_<kernel> entry
+ * points that XATTN_EXPORT defines.
+ *
+ * What it models: the grid, run one block at a time, blocks in order; a
+ * block's threads as fibers (ucontext) on one OS thread, switched only at
+ * __syncthreads, __syncwarp and warp collectives, each of which is a
+ * barrier of the block or the warp; warp shuffles, ballots, and the
+ * mma.sync / ldmatrix fragment layouts of prelude.cuh, exchanged through a
+ * per-warp area; atomics (trivially: one thread runs at a time); shared
+ * memory (static __shared__ arrays are plain statics, shared by the block
+ * that runs; dynamic shared memory one buffer per launch).
+ *
+ * What it does not model: timing, occupancy, registers and spills, the
+ * memory model (every write is seen at once, so a missing __syncthreads or
+ * __syncwarp between a write and another thread's read goes unnoticed
+ * unless the schedule happens to expose it), async copies (cp.async is a
+ * plain copy), bank conflicts, independent progress of blocks, and
+ * floating point details (f32 math is the host's libm, not the GPU's
+ * intrinsics; exp and friends round differently). A barrier that can never
+ * complete (some threads exited or wait at another barrier) fails the
+ * launch with a message on stderr rather than hanging. */
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ucontext.h>
+#include <utility>
+
+struct xemu_dim3 {
+    unsigned x, y, z;
+};
+
+namespace xemu {
+
+enum { STACK_BYTES = 256 << 10, MAX_THREADS = 1024, WARP = 32 };
+enum wait_kind { RUNNING = 0, AT_BLOCK = 1, AT_WARP = 2, DONE = 3 };
+
+struct fiber {
+    ucontext_t ctx;
+    xemu_dim3 tid;
+    int state;
+};
+
+/* The one launch in progress (one thread runs launches at a time: the fake
+ * driver holds a lock). Static in each kernel module. */
+static fiber *fibers;
+static char *stacks;
+static int nthreads, cur;
+static ucontext_t sched;
+static xemu_dim3 grid_dim, block_dim, block_idx;
+static unsigned char *dyn_smem;
+static void (*body)(void *);
+static void *body_arg;
+static bool failed;
+/* Warp exchange areas: 32 lanes × 4 words for shuffles and fragments. */
+static uint32_t exch[MAX_THREADS / WARP][WARP][8];
+
+static void trampoline()
+{
+    body(body_arg);
+    fibers[cur].state = DONE;
+    swapcontext(&fibers[cur].ctx, &sched);
+}
+
+/* Park the running fiber at a barrier and switch to the scheduler. */
+static void wait_at(int kind)
+{
+    fibers[cur].state = kind;
+    swapcontext(&fibers[cur].ctx, &sched);
+    if (failed) { /* the launch was abandoned: unwind by finishing */
+        fibers[cur].state = DONE;
+        swapcontext(&fibers[cur].ctx, &sched);
+    }
+}
+
+/* Run one block to its end. Returns false on a barrier that cannot
+ * complete. */
+static bool run_block()
+{
+    for (int i = 0; i < nthreads; i++) {
+        fiber &f = fibers[i];
+        f.tid.x = (unsigned)i % block_dim.x;
+        f.tid.y = (unsigned)i / block_dim.x % block_dim.y;
+        f.tid.z = (unsigned)i / (block_dim.x * block_dim.y);
+        f.state = RUNNING;
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = stacks + (size_t)i * STACK_BYTES;
+        f.ctx.uc_stack.ss_size = STACK_BYTES;
+        f.ctx.uc_link = &sched;
+        makecontext(&f.ctx, trampoline, 0);
+    }
+    for (;;) {
+        bool ran = false;
+        for (int i = 0; i < nthreads; i++)
+            if (fibers[i].state == RUNNING) {
+                cur = i;
+                swapcontext(&sched, &fibers[i].ctx);
+                ran = true;
+            }
+        if (ran) continue;
+        /* Nobody runs: release a complete warp barrier, else the block
+         * barrier, else it is over (or stuck). */
+        bool released = false;
+        for (int w = 0; w * WARP < nthreads; w++) {
+            int waiting = 0, live = 0;
+            for (int l = w * WARP; l < nthreads && l < (w + 1) * WARP; l++) {
+                if (fibers[l].state != DONE) live++;
+                if (fibers[l].state == AT_WARP) waiting++;
+            }
+            if (waiting && waiting == live) {
+                for (int l = w * WARP; l < nthreads && l < (w + 1) * WARP; l++)
+                    fibers[l].state = RUNNING;
+                released = true;
+            }
+        }
+        if (released) continue;
+        int at_block = 0, done = 0, other = 0;
+        for (int i = 0; i < nthreads; i++) {
+            if (fibers[i].state == AT_BLOCK) at_block++;
+            else if (fibers[i].state == DONE) done++;
+            else other++;
+        }
+        if (done == nthreads) return true;
+        if (at_block == nthreads) {
+            for (int i = 0; i < nthreads; i++) fibers[i].state = RUNNING;
+            continue;
+        }
+        fprintf(stderr, "xemu: block (%u,%u,%u): a barrier cannot complete: %d threads at "
+                "__syncthreads, %d exited, %d at a warp barrier whose warp has diverged\n",
+                block_idx.x, block_idx.y, block_idx.z, at_block, done, other);
+        failed = true;
+        for (int i = 0; i < nthreads; i++)
+            while (fibers[i].state != DONE) {
+                cur = i;
+                swapcontext(&sched, &fibers[i].ctx);
+            }
+        return false;
+    }
+}
+
+/* Launch body(arg) over the grid; 0, or 1 when a barrier failed. */
+static int launch(xemu_dim3 g, xemu_dim3 b, unsigned smem, void (*fn)(void *), void *arg)
+{
+    nthreads = (int)(b.x * b.y * b.z);
+    if (nthreads < 1 || nthreads > MAX_THREADS) return 1;
+    fibers = (fiber *)calloc((size_t)nthreads, sizeof *fibers);
+    stacks = (char *)malloc((size_t)nthreads * STACK_BYTES);
+    dyn_smem = (unsigned char *)calloc(smem ? smem : 16, 1);
+    int rc = 0;
+    if (!fibers || !stacks || !dyn_smem) rc = 1;
+    grid_dim = g;
+    block_dim = b;
+    body = fn;
+    body_arg = arg;
+    failed = false;
+    for (unsigned z = 0; z < g.z && !rc; z++)
+        for (unsigned y = 0; y < g.y && !rc; y++)
+            for (unsigned x = 0; x < g.x && !rc; x++) {
+                block_idx = {x, y, z};
+                if (!run_block()) rc = 1;
+            }
+    free(fibers);
+    free(stacks);
+    free(dyn_smem);
+    return rc;
+}
+
+inline int lane() { return cur % WARP; }
+inline int warp_base() { return cur - cur % WARP; }
+
+/* One exchange: every live lane of the warp publishes n words, all meet,
+ * each reads, all meet again (so the area is free for the next one). */
+inline void publish(const uint32_t *w, int n)
+{
+    memcpy(exch[cur / WARP][lane()], w, (size_t)n * 4);
+    wait_at(AT_WARP);
+}
+inline const uint32_t *peer(int l) { return exch[cur / WARP][l & (WARP - 1)]; }
+inline void done_reading() { wait_at(AT_WARP); }
+
+template <typename T> T shfl_any(T v, int src)
+{
+    static_assert(sizeof(T) <= 8, "shuffle of a value over 8 bytes");
+    uint32_t w[2] = {0, 0};
+    memcpy(w, &v, sizeof v);
+    publish(w, 2);
+    T out;
+    memcpy(&out, peer(src), sizeof out);
+    done_reading();
+    return out;
+}
+
+} // namespace xemu
+
+#define threadIdx (xemu::fibers[xemu::cur].tid)
+#define blockIdx (xemu::block_idx)
+#define blockDim (xemu::block_dim)
+#define gridDim (xemu::grid_dim)
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+
+inline void __syncthreads() { xemu::wait_at(xemu::AT_BLOCK); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)mask; xemu::wait_at(xemu::AT_WARP); }
+
+template <typename T> T __shfl_sync(unsigned mask, T v, int src, int width = 32)
+{
+    (void)mask;
+    const int base = xemu::lane() - xemu::lane() % width;
+    return xemu::shfl_any(v, base + src % width);
+}
+template <typename T> T __shfl_xor_sync(unsigned mask, T v, int m, int width = 32)
+{
+    (void)mask;
+    (void)width;
+    return xemu::shfl_any(v, xemu::lane() ^ m);
+}
+template <typename T> T __shfl_down_sync(unsigned mask, T v, unsigned d, int width = 32)
+{
+    (void)mask;
+    const int l = xemu::lane(), base = l - l % width;
+    const int src = l % width + (int)d < width ? l + (int)d : l;
+    (void)base;
+    return xemu::shfl_any(v, src);
+}
+inline unsigned __ballot_sync(unsigned mask, int pred)
+{
+    (void)mask;
+    uint32_t w = pred != 0;
+    xemu::publish(&w, 1);
+    unsigned out = 0;
+    for (int l = 0; l < 32; l++)
+        if (xemu::warp_base() + l < xemu::nthreads && xemu::peer(l)[0]) out |= 1u << l;
+    xemu::done_reading();
+    return out;
+}
+
+/* One thread runs at a time, so atomics are plain read-modify-writes. */
+template <typename T> T atomicAdd(T *p, T v) { T old = *p; *p = old + v; return old; }
+inline int atomicMax(int *p, int v) { int old = *p; if (v > old) *p = v; return old; }
+
+inline float __int_as_float(int x) { float f; memcpy(&f, &x, 4); return f; }
+inline int __float_as_int(float f) { int x; memcpy(&x, &f, 4); return x; }
+inline unsigned __float_as_uint(float f) { unsigned x; memcpy(&x, &f, 4); return x; }
+inline float __uint_as_float(unsigned x) { float f; memcpy(&f, &x, 4); return f; }
+
+template <typename A, typename B> auto min(A a, B b) -> decltype(a + b) { return a < b ? a : b; }
+template <typename A, typename B> auto max(A a, B b) -> decltype(a + b) { return a > b ? a : b; }
+
+inline float xemu_f16_to_f32(unsigned short h) { _Float16 x; memcpy(&x, &h, 2); return (float)x; }
+inline unsigned short xemu_f32_to_f16(float f)
+{
+    _Float16 x = (_Float16)f; /* round to nearest even */
+    unsigned short h;
+    memcpy(&h, &x, 2);
+    return h;
+}
+
+/* Element e (0 = low half) of a 32-bit fragment register as float. */
+inline float xemu_half(uint32_t r, int e, int bf16)
+{
+    const unsigned short h = (unsigned short)(e ? r >> 16 : r & 0xffffu);
+    return bf16 ? __uint_as_float((uint32_t)h << 16) : xemu_f16_to_f32(h);
+}
+
+/* mma.sync m16n8k16 with the fragment layout written in prelude.cuh. */
+inline void xemu_mma_16816(float d[4], const uint32_t a[4], const uint32_t b[2], int bf16)
+{
+    uint32_t w[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+    xemu::publish(w, 6);
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; l++) {
+        const uint32_t *p = xemu::peer(l);
+        const int g = l / 4, c = (l % 4) * 2;
+        for (int e = 0; e < 2; e++) {
+            A[g][c + e] = xemu_half(p[0], e, bf16);
+            A[g + 8][c + e] = xemu_half(p[1], e, bf16);
+            A[g][c + 8 + e] = xemu_half(p[2], e, bf16);
+            A[g + 8][c + 8 + e] = xemu_half(p[3], e, bf16);
+            B[c + e][g] = xemu_half(p[4], e, bf16);
+            B[c + 8 + e][g] = xemu_half(p[5], e, bf16);
+        }
+    }
+    xemu::done_reading();
+    const int l = xemu::lane(), g = l / 4, c = (l % 4) * 2;
+    for (int i = 0; i < 4; i++) {
+        const int row = g + (i >= 2 ? 8 : 0), col = c + (i & 1);
+        float s = d[i];
+        for (int k = 0; k < 16; k++) s += A[row][k] * B[k][col];
+        d[i] = s;
+    }
+}
+
+/* ldmatrix .x1/.x2/.x4 (n matrices), optionally .trans, as prelude.cuh. */
+inline void xemu_ldmatrix(uint32_t *r, const void *p, int n, int trans)
+{
+    uint32_t w[2];
+    memcpy(w, &p, sizeof p);
+    xemu::publish(w, 2);
+    const int l = xemu::lane();
+    for (int i = 0; i < n; i++) {
+        unsigned short e[2];
+        for (int j = 0; j < 2; j++) {
+            int row, col;
+            if (trans) { row = (l % 4) * 2 + j; col = l / 4; }
+            else { row = l / 4; col = (l % 4) * 2 + j; }
+            const unsigned short *base;
+            memcpy(&base, xemu::peer(8 * i + row), sizeof base);
+            e[j] = base[col];
+        }
+        r[i] = (uint32_t)e[0] | ((uint32_t)e[1] << 16);
+    }
+    xemu::done_reading();
+}
+
+inline void xemu_cp_async16(void *dst, const void *src, bool ok)
+{
+    if (ok) memcpy(dst, src, 16);
+    else memset(dst, 0, 16);
+}
+
+#define XATTN_DYNAMIC_SMEM(name) unsigned char *name = xemu::dyn_smem
+
+/* The entry point the fake driver calls: unpack the parameters by the
+ * kernel's own types and run it over the grid. */
+namespace xemu {
+template <typename... A, size_t... I>
+void call_with(void (*f)(A...), void **params, std::index_sequence<I...>)
+{
+    f(*static_cast<std::remove_cv_t<std::remove_reference_t<A>> *>(params[I])...);
+}
+template <typename... A> struct bound {
+    void (*f)(A...);
+    void **params;
+    static void run(void *self)
+    {
+        bound *b = (bound *)self;
+        call_with(b->f, b->params, std::index_sequence_for<A...>{});
+    }
+};
+template <typename... A>
+int launch_kernel(void (*f)(A...), const unsigned *dims, unsigned smem, void **params)
+{
+    bound<A...> b{f, params};
+    return launch({dims[0], dims[1], dims[2]}, {dims[3], dims[4], dims[5]}, smem,
+                  &bound<A...>::run, &b);
+}
+} // namespace xemu
+
+#define XATTN_EXPORT(name)                                                     \
+    extern "C" int xemu_launch_##name(const unsigned *dims, unsigned smem, void **params) \
+    {                                                                          \
+        return xemu::launch_kernel(name, dims, smem, params);                  \
+    }
