@@ -63,7 +63,7 @@ XATTN_INTERNAL xattn_status xattn_plan_attention(const xattn_device_caps *caps,
                                             const xattn_attn_problem *prob,
                                             xattn_attn_plan_params *out);
 
-/* Caps of a named preset ("h100", "a100", "mi300x", "mi250x", "rx7900xtx",
+/* Caps of a named preset ("h100", "h200", "a100", "mi300x", "mi250x", "rx7900xtx",
  * "pocl-cpu", "host"); "host" reads this machine's CPU. Returns 0 if unknown. */
 XATTN_INTERNAL int xattn_preset_caps(const char *name, xattn_device_caps *out);
 

@@ -42,6 +42,24 @@ static const preset presets[] = {
       .peak_flops_f32 = 67e12,
       .peak_flops_f16 = 989e12,
       .peak_bytes_per_s = 3.35e12}},
+    /* The H200: the H100's SMs, clocks and matrix rates with 141 GB of
+     * HBM3e at 4.8 TB/s. */
+    {"h200",
+     {.name = "NVIDIA H200 SXM (preset)",
+      .style = XATTN_DEVICE_STYLE_GPU,
+      .compute_units = 132,
+      .simd_width = 32,
+      .local_mem_bytes = 227 * KIB,
+      .cache_bytes = 50 * MIB,
+      .max_threads_per_group = 1024,
+      .registers_per_group = 65536,
+      .matrix_dtypes = XATTN_MATRIX_F16 | XATTN_MATRIX_BF16 | XATTN_MATRIX_TF32,
+      .matrix_m = 16, .matrix_n = 8, .matrix_k = 16,
+      .vector_bytes = 16,
+      .has_f16 = 1, .has_bf16 = 1,
+      .peak_flops_f32 = 67e12,
+      .peak_flops_f16 = 989e12,
+      .peak_bytes_per_s = 4.8e12}},
     {"a100",
      {.name = "NVIDIA A100 SXM4 (preset)",
       .style = XATTN_DEVICE_STYLE_GPU,
@@ -128,7 +146,7 @@ static const preset presets[] = {
 };
 
 static const char *const preset_names[] = {
-    "h100", "a100", "mi300x", "mi250x", "rx7900xtx", "pocl-cpu", "host", NULL,
+    "h100", "h200", "a100", "mi300x", "mi250x", "rx7900xtx", "pocl-cpu", "host", NULL,
 };
 
 const char *const *xattn_preset_names(void) { return preset_names; }

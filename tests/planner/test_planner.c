@@ -159,6 +159,12 @@ static void presets_carry_the_published_figures(void **state)
     assert_int_equal(rdna.simd_width, 32);   /* wave32 */
     assert_int_equal(pocl.style, XATTN_DEVICE_STYLE_CPU);
     assert_int_equal(h100.style, XATTN_DEVICE_STYLE_GPU);
+    /* The H200 is an H100 with faster, larger memory. */
+    xattn_device_caps h200 = preset("h200");
+    assert_int_equal(h200.compute_units, h100.compute_units);
+    assert_int_equal(h200.local_mem_bytes, h100.local_mem_bytes);
+    assert_true(h200.peak_bytes_per_s == 4.8e12);
+    assert_true(h200.peak_flops_f16 == h100.peak_flops_f16);
 }
 
 static void unknown_preset_is_rejected(void **state)
