@@ -5,7 +5,8 @@
 # device tool brings back only a few files); the summary table is printed last.
 #
 # usage: tools/device-gpu.sh [STEP...]
-#   steps (default: all, in this order): probe deps build check bench ref test
+#   steps (default: all, in this order): probe deps build check sanitize bench
+#   ref test
 #   probe  what the machine has: GPU, driver, nvcc, OpenCL loader and ICDs
 #   deps   unpack carried Debian packages from .debs/ (OpenCL headers and
 #          loader, cmocka, pkgconf; fetch them on a Debian machine with
@@ -13,6 +14,8 @@
 #          and register NVIDIA's OpenCL driver if no ICD file names it
 #   build  meson + ninja (the Python packages do) into build-gpu
 #   check  `xattn check` on every GPU backend that has a module, required
+#   sanitize  compute-sanitizer memcheck and racecheck over a small subset of
+#          the suite on the cuda backend (when its module is built)
 #   test   the meson tests of those backends (needs cmocka)
 #   bench  `xattn bench` on those backends, f32 and bf16
 #   ref    PyTorch's scaled_dot_product_attention on the bench's shapes, as
@@ -135,13 +138,30 @@ step_check() {
     done
 }
 
+# compute-sanitizer on a few cases of each CUDA kernel: out-of-bounds or
+# misaligned accesses (memcheck) and shared-memory races (racecheck).
+step_sanitize() {
+    [ -e "$build/backends/cuda/libxattn-cuda.so" ] || return 0
+    command -v compute-sanitizer >/dev/null || { record sanitize "no compute-sanitizer"; return; }
+    local tool filters
+    filters=(--filter attn/paged --filter attn/varlen/causal/b3 --filter attn/causal+sinks
+             --filter kv/ --filter merge/finite)
+    for tool in memcheck racecheck; do
+        note "compute-sanitizer $tool"
+        XATTN_REQUIRE_BACKEND=cuda run_logged "sanitize-$tool" compute-sanitizer \
+            --tool "$tool" --error-exitcode 3 "$xattn" check --backend cuda --seed "$seed" \
+            "${filters[@]}"
+    done
+}
+
 step_test() {
     [ -e "$build/tests" ] || { record test "no cmocka: not built"; return; }
     local b names
     for b in $(gpu_backends); do
         note "meson test ($b)"
         names=$(meson test -C "$build" --list 2>/dev/null | awk '{print $NF}' |
-                grep -E -- "-$b(-|\$)" | grep -v '^conformance' | tr '\n' ' ')
+                grep -E -- "(^|-)$b(-|\$)" | grep -v -e '^conformance' -e '-emu$' |
+                tr '\n' ' ')
         echo "tests: $names"
         [ -n "$names" ] || { record "test-$b" "no tests found"; continue; }
         # shellcheck disable=SC2086
@@ -167,11 +187,11 @@ step_ref() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(probe deps build check bench ref test)
+[ ${#steps[@]} -eq 0 ] && steps=(probe deps build check sanitize bench ref test)
 export PATH=/tmp/xattn-bin:$PATH
 for s in "${steps[@]}"; do
     case "$s" in
-        probe|deps|build|check|test|bench|ref) "step_$s" ;;
+        probe|deps|build|check|sanitize|test|bench|ref) "step_$s" ;;
         *) echo "device-gpu.sh: unknown step $s" >&2; exit 2 ;;
     esac
 done

@@ -38,7 +38,7 @@ struct xemu_dim3 {
 
 namespace xemu {
 
-enum { STACK_BYTES = 256 << 10, MAX_THREADS = 1024, WARP = 32 };
+enum { STACK_BYTES = 64 << 10, MAX_THREADS = 1024, WARP = 32 };
 enum wait_kind { RUNNING = 0, AT_BLOCK = 1, AT_WARP = 2, DONE = 3 };
 
 struct fiber {
