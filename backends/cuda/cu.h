@@ -181,7 +181,10 @@ int cu_options_dtype(char *buf, size_t size, const char *prefix, xattn_dtype dty
  * what the CUDA kernels cannot do, XATTN_ERR_INTERNAL. (attn.c) */
 xattn_status cu_attn_variants(const struct xattn_plan *plan, const xattn_device_caps *caps,
                               cu_variant *out, int *n);
-/* The same for kv_append / merge_states of one dtype (ops.c). */
+/* The same for a MoE plan (moe.c) and for kv_append / merge_states of one
+ * dtype (ops.c). */
+xattn_status cu_moe_variants(const struct xattn_moe_plan *plan, const xattn_device_caps *caps,
+                             cu_variant *out, int *n);
 xattn_status cu_ops_variants(xattn_dtype dtype, cu_variant *out, int *n);
 
 /* ---- compilation and modules (program.c) ---------------------------------- */
@@ -268,3 +271,9 @@ xattn_status cu_attn_prepare(xattn_device *dev, const struct xattn_plan *plan, v
 void cu_attn_release(xattn_device *dev, void *state);
 xattn_status cu_attn_run(xattn_device *dev, const struct xattn_plan *plan, const void *state,
                          const xattn_attn_launch *l);
+
+/* MoE (moe.c): route, dispatch, experts (the GEMMs), combine. */
+xattn_status cu_moe_prepare(xattn_device *dev, const struct xattn_moe_plan *plan, void **state);
+void cu_moe_release(xattn_device *dev, void *state);
+xattn_status cu_moe_run(xattn_device *dev, const struct xattn_moe_plan *plan, const void *state,
+                        xattn_moe_op op, const xattn_moe_launch *l);

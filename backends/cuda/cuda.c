@@ -317,6 +317,31 @@ static xattn_status merge_states(xattn_device *dev, const xattn_merge_launch *l)
     return st;
 }
 
+static xattn_status moe_prepare(xattn_device *dev, const struct xattn_moe_plan *plan,
+                                void **state)
+{
+    XATTN_TRY(cu_enter(dev));
+    xattn_status st = cu_moe_prepare(dev, plan, state);
+    cu_leave(dev);
+    return st;
+}
+
+static void moe_release(xattn_device *dev, void *state)
+{
+    if (cu_enter(dev) != XATTN_OK) return;
+    cu_moe_release(dev, state);
+    cu_leave(dev);
+}
+
+static xattn_status moe_run(xattn_device *dev, const struct xattn_moe_plan *plan,
+                            const void *state, xattn_moe_op op, const xattn_moe_launch *l)
+{
+    XATTN_TRY(cu_enter(dev));
+    xattn_status st = cu_moe_run(dev, plan, state, op, l);
+    cu_leave(dev);
+    return st;
+}
+
 static const xattn_backend_vtable cu_vtable = {
     .abi_version = XATTN_BACKEND_ABI_VERSION,
     .name = "cuda",
@@ -334,10 +359,9 @@ static const xattn_backend_vtable cu_vtable = {
     .attn_run = attn_run,
     .kv_append = kv_append,
     .merge_states = merge_states,
-    /* No MoE kernels yet: the front end answers MoE plans UNSUPPORTED. */
-    .moe_prepare = NULL,
-    .moe_release = NULL,
-    .moe_run = NULL,
+    .moe_prepare = moe_prepare,
+    .moe_release = moe_release,
+    .moe_run = moe_run,
 };
 
 XATTN_API const xattn_backend_vtable *xattn_backend_entry(void);

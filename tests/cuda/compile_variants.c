@@ -1,10 +1,11 @@
 /* Every CUDA kernel variant the planner produces for the conformance
- * catalogue, compiled through NVRTC for the h100 (sm_90a) and a100 (sm_80)
- * presets, with no GPU: a compile error, a kernel missing from its module,
- * or a local-memory spill in a hot kernel (attention) fails the test.
+ * catalogue (attention and MoE), compiled through NVRTC for the h100
+ * (sm_90a) and a100 (sm_80) presets, with no GPU: a compile error, a kernel
+ * missing from its module, or a local-memory spill in a hot kernel
+ * (attention, the expert GEMMs) fails the test.
  *
- * The variants come from the module's own cu_attn_variants and
- * cu_ops_variants (backends/cuda, linked in as a static library), so this
+ * The variants come from the module's own cu_attn_variants,
+ * cu_moe_variants and cu_ops_variants (backends/cuda, linked in as a static library), so this
  * compiles exactly what prepare would. Duplicates (the same source and
  * options) are compiled once per architecture, on a few threads. The
  * ptxas report that -Xptxas=-v puts in the program log gives each
@@ -24,6 +25,7 @@
 #include "cu.h"
 #include "harness.h"
 #include "plan.h"
+#include "plan_moe.h"
 
 enum { MAX_JOBS = 4096, WORKERS = 2 };
 
@@ -114,6 +116,23 @@ static int collect(const char *preset, const char *arch)
     int n = 0;
     for (size_t i = 0; i < cat.count; i++) {
         const hx_case *c = &cat.cases[i];
+        if (c->kind == HX_MOE) {
+            xattn_moe_desc md = c->moe.desc;
+            if (md.max_tokens < 1) md.max_tokens = c->moe.tokens > 0 ? c->moe.tokens + 8 : 8;
+            struct xattn_moe_plan mp;
+            memset(&mp, 0, sizeof mp);
+            xattn_status st = xattn_moe_problem_init(&md, &mp.prob);
+            if (st == XATTN_OK) st = xattn_plan_moe(&caps, &mp.prob, &mp.params);
+            if (st == XATTN_OK) st = cu_moe_variants(&mp, &caps, v, &n);
+            if (st != XATTN_OK) {
+                fprintf(stderr, "%s on %s: %s: %s\n", c->name, preset, xattn_status_string(st),
+                        xattn_last_error());
+                bad++;
+                continue;
+            }
+            for (int j = 0; j < n; j++) add_job(&v[j], arch);
+            continue;
+        }
         if (c->kind != HX_ATTN) continue;
         xattn_attn_desc d = case_desc(&c->attn);
         struct xattn_plan plan;

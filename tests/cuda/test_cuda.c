@@ -1,7 +1,6 @@
 /* The CUDA module without a GPU: what the loader says when the driver or
  * NVRTC is missing or the driver is the toolkit's stub, and, on the xemu
- * emulated device (tests/cuda_emu), the caps it reads and what it does not
- * do yet. The module loads its libraries once per process, so each case
+ * emulated device (tests/cuda_emu), the caps it reads. The module loads its libraries once per process, so each case
  * runs in a child process with its own environment. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -86,7 +85,7 @@ static void test_nvrtc_missing(void **state)
     assert_non_null(strstr(out, "XATTN_NVRTC_PATH"));
 }
 
-/* On the emulated device, in this process: caps, and MoE refused by name. */
+/* On the emulated device, in this process: caps, and a MoE plan compiles. */
 static void test_emulated_device(void **state)
 {
     (void)state;
@@ -128,10 +127,10 @@ static void test_emulated_device(void **state)
     m.max_tokens = 16;
     m.align = 1;
     xattn_moe_plan *plan = NULL;
-    st = xattn_moe_plan_create(ctx, &m, &plan);
-    printf("    MoE: %s: %s\n", xattn_status_string(st), xattn_last_error());
-    assert_int_equal(st, XATTN_ERR_UNSUPPORTED);
-    assert_non_null(strstr(xattn_last_error(), "cuda"));
+    st = xattn_moe_plan_create(ctx, &m, &plan); /* compiles the MoE modules */
+    if (st != XATTN_OK) fprintf(stderr, "%s\n", xattn_last_error());
+    assert_int_equal(st, XATTN_OK);
+    xattn_moe_plan_destroy(&plan);
     xattn_context_destroy(&ctx);
 }
 

@@ -279,17 +279,17 @@ inline void xemu_mma_16816(float d[4], const uint32_t a[4], const uint32_t b[2],
 {
     uint32_t w[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
     xemu::publish(w, 6);
-    float A[16][16], B[16][8];
+    float ma[16][16], mb[16][8];
     for (int l = 0; l < 32; l++) {
         const uint32_t *p = xemu::peer(l);
         const int g = l / 4, c = (l % 4) * 2;
         for (int e = 0; e < 2; e++) {
-            A[g][c + e] = xemu_half(p[0], e, bf16);
-            A[g + 8][c + e] = xemu_half(p[1], e, bf16);
-            A[g][c + 8 + e] = xemu_half(p[2], e, bf16);
-            A[g + 8][c + 8 + e] = xemu_half(p[3], e, bf16);
-            B[c + e][g] = xemu_half(p[4], e, bf16);
-            B[c + 8 + e][g] = xemu_half(p[5], e, bf16);
+            ma[g][c + e] = xemu_half(p[0], e, bf16);
+            ma[g + 8][c + e] = xemu_half(p[1], e, bf16);
+            ma[g][c + 8 + e] = xemu_half(p[2], e, bf16);
+            ma[g + 8][c + 8 + e] = xemu_half(p[3], e, bf16);
+            mb[c + e][g] = xemu_half(p[4], e, bf16);
+            mb[c + 8 + e][g] = xemu_half(p[5], e, bf16);
         }
     }
     xemu::done_reading();
@@ -297,7 +297,7 @@ inline void xemu_mma_16816(float d[4], const uint32_t a[4], const uint32_t b[2],
     for (int i = 0; i < 4; i++) {
         const int row = g + (i >= 2 ? 8 : 0), col = c + (i & 1);
         float s = d[i];
-        for (int k = 0; k < 16; k++) s += A[row][k] * B[k][col];
+        for (int k = 0; k < 16; k++) s += ma[row][k] * mb[k][col];
         d[i] = s;
     }
 }

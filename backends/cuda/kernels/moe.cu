@@ -1,0 +1,386 @@
+/* MoE route, dispatch, expert GEMMs and combine, with the semantics of
+ * api/xattn_moe.h. General kernels, one thread per token, chunk, or output
+ * element (no tensor cores yet). Three modules come from this source:
+ *  - -DROUTE=<xattn_moe_route_mode> -DLG=<logits dtype> -DRENORM=0|1
+ *    -DHAS_BIAS=0|1: moe_route;
+ *  - -DDISPATCH -DIO=<dtype> -DON_INPUT=0|1: moe_count, moe_scan,
+ *    moe_scatter, moe_rows, moe_combine;
+ *  - -DGEMM -DIO=<dtype> -DW=<weight dtype> -DB=<bias dtype> -DHAS_B1,
+ *    -DHAS_B2, -DW1_IL, the activation (prelude.cuh): moe_up, moe_down.
+ * Shapes, strides and pointers are arguments. Index contents are clamped
+ * or checked so that no index leaves its buffer. */
+
+#ifdef ROUTE
+
+#define ROUTE_SOFTMAX_TOPK 0
+#define ROUTE_TOPK_SOFTMAX 1
+#define ROUTE_SIGMOID_GROUPED 2
+#define ROUTE_TOPK_SIGMOID 3
+#define MAX_CACHED_GROUPS 64
+
+XATTN_DEV float sigmoid_f32(float x) { return 1.0f / (1.0f + expf(-x)); }
+XATTN_DEV float nan_low(float v) { return xisnan(v) ? -XATTN_INF : v; }
+
+/* Offer expert id with score v to the best list vals/ids (*n of k filled,
+ * highest first); experts come in ascending order and only a strictly
+ * higher score moves ahead, so equal scores keep the lower index first. */
+XATTN_DEV void top_offer(float *vals, int *ids, int *n, int k, float v, int id)
+{
+    v = nan_low(v);
+    int pos;
+    if (*n < k) {
+        pos = (*n)++;
+    } else {
+        if (!(v > vals[k - 1])) return;
+        pos = k - 1;
+    }
+    while (pos > 0 && v > vals[pos - 1]) {
+        vals[pos] = vals[pos - 1];
+        ids[pos] = ids[pos - 1];
+        pos--;
+    }
+    vals[pos] = v;
+    ids[pos] = id;
+}
+
+XATTN_DEV float grouped_score(const ELEM(LG) *l, const float *bias, int e)
+{
+#if HAS_BIAS
+    return nan_low(sigmoid_f32(LOAD(LG, l, e)) + bias[e]);
+#else
+    return nan_low(sigmoid_f32(LOAD(LG, l, e)));
+#endif
+}
+
+/* Score of group g: the sum of its top two b (its one b for groups of one). */
+XATTN_DEV float group_score(const ELEM(LG) *l, const float *bias, int g, int size)
+{
+    const int e0 = g * size;
+    if (size == 1) return grouped_score(l, bias, e0);
+    float first = grouped_score(l, bias, e0), second = grouped_score(l, bias, e0 + 1);
+    if (second > first) {
+        const float s = first;
+        first = second;
+        second = s;
+    }
+    for (int i = 2; i < size; i++) {
+        const float b = grouped_score(l, bias, e0 + i);
+        if (b > first) {
+            second = first;
+            first = b;
+        } else if (b > second) {
+            second = b;
+        }
+    }
+    return nan_low(first + second);
+}
+
+/* One thread per token; the output rows hold the best list while it is built. */
+extern "C" __global__ void moe_route(i64 T, int E, int k, int n_group, int topk_group,
+                                     float scale, const ELEM(LG) *logits, i64 logits_st,
+                                     const float *bias, int *topk_ids, i64 ids_st,
+                                     float *topk_w, i64 w_st)
+{
+    const i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= T) return;
+    const ELEM(LG) *l = logits + t * logits_st;
+    int *ids = topk_ids + t * ids_st;
+    float *w = topk_w + t * w_st;
+    int n = 0;
+#if ROUTE == ROUTE_SIGMOID_GROUPED
+    const int size = E / n_group;
+    if (n_group <= MAX_CACHED_GROUPS) {
+        float kept_score[MAX_CACHED_GROUPS];
+        int kept[MAX_CACHED_GROUPS];
+        int nk = 0;
+        for (int g = 0; g < n_group; g++)
+            top_offer(kept_score, kept, &nk, topk_group, group_score(l, bias, g, size), g);
+        for (int i = 1; i < nk; i++) { /* ascending group order */
+            const int g = kept[i];
+            int j = i;
+            for (; j > 0 && kept[j - 1] > g; j--) kept[j] = kept[j - 1];
+            kept[j] = g;
+        }
+        for (int i = 0; i < nk; i++)
+            for (int e = kept[i] * size; e < (kept[i] + 1) * size; e++)
+                top_offer(w, ids, &n, k, grouped_score(l, bias, e), e);
+    } else {
+        for (int g = 0; g < n_group; g++) {
+            const float s = group_score(l, bias, g, size);
+            int beaten = 0;
+            for (int h = 0; h < n_group && beaten < topk_group; h++) {
+                if (h == g) continue;
+                const float o = group_score(l, bias, h, size);
+                if (o > s || (o == s && h < g)) beaten++;
+            }
+            if (beaten >= topk_group) continue;
+            for (int e = g * size; e < (g + 1) * size; e++)
+                top_offer(w, ids, &n, k, grouped_score(l, bias, e), e);
+        }
+    }
+    for (int j = 0; j < k; j++) w[j] = sigmoid_f32(LOAD(LG, l, ids[j])); /* unbiased s */
+#else
+    for (int e = 0; e < E; e++) top_offer(w, ids, &n, k, LOAD(LG, l, e), e);
+#  if ROUTE == ROUTE_SOFTMAX_TOPK
+    const float mx = w[0]; /* the first pick is the maximum */
+    float sum = 0.0f;
+    for (int e = 0; e < E; e++) sum += expf(LOAD(LG, l, e) - mx);
+    for (int j = 0; j < k; j++) w[j] = expf(LOAD(LG, l, ids[j]) - mx) / sum;
+#  elif ROUTE == ROUTE_TOPK_SOFTMAX
+    const float mx = w[0];
+    float sum = 0.0f;
+    for (int j = 0; j < k; j++) {
+        w[j] = expf(w[j] - mx);
+        sum += w[j];
+    }
+    for (int j = 0; j < k; j++) w[j] /= sum;
+#  else /* TOPK_SIGMOID */
+    for (int j = 0; j < k; j++) w[j] = sigmoid_f32(w[j]);
+#  endif
+#endif
+    /* NaN in, NaN out: a NaN logit (or bias entry) makes every weight NaN. */
+    bool nan = false;
+    for (int e = 0; e < E; e++) nan |= xisnan(LOAD(LG, l, e));
+#if HAS_BIAS
+    for (int e = 0; e < E; e++) nan |= xisnan(bias[e]);
+#endif
+    if (nan)
+        for (int j = 0; j < k; j++) w[j] = XATTN_NAN;
+#if RENORM
+    float total = 0.0f;
+    for (int j = 0; j < k; j++) total += w[j];
+    for (int j = 0; j < k; j++) w[j] /= total;
+#endif
+    for (int j = 0; j < k; j++) w[j] *= scale;
+}
+XATTN_EXPORT(moe_route)
+
+#endif /* ROUTE */
+
+#ifdef DISPATCH
+
+/* Dispatch without global atomics, deterministic: tokens are cut into
+ * chunks, each with a row of E counters in the plan's scratch:
+ *  moe_count   each chunk (one thread) counts its pairs per expert;
+ *  moe_scan    one thread: aligned segment starts into expert_offsets, and
+ *              each chunk's counters become its first row in every segment
+ *              (chunks in token order, so segments hold ascending tokens);
+ *  moe_scatter each chunk hands out rows (token_row, row_token); the last
+ *              chunk's cursor of a segment is where its padding starts;
+ *  moe_rows    one block per row: copy x (ON_INPUT: times the slot's
+ *              weight), zeros for padding, row_token −1 past the end.
+ * Ids outside [0, E) count as dropped. */
+
+XATTN_DEV int expert_of(const int *ids, int j, int E)
+{
+    const int e = ids[j];
+    return e >= 0 && e < E ? e : -1;
+}
+
+extern "C" __global__ void moe_count(i64 T, int k, int E, i64 chunk, const int *topk_ids,
+                                     i64 ids_st, int *scratch)
+{
+    const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x, t0 = c * chunk;
+    if (t0 >= T) return;
+    const i64 t1 = t0 + chunk < T ? t0 + chunk : T;
+    int *count = scratch + c * E;
+    for (int e = 0; e < E; e++) count[e] = 0;
+    for (i64 t = t0; t < t1; t++)
+        for (int j = 0; j < k; j++) {
+            const int e = expert_of(topk_ids + t * ids_st, j, E);
+            if (e >= 0) count[e]++;
+        }
+}
+XATTN_EXPORT(moe_count)
+
+extern "C" __global__ void moe_scan(int E, i64 chunks, i64 align, int *scratch,
+                                    int *expert_offsets, i64 offsets_st)
+{
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    i64 row = 0;
+    for (int e = 0; e < E; e++) {
+        const i64 start = row;
+        expert_offsets[e * offsets_st] = (int)start;
+        for (i64 c = 0; c < chunks; c++) {
+            const int found = scratch[c * E + e];
+            scratch[c * E + e] = (int)row;
+            row += found;
+        }
+        row = start + (row - start + align - 1) / align * align;
+    }
+    expert_offsets[(i64)E * offsets_st] = (int)row;
+}
+XATTN_EXPORT(moe_scan)
+
+extern "C" __global__ void moe_scatter(i64 T, int k, int E, i64 chunk, i64 R,
+                                       const int *topk_ids, i64 ids_st, int *scratch,
+                                       int *row_token, i64 rt_st, int *token_row, i64 tr_st)
+{
+    const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x, t0 = c * chunk;
+    if (t0 >= T) return;
+    const i64 t1 = t0 + chunk < T ? t0 + chunk : T;
+    int *cursor = scratch + c * E;
+    for (i64 t = t0; t < t1; t++)
+        for (int j = 0; j < k; j++) {
+            const int e = expert_of(topk_ids + t * ids_st, j, E);
+            if (e < 0) {
+                token_row[t * tr_st + j] = -1;
+                continue;
+            }
+            const i64 r = cursor[e]++;
+            token_row[t * tr_st + j] = (int)r;
+            if (r < R) row_token[r * rt_st] = (int)t;
+        }
+}
+XATTN_EXPORT(moe_scatter)
+
+extern "C" __global__ void moe_rows(i64 R, int E, i64 H, i64 T, i64 chunks, int k,
+                                    const int *expert_offsets, i64 offsets_st,
+                                    const int *scratch, int *row_token, i64 rt_st,
+                                    const ELEM(IO) *x, i64 x_st, ELEM(IO) *x_perm, i64 xp_st,
+                                    const int *token_row, i64 tr_st, const float *weights,
+                                    i64 w_st)
+{
+    const i64 r = blockIdx.x;
+    if (r >= R) return;
+    int *rt = row_token + r * rt_st;
+    const i64 used = expert_offsets[(i64)E * offsets_st];
+    if (r >= used) { /* past the last segment: x_perm is not written */
+        if (threadIdx.x == 0) *rt = -1;
+        return;
+    }
+    int lo = 0, hi = E - 1; /* the segment of r: the last e with offsets[e] ≤ r */
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (expert_offsets[(i64)mid * offsets_st] <= r) lo = mid;
+        else hi = mid - 1;
+    }
+    const i64 pad_from = scratch[(chunks - 1) * E + lo];
+    /* Every thread reads row_token before thread 0 may overwrite it. */
+    const i64 t = r < pad_from ? *rt : -1;
+    __syncthreads();
+    if (r >= pad_from && threadIdx.x == 0) *rt = -1; /* padding */
+    ELEM(IO) *dst = x_perm + r * xp_st;
+    if (t < 0 || t >= T) {
+        for (i64 d = threadIdx.x; d < H; d += blockDim.x) STORE(IO, dst, d, 0.0f);
+        return;
+    }
+    const ELEM(IO) *src = x + t * x_st;
+#if ON_INPUT
+    int slot = 0; /* the j with token_row[t, j] = r (exactly one) */
+    for (int j = 0; j < k; j++)
+        if (token_row[t * tr_st + j] == r) slot = j;
+    const float w = weights[t * w_st + slot];
+    for (i64 d = threadIdx.x; d < H; d += blockDim.x) STORE(IO, dst, d, w * LOAD(IO, src, d));
+#else
+    for (i64 d = threadIdx.x; d < H; d += blockDim.x) dst[d] = src[d];
+#endif
+}
+XATTN_EXPORT(moe_rows)
+
+/* One block per token: out[t] (+)= Σ_j w[t, j] · y[token_row[t, j]]; rows
+ * outside [0, R) count as dropped. ON_INPUT: the rows are summed. */
+extern "C" __global__ void moe_combine(i64 T, int k, i64 H, i64 R, int accumulate,
+                                       const ELEM(IO) *y, i64 y_st, const float *weights,
+                                       i64 w_st, const int *token_row, i64 tr_st,
+                                       ELEM(IO) *out, i64 out_st)
+{
+    const i64 t = blockIdx.x;
+    if (t >= T) return;
+    const int *tr = token_row + t * tr_st;
+    ELEM(IO) *o = out + t * out_st;
+    for (i64 d = threadIdx.x; d < H; d += blockDim.x) {
+        float acc = accumulate ? LOAD(IO, o, d) : 0.0f;
+        float s = 0.0f;
+        for (int j = 0; j < k; j++) {
+            const i64 r = tr[j];
+            if (r < 0 || r >= R) continue;
+#if ON_INPUT
+            s += LOAD(IO, y + r * y_st, d);
+#else
+            s += weights[t * w_st + j] * LOAD(IO, y + r * y_st, d);
+#endif
+        }
+        STORE(IO, o, d, acc + s);
+    }
+}
+XATTN_EXPORT(moe_combine)
+
+#endif /* DISPATCH */
+
+#ifdef GEMM
+
+/* The expert of row r: the last e with offsets[e] ≤ r, offsets clamped to
+ * [0, R]; −1 when r lies past the last segment. */
+XATTN_DEV int row_expert(const int *off, i64 off_st, int E, i64 R, i64 r)
+{
+    const i64 end = off[(i64)E * off_st] < 0 ? 0 : off[(i64)E * off_st] > R ? R
+                                                                              : off[(i64)E * off_st];
+    if (r >= end) return -1;
+    int lo = 0, hi = E - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        const i64 o = off[(i64)mid * off_st];
+        if (o <= r) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+XATTN_DEV i64 w1_row(int pair, i64 c, i64 n)
+{
+#if defined(W1_IL) && W1_IL
+    return 2 * c + pair;
+#else
+    return pair * n + c;
+#endif
+}
+
+/* h[r, c] = act(x_r·W1[gate(c)] + b1, x_r·W1[up(c)] + b1), f32. One thread
+ * per (row, gate column). */
+extern "C" __global__ void moe_up(i64 R, int E, i64 H, i64 I, const int *offsets, i64 off_st,
+                                  const ELEM(IO) *x, i64 x_st, const ELEM(W) *w1, i64 w1_se,
+                                  i64 w1_sn, const ELEM(B) *b1, i64 b1_se, float *h)
+{
+    const i64 c = (i64)blockIdx.y * blockDim.x + threadIdx.x, r = blockIdx.x;
+    if (c >= I) return;
+    const int e = row_expert(offsets, off_st, E, R, r);
+    if (e < 0) return;
+    const ELEM(IO) *xr = x + r * x_st;
+    const ELEM(W) *wg = w1 + e * w1_se + w1_row(0, c, I) * w1_sn;
+    const ELEM(W) *wu = w1 + e * w1_se + w1_row(1, c, I) * w1_sn;
+    float g = 0.0f, u = 0.0f;
+    for (i64 d = 0; d < H; d++) {
+        const float xv = LOAD(IO, xr, d);
+        g += xv * LOAD(W, wg, d);
+        u += xv * LOAD(W, wu, d);
+    }
+#if HAS_B1
+    g += LOAD(B, b1 + e * b1_se, w1_row(0, c, I));
+    u += LOAD(B, b1 + e * b1_se, w1_row(1, c, I));
+#endif
+    h[r * I + c] = glu(g, u);
+}
+XATTN_EXPORT(moe_up)
+
+/* y[r, n] = h_r · W2[n] + b2[n], rounded once. One thread per (row, column). */
+extern "C" __global__ void moe_down(i64 R, int E, i64 H, i64 I, const int *offsets, i64 off_st,
+                                    const float *h, const ELEM(W) *w2, i64 w2_se, i64 w2_sn,
+                                    const ELEM(B) *b2, i64 b2_se, ELEM(IO) *y, i64 y_st)
+{
+    const i64 n = (i64)blockIdx.y * blockDim.x + threadIdx.x, r = blockIdx.x;
+    if (n >= H) return;
+    const int e = row_expert(offsets, off_st, E, R, r);
+    if (e < 0) return;
+    const float *hr = h + r * I;
+    const ELEM(W) *wr = w2 + e * w2_se + n * w2_sn;
+    float s = 0.0f;
+    for (i64 i = 0; i < I; i++) s += hr[i] * LOAD(W, wr, i);
+#if HAS_B2
+    s += LOAD(B, b2 + e * b2_se, n);
+#endif
+    STORE(IO, y + r * y_st, n, s);
+}
+XATTN_EXPORT(moe_down)
+
+#endif /* GEMM */
