@@ -36,6 +36,11 @@ static const struct {
     {"XATTN_OPENCL_STYLE", "auto|cpu|gpu",
      "the kernel style the opencl backend plans for (default auto: by\n"
      "device type; gpu on a CPU device runs the GPU kernels on it)"},
+    {"XATTN_CUDA_DRIVER_PATH", "FILE",
+     "the CUDA driver the cuda backend loads instead of libcuda.so.1"},
+    {"XATTN_NVRTC_PATH", "FILE",
+     "the NVRTC the cuda backend compiles with instead of libnvrtc.so.13\n"
+     "(then .12)"},
     {"XATTN_CACHE_DIR", "DIR",
      "on-disk cache of run-time compiled kernels (default\n"
      "$XDG_CACHE_HOME/xattn, else $HOME/.cache/xattn)"},

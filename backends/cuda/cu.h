@@ -77,16 +77,17 @@ typedef struct nvrtc_api {
 } nvrtc_api;
 
 /* The loaded driver, initialised (cuInit(0) succeeded), or NULL with the
- * reason: "libcuda.so.1 not found: <dlerror> (runtime library missing)",
- * "cuInit: CUDA_ERROR_STUB_LIBRARY (stub driver, no GPU)", "cuInit:
- * CUDA_ERROR_NO_DEVICE ...". XATTN_CUDA_DRIVER_PATH names another file
+ * reason: "runtime library missing: cannot load libcuda.so.1 (<dlerror>)",
+ * "cuInit: CUDA_ERROR_STUB_LIBRARY (34) from ...: stub driver, no GPU",
+ * "cuInit: CUDA_ERROR_NO_DEVICE ...". XATTN_CUDA_DRIVER_PATH names another file
  * (tests use it for the stub driver and the emulator). Loads once,
  * thread-safely; never unloads. */
 const cu_api *cu_load(char *reason, size_t reason_size);
 
-/* NVRTC, or NULL with the reason ("libnvrtc.so.13 / libnvrtc.so.12 not
- * found: ..."). XATTN_NVRTC_PATH names another file. Needs no driver and
- * no device (the CI compile test uses it alone). Loads once, thread-safely. */
+/* NVRTC, or NULL with the reason ("NVRTC missing: cannot load
+ * libnvrtc.so.13, libnvrtc.so.12 (...)"). XATTN_NVRTC_PATH names another
+ * file. Needs no driver and no device (the CI compile test uses it alone).
+ * Loads once, thread-safely. */
 const nvrtc_api *cu_nvrtc_load(char *reason, size_t reason_size);
 
 /* Convert a failing driver / NVRTC result into an xattn status with a

@@ -50,7 +50,7 @@ static void driver_load(void)
     if (!lib) {
         const char *why = dlerror();
         snprintf(driver_reason, sizeof driver_reason,
-                 "runtime library missing: %s not found (%s)", path, why ? why : "dlopen failed");
+                 "runtime library missing: cannot load %s (%s)", path, why ? why : "dlopen failed");
         return;
     }
     static const symbol syms[] = {
@@ -150,7 +150,7 @@ static void nvrtc_load(void)
     if (!lib) {
         const char *why = dlerror();
         snprintf(nvrtc_reason, sizeof nvrtc_reason,
-                 "NVRTC missing: %s not found (%s); set %s to its path", tried,
+                 "NVRTC missing: cannot load %s (%s); set %s to its path", tried,
                  why ? why : "dlopen failed", NVRTC_ENV);
         return;
     }

@@ -13,7 +13,7 @@
 
 /* From the generated ocl_sources.c (kernels/, prelude in front). */
 extern const ocl_source xattn_ocl_sources[];
-extern const size_t xattn_ocl_source_count;
+extern const size_t xattn_ocl_sources_count;
 
 /* Cache files are <dir>/opencl-<hash of the key>.bin, of kind "opencl-program". */
 #define CACHE_PREFIX "opencl"
@@ -35,7 +35,7 @@ struct ocl_program_entry {
 
 const ocl_source *ocl_source_find(const char *name)
 {
-    for (size_t i = 0; i < xattn_ocl_source_count; i++)
+    for (size_t i = 0; i < xattn_ocl_sources_count; i++)
         if (!strcmp(xattn_ocl_sources[i].name, name)) return &xattn_ocl_sources[i];
     return NULL;
 }
