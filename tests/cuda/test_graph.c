@@ -286,9 +286,9 @@ static int test_paged_decode(xattn_context *ctx, CUstream stream)
     a.seqlens_k = xattn_tensor_contiguous(sl, 0, XATTN_I32, 1, (int64_t[]){B});
     a.workspace = ws;
 
-    char desc[512] = "";
+    char desc[2048] = "";
     xattn_plan_describe(plan, desc, sizeof desc, NULL);
-    printf("    plan: %s\n", desc);
+    printf("    plan:\n%s\n", desc);
     int rc = eager_vs_graph("paged decode", ctx, stream, attn_step, plan, &a, o);
     xattn_buffer *bufs[] = {q, k, v, o, bt, sl, ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) xattn_buffer_free(&bufs[i]);
@@ -325,9 +325,9 @@ static int test_moe_forward(xattn_context *ctx, CUstream stream)
     a.out = xattn_tensor_contiguous(out, 0, XATTN_BF16, 2, (int64_t[]){T, H});
     a.workspace = ws;
 
-    char desc[512] = "";
+    char desc[2048] = "";
     xattn_moe_plan_describe(plan, desc, sizeof desc, NULL);
-    printf("    plan: %s\n", desc);
+    printf("    plan:\n%s\n", desc);
     int rc = eager_vs_graph("moe forward", ctx, stream, moe_step, plan, &a, out);
     xattn_buffer *bufs[] = {logits, x, w1, w2, out, ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) xattn_buffer_free(&bufs[i]);
