@@ -5,8 +5,8 @@
 # device tool brings back only a few files); the summary table is printed last.
 #
 # usage: tools/device-gpu.sh [STEP...]
-#   steps (default: all, in this order): probe deps build check sanitize bench
-#   ref test
+#   steps (default: all, in this order): probe deps build check graph sanitize
+#   bench ref test
 #   probe  what the machine has: GPU, driver, nvcc, OpenCL loader and ICDs
 #   deps   unpack carried Debian packages from .debs/ (OpenCL headers and
 #          loader, cmocka, pkgconf; fetch them on a Debian machine with
@@ -14,21 +14,26 @@
 #          and register NVIDIA's OpenCL driver if no ICD file names it
 #   build  meson + ninja (the Python packages do) into build-gpu
 #   check  `xattn check` on every GPU backend that has a module, required
+#   graph  the cuda-graph test: a paged decode step and a MoE forward captured
+#          into a CUDA graph and replayed (when the cuda module is built)
 #   sanitize  compute-sanitizer memcheck and racecheck over a small subset of
 #          the suite on the cuda backend (when its module is built)
 #   test   the meson tests of those backends (needs cmocka)
-#   bench  `xattn bench` on those backends, f32 and bf16
-#   ref    PyTorch's scaled_dot_product_attention on the bench's shapes, as
-#          the vendor-library yardstick (tools/gpu_reference.py)
+#   bench  `xattn bench` on those backends, bf16, at the shapes step_bench
+#          lists (BENCH_FULL=1: also the --full f32 and bf16 tables)
+#   ref    PyTorch's SDPA (flash, cuDNN, memory-efficient) and cuBLAS GEMMs on
+#          the bench's shapes, the vendor-library yardstick
+#          (tools/gpu_reference.py)
 #
 # Environment: XATTN_GPU_BACKENDS (default: opencl, plus cuda/hip when their
 # modules are built), XATTN_CHECK_SEED (default 1), STEP_TIMEOUT seconds.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 logs=/tmp/xattn-gpu-logs
 rm -rf "$logs"
 mkdir -p "$logs"
+# shellcheck disable=SC2100  # a file name, not arithmetic
 build=build-gpu
 xattn=$build/tools/xattn
 seed=${XATTN_CHECK_SEED:-1}
@@ -128,7 +133,7 @@ step_check() {
     for b in $(gpu_backends); do
         note "check $b"
         for part in attn moe 'ref kv_append merge'; do
-            # shellcheck disable=SC2046
+            # shellcheck disable=SC2046,SC2086
             XATTN_REQUIRE_BACKEND=$b run_logged "check-$b-${part%% *}" \
                 "$xattn" check --backend "$b" --seed "$seed" \
                 $(printf -- '--filter %s ' $part) &
@@ -170,15 +175,54 @@ step_test() {
     done
 }
 
+# The CUDA issue's shapes, bf16, on every GPU backend (cuda and opencl side
+# by side): prefill B=1 Hq=Hkv=32 S=8192 D=128 causal and not; decode Sq=1
+# Hq=32 Hkv=8 at Sk 4096 and 65536, B=1 dense and B 1 and 64 paged (page 16,
+# lengths log-uniform up to Sk); the Qwen3-30B-A3B and DeepSeek-V3 MoE layers
+# at T=4096 (with the experts that fit in --moe-mib). BENCH_FULL=1 adds the
+# old `--full` f32 and bf16 tables.
 step_bench() {
-    local b dt
+    local b sk batch
+    local common=(--dtype bf16 --repeats "${BENCH_REPEATS:-10}" --warmup 2)
     for b in $(gpu_backends); do
-        for dt in f32 bf16; do
-            note "bench $b $dt"
-            run_logged "bench-$b-$dt" "$xattn" bench --full --backend "$b" --dtype "$dt" \
-                --moe-mib 8192 --repeats 5
+        note "bench $b"
+        run_logged "bench-$b-prefill" "$xattn" bench --backend "$b" "${common[@]}" \
+            --workload prefill --batch 1 --sq 8192 --sk 8192 --hq 32 --hkv 32 --d 128
+        for sk in 4096 65536; do
+            run_logged "bench-$b-decode-$sk" "$xattn" bench --backend "$b" "${common[@]}" \
+                --no-ceilings --workload decode --batch 1 --sk "$sk" --hq 32 --hkv 8 --d 128
+            for batch in 1 64; do
+                run_logged "bench-$b-paged-$sk-b$batch" "$xattn" bench --backend "$b" \
+                    "${common[@]}" --no-ceilings --workload serving --batch "$batch" \
+                    --sk "$sk" --hq 32 --hkv 8 --d 128 --page-size 16
+            done
         done
+        # --full brings DeepSeek-V3 in (and the other --full layers with it).
+        run_logged "bench-$b-moe" "$xattn" bench --backend "$b" "${common[@]}" --no-ceilings \
+            --full --workload moe --tokens 4096 --moe-mib "${BENCH_MOE_MIB:-8192}"
+        if [ "${BENCH_FULL:-0}" = 1 ]; then
+            local dt
+            for dt in f32 bf16; do
+                run_logged "bench-$b-full-$dt" "$xattn" bench --full --backend "$b" \
+                    --dtype "$dt" --moe-mib 8192 --repeats 5
+            done
+        fi
     done
+}
+
+# The cuda-graph test (tests/cuda/test_graph.c): a decode step and a MoE
+# forward captured into a CUDA graph and replayed, bit for bit. Plain C, so
+# without cmocka (no tests built) it is compiled here against the build.
+step_graph() {
+    [ -e "$build/backends/cuda/libxattn-cuda.so" ] || return 0
+    note "cuda graph capture"
+    local exe=$build/tests/cuda/test-cuda-graph
+    if [ ! -x "$exe" ]; then
+        exe=$build/test-cuda-graph
+        run_logged graph-build cc -std=c11 -O2 -Iapi tests/cuda/test_graph.c \
+            -o "$exe" -L"$build" -lxattn -ldl -Wl,-rpath,"$PWD/$build" || return 1
+    fi
+    XATTN_BACKEND_DIR=$build/backends/cuda run_logged cuda-graph "$exe"
 }
 
 step_ref() {
@@ -187,11 +231,11 @@ step_ref() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(probe deps build check sanitize bench ref test)
+[ ${#steps[@]} -eq 0 ] && steps=(probe deps build check graph sanitize bench ref test)
 export PATH=/tmp/xattn-bin:$PATH
 for s in "${steps[@]}"; do
     case "$s" in
-        probe|deps|build|check|sanitize|test|bench|ref) "step_$s" ;;
+        probe|deps|build|check|graph|sanitize|test|bench|ref) "step_$s" ;;
         *) echo "device-gpu.sh: unknown step $s" >&2; exit 2 ;;
     esac
 done

@@ -241,6 +241,20 @@ static void compile_all(void **state)
         }
         if (jb->max_regs > max_regs) max_regs = jb->max_regs;
     }
+    /* Per source and architecture: how many variants, the most registers. */
+    for (int i = 0; i < njobs; i++) {
+        int seen = 0, count = 0, regs = 0;
+        for (int j = 0; j < i && !seen; j++)
+            seen = jobs[j].arch == jobs[i].arch && !strcmp(jobs[j].v.source, jobs[i].v.source);
+        if (seen) continue;
+        for (int j = i; j < njobs; j++)
+            if (jobs[j].arch == jobs[i].arch && !strcmp(jobs[j].v.source, jobs[i].v.source)) {
+                count++;
+                if (jobs[j].max_regs > regs) regs = jobs[j].max_regs;
+            }
+        printf("  %-7s %-16s %4d variants, at most %3d registers\n", jobs[i].arch,
+               jobs[i].v.source, count, regs);
+    }
     printf("compiled %d CUDA kernel variants (h100 sm_90a + a100 sm_80) with NVRTC %d.%d in "
            "%.1f s on %d threads: %d failed, %d hot with spills, %d missing a kernel, %d "
            "catalogue cases unplanned; at most %d registers\n",
