@@ -63,7 +63,10 @@ static void test_driver_missing(void **state)
 static void test_stub_driver(void **state)
 {
     (void)state;
-    if (access(STUB_DRIVER, R_OK) != 0) skip(); /* no toolkit stub here */
+    if (access(STUB_DRIVER, R_OK) != 0) {
+        printf("    skipped: no toolkit stub driver at %s\n", STUB_DRIVER);
+        skip();
+    }
     char out[600];
     probe_in_child(STUB_DRIVER, NULL, out, sizeof out);
     printf("    %s\n", out);
@@ -76,7 +79,10 @@ static void test_nvrtc_missing(void **state)
 {
     (void)state;
     const char *driver = getenv("XEMU_DRIVER");
-    if (!driver) skip(); /* the emulated driver is not built (sanitizer builds) */
+    if (!driver) {
+        printf("    skipped: the xemu driver is not built (sanitizer builds)\n");
+        skip();
+    }
     char out[600];
     probe_in_child(driver, "/nonexistent/libnvrtc.so.13", out, sizeof out);
     printf("    %s\n", out);
@@ -90,7 +96,10 @@ static void test_emulated_device(void **state)
 {
     (void)state;
     const char *driver = getenv("XEMU_DRIVER"), *nvrtc = getenv("XEMU_NVRTC");
-    if (!driver || !nvrtc) skip();
+    if (!driver || !nvrtc) {
+        printf("    skipped: the xemu driver and NVRTC are not built (sanitizer builds)\n");
+        skip();
+    }
     setenv("XATTN_CUDA_DRIVER_PATH", driver, 1);
     setenv("XATTN_NVRTC_PATH", nvrtc, 1);
     xattn_context_options o;
