@@ -24,8 +24,8 @@ enum {
     MAX_DEVICES = 64,
     /* Lanes assumed when a GPU names no warp, wavefront or subgroup size. */
     DEFAULT_GPU_SIMD = 32,
-    /* A work-item of a CPU-style kernel never holds more f32 lanes than
-     * this in one vector (float16). */
+    /* The f32 lanes of a CPU-style kernel's vectors (float16): the
+     * planner's lanes on such a device. */
     MAX_CPU_LANES = 16,
 };
 
@@ -157,17 +157,21 @@ static xattn_status read_caps(xattn_device *dev, xattn_device_style style)
 
     if (style == XATTN_DEVICE_STYLE_CPU) {
         /* A CPU behind OpenCL (PoCL): the driver's threads run on this
-         * host, so the host's caches size the tiles, and a work-item's
-         * vectors are the device's native float vectors. */
+         * host, so the host's caches size the tiles. The planner's lanes
+         * are the CPU-style kernels' float16 vectors (attn_cpu.c), whatever
+         * the native width: PoCL splits a float16 into two AVX2 vectors, and
+         * head dims padded to 8 would not fit those kernels. The FLOP peak
+         * counts the native width. */
         xattn_device_caps host;
         xattn_host_cpu_caps((int32_t)units, &host);
-        c->simd_width = vec < MAX_CPU_LANES ? vec : MAX_CPU_LANES;
+        if (vec > MAX_CPU_LANES) vec = MAX_CPU_LANES;
+        c->simd_width = MAX_CPU_LANES;
         c->local_mem_bytes = host.local_mem_bytes;
         if (dev->local_mem_bytes && dev->local_mem_bytes < c->local_mem_bytes)
             c->local_mem_bytes = clamp_u32(dev->local_mem_bytes);
         c->cache_bytes = host.cache_bytes;
-        c->vector_bytes = c->simd_width * 4u;
-        c->peak_flops_f32 = (double)units * 2.0 * 2.0 * c->simd_width * (mhz ? mhz : 2500) * 1e6;
+        c->vector_bytes = vec * 4u;
+        c->peak_flops_f32 = (double)units * 2.0 * 2.0 * vec * (mhz ? mhz : 2500) * 1e6;
         c->peak_flops_f16 = c->peak_flops_f32;
         c->peak_bytes_per_s = host.peak_bytes_per_s;
     } else {
