@@ -195,9 +195,12 @@ xattn_status cu_fail(const cu_api *cu, CUresult err, const char *what)
 xattn_status cu_nvrtc_fail(const nvrtc_api *rtc, nvrtcResult err, const char *what)
 {
     const char *name = rtc ? rtc->GetErrorString(err) : NULL;
+    /* Anything else is NVRTC's report (cu.h): a missing builtins library
+     * (NVRTC_ERROR_BUILTIN_OPERATION_FAILURE) is the installation's
+     * problem, not a bug in xattn. */
     xattn_status st = err == NVRTC_ERROR_OUT_OF_MEMORY  ? XATTN_ERR_OUT_OF_MEMORY
                       : err == NVRTC_ERROR_COMPILATION ? XATTN_ERR_COMPILE
-                                                       : XATTN_ERR_INTERNAL;
+                                                       : XATTN_ERR_DEVICE;
     return xattn_error(st, "cuda: %s failed: %s (%d)", what, name ? name : "NVRTC error",
                        (int)err);
 }

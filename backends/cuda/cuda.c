@@ -23,8 +23,20 @@ static int32_t cu_probe(char *reason, size_t reason_size)
 {
     if (reason_size) reason[0] = '\0';
     const cu_api *cu = cu_load(reason, reason_size);
-    if (!cu) return 0;
-    if (!cu_nvrtc_load(reason, reason_size)) return 0;
+    char nvrtc_reason[512] = "";
+    const nvrtc_api *rtc = cu_nvrtc_load(nvrtc_reason, sizeof nvrtc_reason);
+    if (!cu) {
+        /* Both are needed: when NVRTC is missing too, say so now rather
+         * than after the driver is installed. */
+        size_t len = reason_size ? strlen(reason) : 0;
+        if (!rtc && len + 2 < reason_size)
+            snprintf(reason + len, reason_size - len, "; %s", nvrtc_reason);
+        return 0;
+    }
+    if (!rtc) {
+        if (reason_size) snprintf(reason, reason_size, "%s", nvrtc_reason);
+        return 0;
+    }
     int n = 0;
     CUresult r = cu->DeviceGetCount(&n);
     if (r != CUDA_SUCCESS || n <= 0) {
@@ -60,19 +72,23 @@ static int attr(const xattn_device *dev, CUdevice_attribute a)
     return v;
 }
 
-/* Dense f16/bf16 tensor-core FLOP per clock per SM (mma.sync rates): 1024
- * on sm_80, 512 on consumer sm_86/89, 2048 on Hopper and later (wgmma; the
- * mma.sync kernels of this module reach about half of it). */
+/* Dense f16/bf16 tensor-core FLOP per clock per SM with f32 accumulation
+ * (2 per multiply-add): 2048 on sm_80 (A100: 108 SMs at 1.41 GHz, 312
+ * TFLOP/s), 1024 on sm_86 (A10, A40; GeForce parts run f32 accumulation at
+ * half that), 512 on sm_89 (L40S: 142 SMs at 2.52 GHz, 181 TFLOP/s), 4096
+ * on Hopper and later (H100: 132 SMs at 1.83 GHz, 989 TFLOP/s, a wgmma
+ * rate: the mma.sync kernels of this module reach about half of it). */
 static double matrix_flops_per_clock(int cc)
 {
     if (cc >= 90) return 4096.0;
     if (cc == 80) return 2048.0;
-    if (cc >= 80) return 1024.0;
-    return 1024.0; /* Volta/Turing tensor cores, unused by these kernels */
+    if (cc >= 89) return 512.0;
+    return 1024.0; /* sm_86/87; Volta/Turing tensor cores go unused here */
 }
 
-/* f32 FMA lanes per SM: 64 on sm_80, 128 on every other recent one. */
-static double fma_lanes(int cc) { return cc == 80 ? 64.0 : 128.0; }
+/* f32 FMA lanes per SM: 64 on Volta, Turing and sm_80 (V100: 80 SMs at
+ * 1.53 GHz, 15.7 TFLOP/s; A100 19.5), 128 from sm_86 on (H100: 67). */
+static double fma_lanes(int cc) { return cc <= 80 ? 64.0 : 128.0; }
 
 static void read_caps(xattn_device *dev)
 {
@@ -143,10 +159,13 @@ static xattn_status open_stream(xattn_device *dev, const xattn_context_options *
         CUstream s = (CUstream)opts->native_queue;
         CUcontext owner = NULL;
         CUresult r = cu->StreamGetCtx(s, &owner);
-        if (r != CUDA_SUCCESS)
+        if (r != CUDA_SUCCESS) {
+            const char *name = NULL;
+            if (cu->GetErrorName(r, &name) != CUDA_SUCCESS || !name) name = "CUDA error";
             return xattn_error(XATTN_ERR_INVALID_ARGUMENT,
-                               "options.native_queue: not a CUDA stream (cuStreamGetCtx: %d)",
-                               (int)r);
+                               "options.native_queue: not a CUDA stream (cuStreamGetCtx: %s, %d)",
+                               name, (int)r);
+        }
         if (owner != dev->ctx)
             return xattn_error(XATTN_ERR_INVALID_ARGUMENT,
                                "options.native_queue: the stream belongs to another context "

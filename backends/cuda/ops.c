@@ -55,10 +55,15 @@ static xattn_status ops_get(xattn_device *dev, xattn_dtype dtype, const struct c
         if (st == XATTN_OK) st = cu_variants_load(dev, &v, n, k);
         if (st == XATTN_OK) {
             pthread_mutex_lock(&dev->lock);
-            /* Same module either way: a racing thread stores the same values. */
-            dev->ops->kv_append[dtype] = k[0][0];
-            dev->ops->merge[dtype] = k[0][1];
-            dev->ops->ready[dtype] = 1;
+            /* A racing thread got the same module and stored the same
+             * kernels; storing only the first time keeps the table
+             * unwritten once a reader has seen it ready (readers use it
+             * without the lock). */
+            if (!dev->ops->ready[dtype]) {
+                dev->ops->kv_append[dtype] = k[0][0];
+                dev->ops->merge[dtype] = k[0][1];
+                dev->ops->ready[dtype] = 1;
+            }
             pthread_mutex_unlock(&dev->lock);
         }
     }

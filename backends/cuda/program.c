@@ -24,6 +24,7 @@ enum {
     MAX_CUBIN = 256 << 20,
     MAX_OPTIONS = 64,         /* -D options of one variant */
     STATIC_SMEM_LIMIT = 48 << 10, /* dynamic shared memory without opting in */
+    MAX_GRID_YZ = 65535,      /* gridDim.y and gridDim.z */
 };
 
 struct cu_module_entry {
@@ -279,7 +280,9 @@ xattn_status cu_kernel_get(xattn_device *dev, CUmodule m, const char *name, size
         return xattn_error(XATTN_ERR_UNSUPPORTED,
                            "cuda: kernel %s launched with %u threads per block, it allows %d "
                            "(registers) on %s", name, threads, max_threads, dev->name);
-    if (smem > STATIC_SMEM_LIMIT)
+    /* Without opting in, dynamic shared memory is capped at 48 KiB less the
+     * kernel's static shared memory, so the sum decides, not smem alone. */
+    if (smem + (size_t)static_smem > STATIC_SMEM_LIMIT)
         CU_TRY(cu, cu->FuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                         (int)smem));
     out->fn = fn;
@@ -311,6 +314,12 @@ xattn_status cu_launch(xattn_device *dev, const cu_kernel *k, unsigned gx, unsig
 {
     if (gx == 0 || gy == 0 || gz == 0) return XATTN_OK; /* nothing to do */
     if (!k->fn) return xattn_error(XATTN_ERR_INTERNAL, "cuda: launch of a kernel not loaded");
+    /* The driver's limits on y and z; x goes to 2^31 - 1. A caller past
+     * them gets a message that names the grid instead of
+     * CUDA_ERROR_INVALID_VALUE. */
+    if (gx > INT32_MAX || gy > MAX_GRID_YZ || gz > MAX_GRID_YZ)
+        return xattn_error(XATTN_ERR_UNSUPPORTED, "cuda: a grid of %u x %u x %u blocks is over "
+                           "the device's limits (2^31 - 1 x 65535 x 65535)", gx, gy, gz);
     CUresult r = dev->cu->LaunchKernel(k->fn, gx, gy, gz, k->threads, 1, 1, k->smem, dev->stream,
                                        args, NULL);
     if (r != CUDA_SUCCESS) return cu_fail(dev->cu, r, "cuLaunchKernel");

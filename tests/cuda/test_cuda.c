@@ -91,6 +91,19 @@ static void test_nvrtc_missing(void **state)
     assert_non_null(strstr(out, "XATTN_NVRTC_PATH"));
 }
 
+/* Both missing: the reason names both, so one install does not reveal the
+ * next missing piece. */
+static void test_both_missing(void **state)
+{
+    (void)state;
+    char out[1100];
+    probe_in_child("/nonexistent/libcuda.so.1", "/nonexistent/libnvrtc.so.13", out, sizeof out);
+    printf("    %s\n", out);
+    assert_true(!strncmp(out, "0|", 2));
+    assert_non_null(strstr(out, "runtime library missing"));
+    assert_non_null(strstr(out, "NVRTC missing"));
+}
+
 /* On the emulated device, in this process: caps, and a MoE plan compiles. */
 static void test_emulated_device(void **state)
 {
@@ -149,6 +162,7 @@ int main(void)
         cmocka_unit_test(test_driver_missing),
         cmocka_unit_test(test_stub_driver),
         cmocka_unit_test(test_nvrtc_missing),
+        cmocka_unit_test(test_both_missing),
         cmocka_unit_test(test_emulated_device),
     };
     return cmocka_run_group_tests_name("cuda-module", tests, NULL, NULL);
