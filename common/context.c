@@ -245,7 +245,7 @@ xattn_status xattn_context_measure_ceilings(xattn_context *ctx, xattn_ceilings *
     memset(out, 0, sizeof *out);
     if (!ctx->vt->measure_ceilings)
         return xattn_error(XATTN_ERR_UNSUPPORTED,
-                           "%s backend: no device ceilings (measured by the caller instead)",
+                           "%s backend: no ceiling kernels on the device",
                            ctx->vt->name);
     xattn_status st = ctx->vt->measure_ceilings(ctx->dev, out);
     if (st != XATTN_OK) memset(out, 0, sizeof *out);
