@@ -101,7 +101,7 @@ typedef struct xattn_ceiling {
     double rate;               /* the best repeat: FLOP/s or bytes/s; 0: not measured */
     double median;             /* the median repeat */
     int32_t repeats;
-    char method[96];           /* what ran: "copy 2 x 256 MiB, 16-byte loads, ..." */
+    char method[96];           /* what ran: "copy 256 MiB to 256 MiB, 16-byte loads, ..." */
 } xattn_ceiling;
 
 /* The ceilings of a device as its own kernels reach them: other load only
