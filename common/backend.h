@@ -10,7 +10,7 @@
 #include "xattn_attn.h"
 #include "xattn_moe.h"
 
-#define XATTN_BACKEND_ABI_VERSION 4u
+#define XATTN_BACKEND_ABI_VERSION 5u
 #define XATTN_BACKEND_ENTRY_SYMBOL "xattn_backend_entry"
 
 typedef struct xattn_device xattn_device; /* backend-defined */
@@ -96,6 +96,24 @@ typedef struct xattn_moe_launch {
     int64_t b1_se, b2_se;      /* per expert */
 } xattn_moe_launch;
 
+/* One ceiling measured on the device (measure_ceilings, ABI 5). */
+typedef struct xattn_ceiling {
+    double rate;               /* the best repeat: FLOP/s or bytes/s; 0: not measured */
+    double median;             /* the median repeat */
+    int32_t repeats;
+    char method[96];           /* what ran: "copy 256 MiB to 256 MiB, 16-byte loads, ..." */
+} xattn_ceiling;
+
+/* The ceilings of a device as its own kernels reach them: other load only
+ * ever lowers a rate, so rate is the best repeat. */
+typedef struct xattn_ceilings {
+    xattn_ceiling bytes_per_s;  /* device-memory copy: bytes read + bytes written */
+    xattn_ceiling flops_f32;    /* f32 FMA loop; an FMA counts 2 FLOPs */
+    xattn_ceiling flops_matrix; /* matrix-unit loop in matrix_dtype; rate 0: none */
+    xattn_dtype matrix_dtype;   /* f16 or bf16 when flops_matrix was measured */
+    double seconds;             /* wall time of the whole measurement */
+} xattn_ceilings;
+
 struct xattn_plan;
 struct xattn_moe_plan;
 
@@ -145,6 +163,14 @@ typedef struct xattn_backend_vtable {
     /* Launch one primitive: no allocation, no compilation, no host sync. */
     xattn_status (*moe_run)(xattn_device *dev, const struct xattn_moe_plan *plan,
                             const void *state, xattn_moe_op op, const xattn_moe_launch *l);
+
+    /* ---- ABI 5: device ceilings ---- */
+    /* Measure the device's copy bandwidth and FLOP rates with kernels written
+     * to reach them, for `xattn bench` (never called from a run path): it
+     * allocates and compiles, waits for the queue, and takes about a second
+     * on a GPU. Fills *out (zeroed first). NULL: the backend has none (the
+     * cpu backend; the tool measures the host itself). */
+    xattn_status (*measure_ceilings)(xattn_device *dev, xattn_ceilings *out);
 } xattn_backend_vtable;
 
 typedef const xattn_backend_vtable *(*xattn_backend_entry_fn)(void);

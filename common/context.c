@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "ceilings.h"
 #include "context.h"
 #include "error.h"
 #include "native.h"
@@ -234,6 +235,21 @@ xattn_status xattn_context_synchronize(xattn_context *ctx)
     xattn_error_clear();
     if (!ctx) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "ctx: must not be NULL");
     return ctx->vt->synchronize(ctx->dev);
+}
+
+xattn_status xattn_context_measure_ceilings(xattn_context *ctx, xattn_ceilings *out)
+{
+    xattn_error_clear();
+    if (!ctx) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "ctx: must not be NULL");
+    if (!out) return xattn_error(XATTN_ERR_INVALID_ARGUMENT, "out: must not be NULL");
+    memset(out, 0, sizeof *out);
+    if (!ctx->vt->measure_ceilings)
+        return xattn_error(XATTN_ERR_UNSUPPORTED,
+                           "%s backend: no ceiling kernels on the device",
+                           ctx->vt->name);
+    xattn_status st = ctx->vt->measure_ceilings(ctx->dev, out);
+    if (st != XATTN_OK) memset(out, 0, sizeof *out);
+    return st;
 }
 
 /* ---- buffers ------------------------------------------------------------ */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "ceilings.h"
 #include "commands.h"
 #include "half.h"
 #include "opts.h"
@@ -291,8 +292,11 @@ static void usage(FILE *f)
         "2*rows*(2I*H + H*I) over the real rows (padding not counted); route,\n"
         "dispatch and combine bytes = each input read once + each output written\n"
         "once (the table says which). FLOP and byte counts are exact integers.\n"
-        "The ceilings are measured on this host for CPU-style devices and taken from\n"
-        "the backend's caps (estimates) for GPUs.\n");
+        "Ceilings: for a CPU-style device (the cpu backend, OpenCL on PoCL) an FMA\n"
+        "loop and a streaming read on this host; for a GPU-style device the\n"
+        "backend's own kernels on the device (a copy, an f32 FMA loop, and a\n"
+        "matrix-unit loop where it has one: CUDA bf16 mma.sync), about a second;\n"
+        "the backend's caps (estimates, labelled so) when it has no such kernels.\n");
 }
 
 /* The memory one MoE layer's weights may take in a full run without
@@ -623,14 +627,59 @@ static int open_context(const bench_options *o, xattn_context **ctx)
 
 /* ---- ceilings ----------------------------------------------------------------- */
 
-static int measure_ceilings(const bench_options *o, const xattn_device_caps *caps,
-                            bench_ceilings *c)
+/* One rate of the backend's measurement in the bench's form. */
+static void rate_from_device(const xattn_ceiling *in, xattn_bench_rate *out)
+{
+    memset(out, 0, sizeof *out);
+    out->rate = in->median;
+    out->best = in->rate;
+    out->repeats = in->repeats;
+    out->threads = 0; /* the device's own, not this host's */
+    snprintf(out->method, sizeof out->method, "%s", in->method);
+}
+
+/* A GPU's ceilings from the backend's own kernels (a copy, an FMA loop and
+ * a matrix-unit loop where it has them). Returns -1 with c->caps_reason
+ * when the backend measures none or the measurement failed. */
+static int device_ceilings(const bench_options *o, xattn_context *ctx, bench_ceilings *c)
+{
+    xattn_bench_show_progress("ceiling: measuring on the device", 0, 1, (void *)o);
+    xattn_ceilings d;
+    xattn_status st = xattn_context_measure_ceilings(ctx, &d);
+    xattn_bench_end_progress(o);
+    if (st != XATTN_OK) {
+        const char *why = xattn_last_error();
+        snprintf(c->caps_reason, sizeof c->caps_reason, "%s: %s", xattn_status_string(st),
+                 why && *why ? why : "(no detail message)");
+        if (st != XATTN_ERR_UNSUPPORTED)
+            fprintf(stderr, "xattn bench: device ceilings failed (%s); using the caps "
+                            "estimates\n", c->caps_reason);
+        return -1;
+    }
+    c->source = CEILINGS_DEVICE;
+    rate_from_device(&d.flops_f32, &c->flops);
+    rate_from_device(&d.bytes_per_s, &c->copy);
+    rate_from_device(&d.flops_matrix, &c->matrix);
+    c->matrix_dtype = d.flops_matrix.rate > 0 ? xattn_dtype_name(d.matrix_dtype) : NULL;
+    c->device_seconds = d.seconds;
+    /* f16/bf16 run on the matrix units where the backend measured them
+     * (one rate for f16 and bf16: the units run both alike), else on FMAs
+     * in f32 (the OpenCL kernels); a GPU's traffic is held against its copy
+     * rate. */
+    c->flop_rate = o->dtype != XATTN_F32 && c->matrix.best > 0 ? c->matrix.best : c->flops.best;
+    c->byte_rate = c->copy.best;
+    return 0;
+}
+
+static int measure_ceilings(const bench_options *o, xattn_context *ctx,
+                            const xattn_device_caps *caps, bench_ceilings *c)
 {
     memset(c, 0, sizeof *c);
     if (caps->style != XATTN_DEVICE_STYLE_CPU) {
-        /* A GPU's own ceilings need device kernels that the public API does
-         * not expose; use the backend's estimates and say so. */
-        c->measured = 0;
+        if (device_ceilings(o, ctx, c) == 0) return 0;
+        /* The backend has no ceiling kernels (or they failed): use its
+         * estimates and say so. */
+        c->source = CEILINGS_CAPS;
         c->flop_rate = o->dtype == XATTN_F32 ? caps->peak_flops_f32 : caps->peak_flops_f16;
         c->byte_rate = caps->peak_bytes_per_s;
         return 0;
@@ -642,7 +691,7 @@ static int measure_ceilings(const bench_options *o, const xattn_device_caps *cap
                              : (caps->compute_units ? (int)caps->compute_units
                                                     : omp_get_max_threads());
     int repeats = o->repeats > CEILING_MIN_REPEATS ? o->repeats : CEILING_MIN_REPEATS;
-    c->measured = 1;
+    c->source = CEILINGS_HOST;
     xattn_bench_flops_f32(threads, repeats, &c->flops, xattn_bench_show_progress, (void *)o);
     if (xattn_bench_bytes(threads, repeats, o->bandwidth_bytes, &c->read, &c->copy,
                           xattn_bench_show_progress, (void *)o)) {
@@ -885,11 +934,17 @@ const char *xattn_bench_bound(const bench_ceilings *c, double flop, double bytes
 static void print_ceiling(const char *label, const xattn_bench_rate *r, double unit,
                           const char *unit_name, const char *note)
 {
-    char med[32], best[32];
-    snprintf(med, sizeof med, "%.1f %s", r->rate / unit, unit_name);
-    snprintf(best, sizeof best, "%.1f %s", r->best / unit, unit_name);
-    printf("%-16s %14s %14s  %s, %d thread%s%s\n", label, best, med, r->method, r->threads,
-           r->threads == 1 ? "" : "s", note);
+    char med[32], best[32], threads[32] = "";
+    if (r->best > 0) {
+        snprintf(med, sizeof med, "%.1f %s", r->rate / unit, unit_name);
+        snprintf(best, sizeof best, "%.1f %s", r->best / unit, unit_name);
+    } else {
+        snprintf(med, sizeof med, "-");
+        snprintf(best, sizeof best, "-");
+    }
+    if (r->threads) /* host probes; a device's kernels have no thread count here */
+        snprintf(threads, sizeof threads, ", %d thread%s", r->threads, r->threads == 1 ? "" : "s");
+    printf("%-16s %14s %14s  %s%s%s\n", label, best, med, r->method, threads, note);
 }
 
 /* The bytes/s a workload is compared with: the best read pass of its own
@@ -981,16 +1036,31 @@ static void print_table(const bench_options *o, xattn_context *ctx, const bench_
     const char *note = xattn_bench_build_note();
     if (note) printf("warning: %s\n\n", note);
     if (o->ceilings) {
-        if (c->measured) {
+        if (c->source == CEILINGS_HOST) {
+            printf("ceilings: measured on this host (the device is this CPU)\n");
             printf("%-16s %14s %14s  %s\n", "ceiling", "best (used)", "median",
                    "measured with");
             print_ceiling("FLOP/s (f32)", &c->flops, FLOPS_PER_GFLOP, "GFLOP/s", "");
             print_ceiling("bytes/s", &c->read, BYTES_PER_GB, "GB/s", "");
             print_ceiling("bytes/s (copy)", &c->copy, BYTES_PER_GB, "GB/s", " (for reference)");
+        } else if (c->source == CEILINGS_DEVICE) {
+            printf("ceilings: measured on the device by the %s backend's kernels (%.2f s)\n",
+                   xattn_context_backend_name(ctx), c->device_seconds);
+            printf("%-16s %14s %14s  %s\n", "ceiling", "best", "median", "measured with");
+            int matrix_used = o->dtype != XATTN_F32 && c->matrix.best > 0;
+            print_ceiling("FLOP/s (f32)", &c->flops, FLOPS_PER_GFLOP, "GFLOP/s",
+                          matrix_used ? "" : " (used)");
+            char label[32];
+            snprintf(label, sizeof label, "FLOP/s (%s)", c->matrix_dtype ? c->matrix_dtype
+                                                                          : "matrix");
+            print_ceiling(label, &c->matrix, FLOPS_PER_GFLOP, "GFLOP/s",
+                          matrix_used ? " (used)" : "");
+            print_ceiling("bytes/s (copy)", &c->copy, BYTES_PER_GB, "GB/s", " (used)");
         } else {
             printf("ceilings: estimates from the backend's caps (not measured):\n");
             printf("  FLOP/s %.1f GFLOP/s, bytes/s %.1f GB/s\n", c->flop_rate / FLOPS_PER_GFLOP,
                    c->byte_rate / BYTES_PER_GB);
+            if (c->caps_reason[0]) printf("  not measured: %s\n", c->caps_reason);
         }
         printf("\n");
     }
@@ -1037,7 +1107,10 @@ static void json_rate(xattn_json *j, const char *key, const xattn_bench_rate *r)
     xattn_json_double(j, "median", r->rate);
     xattn_json_double(j, "best", r->best);
     xattn_json_int(j, "repeats", r->repeats);
-    xattn_json_int(j, "threads", r->threads);
+    if (r->threads)
+        xattn_json_int(j, "threads", r->threads);
+    else
+        xattn_json_null(j, "threads"); /* a device's kernels */
     xattn_json_string(j, "method", r->method);
     xattn_json_object_end(j);
 }
@@ -1130,13 +1203,27 @@ static void print_json(const bench_options *o, xattn_context *ctx, const bench_c
             xattn_json_null(&j, "ceilings");
         } else {
             xattn_json_object_begin(&j, "ceilings");
-            xattn_json_string(&j, "source", c->measured ? "measured" : "caps-estimate");
+            xattn_json_string(&j, "source", c->source == CEILINGS_HOST     ? "host"
+                                            : c->source == CEILINGS_DEVICE ? "device"
+                                                                           : "caps-estimate");
             xattn_json_double(&j, "flops", c->flop_rate);
             xattn_json_double(&j, "bytes_per_s", c->byte_rate);
-            if (c->measured) {
+            if (c->source == CEILINGS_HOST) {
                 json_rate(&j, "flops_f32", &c->flops);
                 json_rate(&j, "read_bytes_per_s", &c->read);
                 json_rate(&j, "copy_bytes_per_s", &c->copy);
+            } else if (c->source == CEILINGS_DEVICE) {
+                xattn_json_double(&j, "seconds", c->device_seconds);
+                json_rate(&j, "flops_f32", &c->flops);
+                if (c->matrix.best > 0) {
+                    json_rate(&j, "flops_matrix", &c->matrix);
+                    xattn_json_string(&j, "matrix_dtype", c->matrix_dtype);
+                } else {
+                    xattn_json_null(&j, "flops_matrix");
+                }
+                json_rate(&j, "copy_bytes_per_s", &c->copy);
+            } else if (c->caps_reason[0]) {
+                xattn_json_string(&j, "not_measured", c->caps_reason);
             }
             xattn_json_object_end(&j);
         }
@@ -1214,7 +1301,7 @@ int xattn_cmd_bench(int argc, char **argv)
 
     bench_ceilings ceil;
     memset(&ceil, 0, sizeof ceil);
-    if (o.ceilings && measure_ceilings(&o, &caps, &ceil)) {
+    if (o.ceilings && measure_ceilings(&o, ctx, &caps, &ceil)) {
         xattn_context_destroy(&ctx);
         free_cases(cases, n);
         return 1;

@@ -63,10 +63,21 @@ typedef struct bench_options {
 
 typedef enum bench_status { RUN_OK, RUN_UNSUPPORTED, RUN_ERROR } bench_status;
 
+/* Where the ceilings come from. */
+typedef enum bench_ceiling_source {
+    CEILINGS_CAPS = 0, /* estimates from the backend's caps, not measured */
+    CEILINGS_HOST,     /* measured on this host: the device is this CPU */
+    CEILINGS_DEVICE,   /* measured on the device by the backend's own kernels */
+} bench_ceiling_source;
+
 typedef struct bench_ceilings {
-    int measured; /* 1: this host, 0: backend caps estimates */
-    xattn_bench_reader *reader; /* measured: the read probe kept for the windows */
-    xattn_bench_rate flops, read, copy;
+    bench_ceiling_source source;
+    xattn_bench_reader *reader; /* host: the read probe kept for the windows */
+    xattn_bench_rate flops, read, copy; /* host: all three; device: flops and copy */
+    xattn_bench_rate matrix;    /* device: the matrix-unit loop (rate 0: none) */
+    const char *matrix_dtype;   /* device: what the matrix loop ran ("bf16"), or NULL */
+    double device_seconds;      /* device: how long the backend's measurement took */
+    char caps_reason[256];      /* caps: why nothing was measured */
     double flop_rate, byte_rate; /* the denominators of the % columns */
 } bench_ceilings;
 

@@ -186,6 +186,10 @@ step_bench() {
     local common=(--dtype bf16 --repeats "${BENCH_REPEATS:-10}" --warmup 2)
     for b in $(gpu_backends); do
         note "bench $b"
+        # The device's own ceilings (copy, FMA loop, bf16 mma.sync on cuda):
+        # the denominators of the decode target and of every % column.
+        run_logged "bench-$b-ceilings" "$xattn" bench --backend "$b" --dtype bf16 \
+            --workload ceilings
         run_logged "bench-$b-prefill" "$xattn" bench --backend "$b" "${common[@]}" \
             --workload prefill --batch 1 --sq 8192 --sk 8192 --hq 32 --hkv 32 --d 128
         for sk in 4096 65536; do

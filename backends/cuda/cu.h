@@ -58,6 +58,14 @@ typedef struct cu_api {
     CUresult (*GetErrorName)(CUresult, const char **);
     CUresult (*GetErrorString)(CUresult, const char **);
     int driver_version;        /* cuDriverGetVersion, e.g. 13000 */
+    /* Events, for the ceilings' timing (ceilings.c). Optional: all NULL when
+     * the driver lacks one of them (the emulator); the ceilings then time
+     * with the host clock. */
+    CUresult (*EventCreate)(CUevent *, unsigned int);
+    CUresult (*EventDestroy)(CUevent);                              /* _v2 */
+    CUresult (*EventRecord)(CUevent, CUstream);
+    CUresult (*EventSynchronize)(CUevent);
+    CUresult (*EventElapsedTime)(float *, CUevent, CUevent);        /* v1: every 12.x driver */
 } cu_api;
 
 /* NVRTC's entry points. Filled once by cu_nvrtc_load(). */
@@ -257,6 +265,21 @@ xattn_status cu_variants_load(xattn_device *dev, const cu_variant *v, int n,
  * cu_enter. Thread-safety: safe (the driver serialises per stream). */
 xattn_status cu_launch(xattn_device *dev, const cu_kernel *k, unsigned gx, unsigned gy,
                        unsigned gz, void **args);
+
+/* ---- device ceilings (ceilings.c) ----------------------------------------- */
+
+/* The ceiling kernels for a device with caps: one variant of
+ * kernels/ceilings.cu (ceiling_copy, ceiling_fma, and ceiling_mma_bf16 where
+ * caps has bf16 matrix units). Pure, like the other variant functions. */
+xattn_status cu_ceilings_variants(const xattn_device_caps *caps, cu_variant *out, int *n);
+
+/* The vtable's measure_ceilings: copy bandwidth, the f32 FMA rate and the
+ * bf16 mma.sync rate (flops_matrix; 0 before sm_80). Waits for dev's stream;
+ * allocates two copy arrays of up to 512 MiB and frees them. Errors:
+ * XATTN_ERR_COMPILE, XATTN_ERR_OUT_OF_MEMORY, XATTN_ERR_DEVICE. Call inside
+ * cu_enter. Thread-safety: safe; work queued meanwhile by other threads
+ * lowers the rates. */
+xattn_status cu_measure_ceilings(xattn_device *dev, xattn_ceilings *out);
 
 /* ---- primitives (one file each) ------------------------------------------- */
 

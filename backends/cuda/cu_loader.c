@@ -94,6 +94,23 @@ static void driver_load(void)
         dlclose(lib);
         return;
     }
+    /* Optional entry points (the ceilings' events): all or none. */
+    static const symbol optional[] = {
+#define SYM(f, name) {name, offsetof(cu_api, f)}
+        SYM(EventCreate, "cuEventCreate"),
+        SYM(EventDestroy, "cuEventDestroy_v2"),
+        SYM(EventRecord, "cuEventRecord"),
+        SYM(EventSynchronize, "cuEventSynchronize"),
+        SYM(EventElapsedTime, "cuEventElapsedTime"),
+#undef SYM
+    };
+    if (resolve(lib, optional, XATTN_ARRAY_SIZE(optional), &driver)) {
+        driver.EventCreate = NULL;
+        driver.EventDestroy = NULL;
+        driver.EventRecord = NULL;
+        driver.EventSynchronize = NULL;
+        driver.EventElapsedTime = NULL;
+    }
     CUresult r = driver.Init(0);
     if (r != CUDA_SUCCESS) {
         /* A stub driver cannot name its own errors. */

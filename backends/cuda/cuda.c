@@ -361,6 +361,14 @@ static xattn_status moe_run(xattn_device *dev, const struct xattn_moe_plan *plan
     return st;
 }
 
+static xattn_status measure_ceilings(xattn_device *dev, xattn_ceilings *out)
+{
+    XATTN_TRY(cu_enter(dev));
+    xattn_status st = cu_measure_ceilings(dev, out);
+    cu_leave(dev);
+    return st;
+}
+
 static const xattn_backend_vtable cu_vtable = {
     .abi_version = XATTN_BACKEND_ABI_VERSION,
     .name = "cuda",
@@ -381,6 +389,7 @@ static const xattn_backend_vtable cu_vtable = {
     .moe_prepare = moe_prepare,
     .moe_release = moe_release,
     .moe_run = moe_run,
+    .measure_ceilings = measure_ceilings,
 };
 
 XATTN_API const xattn_backend_vtable *xattn_backend_entry(void);

@@ -171,6 +171,15 @@ int ocl_options_add(char *buf, size_t size, const char *fmt, ...) XATTN_PRINTF(3
  * for dtype under macro prefix: "IO" and f16 give " -DIO=f16 -DIO_F16=1". */
 int ocl_options_dtype(char *buf, size_t size, const char *prefix, xattn_dtype dtype);
 
+/* ---- device ceilings (ceilings.c) ----------------------------------------- */
+
+/* The vtable's measure_ceilings: copy bandwidth and the f32 FMA rate from
+ * kernels/ceilings.cl (flops_matrix 0). Waits for the queue; allocates two
+ * copy arrays of up to 256 MiB and frees them. Errors: XATTN_ERR_COMPILE,
+ * XATTN_ERR_OUT_OF_MEMORY, XATTN_ERR_DEVICE. Thread-safety: safe; work
+ * queued meanwhile by other threads lowers the rates. */
+xattn_status ocl_measure_ceilings(xattn_device *dev, xattn_ceilings *out);
+
 /* ---- primitives (one file each) ------------------------------------------- */
 
 /* kv_append, merge_states (ops.c): built on first use per device. */

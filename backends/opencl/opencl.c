@@ -421,6 +421,7 @@ static const xattn_backend_vtable ocl_vtable = {
     .moe_prepare = ocl_moe_prepare,
     .moe_release = ocl_moe_release,
     .moe_run = ocl_moe_run,
+    .measure_ceilings = ocl_measure_ceilings,
 };
 
 XATTN_API const xattn_backend_vtable *xattn_backend_entry(void);

@@ -5,7 +5,8 @@
  * (attention, the expert GEMMs) fails the test.
  *
  * The variants come from the module's own cu_attn_variants,
- * cu_moe_variants and cu_ops_variants (backends/cuda, linked in as a static library), so this
+ * cu_moe_variants, cu_ops_variants and cu_ceilings_variants (backends/cuda,
+ * linked in as a static library), so this
  * compiles exactly what prepare would. Duplicates (the same source and
  * options) are compiled once per architecture, on a few threads. The
  * ptxas report that -Xptxas=-v puts in the program log gives each
@@ -156,6 +157,10 @@ static int collect(const char *preset, const char *arch)
         }
         for (int j = 0; j < n; j++) add_job(&v[j], arch);
     }
+    /* The bench's ceiling kernels (a spill would lower the ceiling). */
+    if (cu_ceilings_variants(&caps, v, &n) != XATTN_OK) bad++;
+    else
+        for (int j = 0; j < n; j++) add_job(&v[j], arch);
     return bad;
 }
 

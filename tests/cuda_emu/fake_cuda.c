@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -268,5 +269,61 @@ EXPORT CUresult cuGetErrorString(CUresult r, const char **s)
 {
     (void)r;
     *s = "reported by the xemu fake driver";
+    return CUDA_SUCCESS;
+}
+
+/* ---- events (the CUDA module's ceilings time with them) -------------------
+ * Launches run synchronously, so an event records the host's monotonic
+ * clock when it is recorded; synchronising on one has nothing to wait for. */
+
+typedef struct fake_event {
+    double seconds;
+    int recorded;
+} fake_event;
+
+static double monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+EXPORT CUresult cuEventCreate(CUevent *e, unsigned int flags)
+{
+    (void)flags;
+    fake_event *f = calloc(1, sizeof *f);
+    if (!f) return CUDA_ERROR_OUT_OF_MEMORY;
+    *e = (CUevent)f;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuEventDestroy_v2(CUevent e)
+{
+    free(e);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuEventRecord(CUevent e, CUstream s)
+{
+    (void)s;
+    fake_event *f = (fake_event *)e;
+    if (!f) return CUDA_ERROR_INVALID_VALUE;
+    f->seconds = monotonic_seconds();
+    f->recorded = 1;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuEventSynchronize(CUevent e) { return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE; }
+
+/* The module resolves the first version, which every 12.x driver has;
+ * cuda.h renames the call to cuEventElapsedTime_v2. */
+#undef cuEventElapsedTime
+EXPORT CUresult cuEventElapsedTime(float *ms, CUevent start, CUevent stop);
+EXPORT CUresult cuEventElapsedTime(float *ms, CUevent start, CUevent stop)
+{
+    const fake_event *a = (const fake_event *)start, *b = (const fake_event *)stop;
+    if (!ms || !a || !b) return CUDA_ERROR_INVALID_VALUE;
+    if (!a->recorded || !b->recorded) return CUDA_ERROR_NOT_READY;
+    *ms = (float)(1e3 * (b->seconds - a->seconds));
     return CUDA_SUCCESS;
 }

@@ -4,8 +4,9 @@
 that parses strictly with counts as exact integers, and `xattn info` saying
 why a backend module is absent.
 
-usage: test_cli.py XATTN_EXE NAME=STATE...
+usage: test_cli.py XATTN_EXE [--fake-hip-dir=DIR] NAME=STATE...
   STATE per backend module, from meson: built, not-in-version, not-built
+  DIR holds the test-only fake module (tests/api) as libxattn-hip.so
 """
 import json
 import os
@@ -13,7 +14,9 @@ import subprocess
 import sys
 
 XATTN = sys.argv[1]
-MODULE_STATES = dict(a.split("=", 1) for a in sys.argv[2:])
+FAKE_HIP_DIR = next((a.split("=", 1)[1] for a in sys.argv[2:]
+                     if a.startswith("--fake-hip-dir=")), None)
+MODULE_STATES = dict(a.split("=", 1) for a in sys.argv[2:] if not a.startswith("--"))
 # Nothing from the caller's shell: each run names what it needs.
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("XATTN_")}
 ENV["XATTN_BACKEND"] = "cpu"
@@ -199,6 +202,74 @@ if full:
     expect(len(names) >= 3 and "mixtral-8x7b" in names, f"--full MoE presets: {names}")
     p = next(x for x in full["workloads"] if x["name"] == "prefill")
     expect(p["seqlen_q"] == 4096, "--full prefill length")
+
+# ---- bench ceilings: where they come from -----------------------------------
+
+def check_rate(r, what, threads):
+    if not isinstance(r, dict):
+        fail(f"{what}: {r!r}")
+        return
+    expect(r["best"] > 0 and 0 < r["median"] <= r["best"], f"{what}: best {r['best']}, "
+           f"median {r['median']}")
+    expect(type(r["repeats"]) is int and r["repeats"] >= 1, f"{what} repeats")
+    expect((type(r["threads"]) is int) if threads else r["threads"] is None,
+           f"{what} threads: {r['threads']!r}")
+    expect(isinstance(r["method"], str) and r["method"], f"{what} method")
+
+
+# The cpu backend: an FMA loop and a read on this host.
+b = parse(run("bench", "--workload", "ceilings", "--json", "--bandwidth-mib", "16",
+              "--repeats", "1"), "bench ceilings --json on cpu")
+if b:
+    c = b["ceilings"]
+    expect(c["source"] == "host", f"cpu ceilings source: {c['source']!r}")
+    check_rate(c.get("flops_f32"), "cpu flops_f32", True)
+    check_rate(c.get("read_bytes_per_s"), "cpu read_bytes_per_s", True)
+    expect(c["flops"] == c["flops_f32"]["best"] and
+           c["bytes_per_s"] == c["read_bytes_per_s"]["best"], "cpu ceilings used: the best")
+    expect(b["workloads"] == [], "--workload ceilings runs no workload")
+p = run("bench", "--workload", "ceilings", "--bandwidth-mib", "16", "--repeats", "1")
+expect("ceilings: measured on this host" in p.stdout, f"cpu ceilings table:\n{p.stdout}")
+b = parse(run("bench", "--workload", "ceilings", "--json", "--no-ceilings"),
+          "bench --no-ceilings --json")
+if b:
+    expect(b["ceilings"] is None, "--no-ceilings: ceilings null")
+
+# A GPU-style backend without ceiling kernels: the caps' estimates, labelled.
+if FAKE_HIP_DIR:
+    fake = {"XATTN_BACKEND": "hip", "XATTN_BACKEND_DIR": FAKE_HIP_DIR}
+    b = parse(run("bench", "--workload", "ceilings", "--json", env=fake),
+              "bench ceilings --json on the fake module")
+    if b:
+        c = b["ceilings"]
+        expect(c["source"] == "caps-estimate", f"fake module ceilings source: {c['source']!r}")
+        expect(c["flops"] > 0 and c["bytes_per_s"] > 0, "fake module: caps estimates")
+        expect("flops_f32" not in c and "no ceiling kernels" in c.get("not_measured", ""),
+               f"fake module: says why it did not measure: {c}")
+    p = run("bench", "--workload", "ceilings", env=fake)
+    expect("ceilings: estimates from the backend's caps (not measured)" in p.stdout,
+           f"fake module ceilings table:\n{p.stdout}")
+
+# OpenCL planned GPU-style (PoCL here): the module's copy and FMA kernels on
+# the device, no matrix loop (OpenCL C has none).
+opencl = info and next((x for x in info["backends"] if x["name"] == "opencl"), None)
+if opencl and opencl["available"]:
+    gpu = {"XATTN_BACKEND": "opencl", "XATTN_OPENCL_STYLE": "gpu"}
+    b = parse(run("bench", "--workload", "ceilings", "--json", env=gpu),
+              "bench ceilings --json on opencl, GPU style")
+    if b:
+        c = b["ceilings"]
+        expect(c["source"] == "device", f"opencl gpu-style ceilings source: {c['source']!r}")
+        check_rate(c.get("flops_f32"), "opencl flops_f32", False)
+        check_rate(c.get("copy_bytes_per_s"), "opencl copy_bytes_per_s", False)
+        if c["source"] == "device":
+            expect(c["flops_matrix"] is None, f"opencl flops_matrix: {c['flops_matrix']!r}")
+            expect(c["flops"] == c["flops_f32"]["best"] and
+                   c["bytes_per_s"] == c["copy_bytes_per_s"]["best"], "opencl ceilings used")
+            expect(0 < c["seconds"] < 60, f"opencl ceilings took {c['seconds']} s")
+    p = run("bench", "--workload", "ceilings", env=gpu)
+    expect("ceilings: measured on the device by the opencl backend's kernels" in p.stdout,
+           f"opencl gpu-style ceilings table:\n{p.stdout}")
 
 print(f"{len(FAILURES)} failure(s)")
 sys.exit(1 if FAILURES else 0)
