@@ -24,6 +24,9 @@
  * complete (some threads exited or wait at another barrier) fails the
  * launch with a message on stderr rather than hanging. */
 #pragma once
+/* Fibers switch with _setjmp/_longjmp between stacks, which the fortified
+ * longjmp (a check that the target frame is on the current stack) refuses. */
+#undef _FORTIFY_SOURCE
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
@@ -31,6 +34,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <sys/mman.h>
+#include <setjmp.h>
 #include <ucontext.h>
 #include <unistd.h>
 #include <utility>
@@ -53,7 +57,9 @@ enum wait_kind { RUNNING = 0, AT_BLOCK = 1, AT_WARP = 2, DONE = 3 };
 enum warp_op { OP_SYNCWARP, OP_SHFL, OP_BALLOT, OP_MMA, OP_LDMATRIX };
 
 struct fiber {
-    ucontext_t ctx;
+    ucontext_t ctx; /* to start it */
+    jmp_buf jb;     /* where it waits, once started */
+    bool started;
     xemu_dim3 tid;
     int state;
     int op;         /* warp_op, at a warp barrier */
@@ -65,6 +71,7 @@ struct fiber {
 static fiber *fibers;
 static int nthreads, cur;
 static ucontext_t sched;
+static jmp_buf sched_jb;
 static xemu_dim3 grid_dim, block_dim, block_idx;
 static unsigned char *dyn_smem;
 static unsigned dyn_smem_bytes;
@@ -99,11 +106,29 @@ static bool stacks_for(int n)
     return true;
 }
 
+/* Switches: a fiber starts with swapcontext (which also switches the
+ * signal mask, a system call), then every later switch is _setjmp and
+ * _longjmp (none), so a warp operation costs no system call. */
 static void trampoline()
 {
     body(body_arg);
     fibers[cur].state = DONE;
-    swapcontext(&fibers[cur].ctx, &sched);
+    _longjmp(sched_jb, 1);
+}
+
+static void to_sched()
+{
+    if (!_setjmp(fibers[cur].jb)) _longjmp(sched_jb, 1);
+}
+
+static void resume(int i)
+{
+    cur = i;
+    if (_setjmp(sched_jb)) return;
+    fiber &f = fibers[i];
+    if (f.started) _longjmp(f.jb, 1);
+    f.started = true;
+    swapcontext(&sched, &f.ctx);
 }
 
 /* Park the running fiber at a barrier and switch to the scheduler. */
@@ -112,10 +137,10 @@ static void wait_at(int kind, int op = OP_SYNCWARP, unsigned mask = 0xffffffffu)
     fibers[cur].state = kind;
     fibers[cur].op = op;
     fibers[cur].mask = mask;
-    swapcontext(&fibers[cur].ctx, &sched);
+    to_sched();
     if (failed) { /* the launch was abandoned: unwind by finishing */
         fibers[cur].state = DONE;
-        swapcontext(&fibers[cur].ctx, &sched);
+        _longjmp(sched_jb, 1);
     }
 }
 
@@ -193,6 +218,7 @@ static bool run_block()
         f.tid.y = (unsigned)i / block_dim.x % block_dim.y;
         f.tid.z = (unsigned)i / (block_dim.x * block_dim.y);
         f.state = RUNNING;
+        f.started = false;
         getcontext(&f.ctx);
         f.ctx.uc_stack.ss_sp = stack_area + (size_t)i * slot + page_bytes;
         f.ctx.uc_stack.ss_size = STACK_BYTES;
@@ -208,8 +234,7 @@ static bool run_block()
         bool ran = false;
         for (int i = 0; i < nthreads; i++)
             if (fibers[i].state == RUNNING) {
-                cur = i;
-                swapcontext(&sched, &fibers[i].ctx);
+                resume(i);
                 ran = true;
             }
         if (ran) continue;
@@ -241,10 +266,7 @@ static bool run_block()
     }
     failed = true;
     for (int i = 0; i < nthreads; i++)
-        while (fibers[i].state != DONE) {
-            cur = i;
-            swapcontext(&sched, &fibers[i].ctx);
-        }
+        while (fibers[i].state != DONE) resume(i);
     return false;
 }
 
