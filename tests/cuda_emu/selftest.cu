@@ -88,6 +88,39 @@ extern "C" __global__ void t_ldmatrix_mma(const float *A, const float *B, float 
 }
 XATTN_EXPORT(t_ldmatrix_mma)
 
+/* cp.async lands at the wait that covers its group: out[lane] gets, per
+ * step, whether the two 16-byte chunks of the lane hold their data yet
+ * (bit 0: group 0, bit 1: group 1; three zero-filled chunks as group 2):
+ * after issuing (0), after wait<2> with groups 0 and 1 committed (1),
+ * after wait<1> (1), after wait<0> (3), then group 2 (zfill) after wait<0>. */
+extern "C" __global__ void t_cp_async(const u32 *src, u32 *out)
+{
+    __shared__ __align__(16) u32 s[32 * 8];
+    const int l = threadIdx.x;
+    u32 *mine = &s[l * 8];
+    for (int i = 0; i < 8; i++) mine[i] = 0xdeadbeefu;
+    cp_async16(mine, &src[l * 8]);
+    cp_async_commit();
+    cp_async16(mine + 4, &src[l * 8 + 4]);
+    cp_async_commit();
+    int step = 0;
+#define LANDED() ((mine[0] == src[l * 8] ? 1 : 0) | (mine[4] == src[l * 8 + 4] ? 2 : 0))
+    out[l * 8 + step++] = LANDED();
+    cp_async_wait<2>();
+    out[l * 8 + step++] = LANDED();
+    cp_async_wait<1>();
+    out[l * 8 + step++] = LANDED();
+    cp_async_wait<0>();
+    out[l * 8 + step++] = LANDED();
+    cp_async16_zfill(mine, src, false);
+    cp_async_commit();
+    out[l * 8 + step++] = mine[0] == 0 ? 1 : 0;
+    cp_async_wait<0>();
+    out[l * 8 + step++] = mine[0] == 0 && mine[3] == 0 ? 1 : 0;
+#undef LANDED
+}
+XATTN_EXPORT(t_cp_async)
+
 /* Shuffles and ballots over blockDim.x threads (whole warps): per thread
  * eight results, see test_xemu.c for what each must be. */
 extern "C" __global__ void t_shuffle(const float *in, float *out, unsigned *ballots, int *ints)

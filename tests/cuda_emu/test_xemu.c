@@ -182,6 +182,24 @@ static void test_mma(int bf16)
     api.MemFree(a), api.MemFree(b), api.MemFree(c), api.MemFree(d);
 }
 
+static void test_cp_async(void)
+{
+    uint32_t src[256], out[256];
+    for (int i = 0; i < 256; i++) src[i] = 0x1000u + (uint32_t)i;
+    memset(out, 0, sizeof out);
+    CUdeviceptr s = dcopy(src, sizeof src), o = dcopy(out, sizeof out);
+    void *params[] = {&s, &o};
+    CUresult r = launch(fn("t_cp_async"), 1, 1, 32, 1, 0, params);
+    hcopy(out, o, sizeof out);
+    const uint32_t want[6] = {0, 0, 1, 3, 0, 1};
+    int bad = 0;
+    for (int l = 0; l < 32; l++)
+        for (int j = 0; j < 6; j++) bad += out[l * 8 + j] != want[j];
+    check(r == CUDA_SUCCESS && !bad,
+          "cp.async lands at cp_async_wait<n> of its group (n = 2, 1, 0), zfill too");
+    api.MemFree(s), api.MemFree(o);
+}
+
 static void test_ldmatrix(void)
 {
     uint16_t M[256];
@@ -477,6 +495,7 @@ int main(int argc, char **argv)
     test_mma(0);
     test_mma(1);
     test_ldmatrix();
+    test_cp_async();
     test_shuffle();
     test_sync();
     test_atomic();

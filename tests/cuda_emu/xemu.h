@@ -109,9 +109,37 @@ static bool stacks_for(int n)
 /* Switches: a fiber starts with swapcontext (which also switches the
  * signal mask, a system call), then every later switch is _setjmp and
  * _longjmp (none), so a warp operation costs no system call. */
+/* cp.async copies not yet landed, per thread, oldest first: the 16 bytes
+ * (read from the source when issued) land at the cp_async_wait that covers
+ * their group, so a pipeline that reads a stage before waiting for it
+ * reads what was there before. Group g is the thread's g-th commit; the
+ * copies since the last commit have group == groups[thread]. */
+enum { PENDING = 64 };
+struct pending_copy {
+    unsigned char *dst;
+    unsigned char bytes[16];
+    unsigned group;
+};
+static pending_copy pending[MAX_THREADS][PENDING];
+static int npending[MAX_THREADS];
+static unsigned groups[MAX_THREADS];
+
+/* Land the copies of thread t in groups below `below` (all: ~0u). */
+static void land(int t, unsigned below)
+{
+    int kept = 0;
+    for (int i = 0; i < npending[t]; i++) {
+        pending_copy &c = pending[t][i];
+        if (c.group < below) memcpy(c.dst, c.bytes, 16);
+        else pending[t][kept++] = c;
+    }
+    npending[t] = kept;
+}
+
 static void trampoline()
 {
     body(body_arg);
+    land(cur, ~0u); /* a thread's copies complete when it exits */
     fibers[cur].state = DONE;
     _longjmp(sched_jb, 1);
 }
@@ -219,6 +247,8 @@ static bool run_block()
         f.tid.z = (unsigned)i / (block_dim.x * block_dim.y);
         f.state = RUNNING;
         f.started = false;
+        npending[i] = 0;
+        groups[i] = 0;
         getcontext(&f.ctx);
         f.ctx.uc_stack.ss_sp = stack_area + (size_t)i * slot + page_bytes;
         f.ctx.uc_stack.ss_size = STACK_BYTES;
@@ -455,8 +485,29 @@ inline void xemu_ldmatrix(uint32_t *r, const void *p, int n, int trans)
 
 inline void xemu_cp_async16(void *dst, const void *src, bool ok)
 {
-    if (ok) memcpy(dst, src, 16);
-    else memset(dst, 0, 16);
+    const int t = xemu::cur;
+    if (xemu::npending[t] == xemu::PENDING) { /* full: land the oldest */
+        xemu::pending_copy &c = xemu::pending[t][0];
+        memcpy(c.dst, c.bytes, 16);
+        memmove(&xemu::pending[t][0], &xemu::pending[t][1],
+                (xemu::PENDING - 1) * sizeof(xemu::pending_copy));
+        xemu::npending[t]--;
+    }
+    xemu::pending_copy &c = xemu::pending[t][xemu::npending[t]++];
+    c.dst = (unsigned char *)dst;
+    if (ok) memcpy(c.bytes, src, 16);
+    else memset(c.bytes, 0, 16);
+    c.group = xemu::groups[t];
+}
+
+/* cp.async.commit_group: close the open group. */
+inline void xemu_cp_async_commit() { xemu::groups[xemu::cur]++; }
+
+/* cp.async.wait_group n: every committed group but the newest n lands. */
+inline void xemu_cp_async_wait(int n)
+{
+    const unsigned g = xemu::groups[xemu::cur];
+    if (g > (unsigned)n) xemu::land(xemu::cur, g - (unsigned)n);
 }
 
 #define XATTN_DYNAMIC_SMEM(name) unsigned char *name = xemu::dyn_smem
