@@ -25,7 +25,7 @@ typedef int (*launch_fn)(const unsigned *dims, unsigned smem, void **params);
 
 typedef struct fake_function {
     launch_fn launch;
-    int max_dynamic_smem;
+    int max_dynamic_smem; /* CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES */
     struct fake_function *next;
 } fake_function;
 
@@ -39,6 +39,9 @@ static int cc(void)
     const char *e = getenv("XEMU_CC");
     return e && atoi(e) >= 70 ? atoi(e) : 80;
 }
+
+/* Shared memory a block may opt in to: an A100's 163 KiB, an H100's 227. */
+static int smem_optin(void) { return cc() >= 90 ? 227 * 1024 : 163 * 1024; }
 
 EXPORT CUresult cuInit(unsigned int flags) { (void)flags; return CUDA_SUCCESS; }
 EXPORT CUresult cuDriverGetVersion(int *v) { *v = 13000; return CUDA_SUCCESS; }
@@ -65,9 +68,18 @@ EXPORT CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d)
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *v = cc() / 10; break;
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *v = cc() % 10; break;
     case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *v = 4; break;
-    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN:
-        *v = cc() >= 90 ? 227 * 1024 : 163 * 1024;
+    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: *v = smem_optin(); break;
+    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR:
+        *v = smem_optin() + 1024;
         break;
+    case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR: *v = 2048; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR: *v = 65536; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X:
+    case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y: *v = 1024; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z: *v = 64; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X: *v = 2147483647; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y:
+    case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z: *v = 65535; break;
     case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK: *v = 48 * 1024; break;
     case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *v = 1024; break;
     case CU_DEVICE_ATTRIBUTE_WARP_SIZE: *v = 32; break;
@@ -205,6 +217,7 @@ EXPORT CUresult cuModuleUnload(CUmodule m)
 EXPORT CUresult cuModuleGetFunction(CUfunction *out, CUmodule m, const char *name)
 {
     fake_module *fm = (fake_module *)m;
+    if (!fm || !name) return CUDA_ERROR_INVALID_HANDLE;
     char sym[256];
     snprintf(sym, sizeof sym, "xemu_launch_%s", name);
     void *p = dlsym(fm->handle, sym);
@@ -212,38 +225,58 @@ EXPORT CUresult cuModuleGetFunction(CUfunction *out, CUmodule m, const char *nam
     fake_function *f = calloc(1, sizeof *f);
     if (!f) return CUDA_ERROR_OUT_OF_MEMORY;
     memcpy(&f->launch, &p, sizeof p);
+    f->max_dynamic_smem = 48 * 1024;
     f->next = fm->functions;
     fm->functions = f;
     *out = (CUfunction)f;
     return CUDA_SUCCESS;
 }
 
+/* Like the driver: dynamic shared memory past the default 48 KiB needs
+ * CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, up to the opt-in limit.
+ * Static shared memory is not measured (reported as 0). */
 EXPORT CUresult cuFuncSetAttribute(CUfunction fn, CUfunction_attribute a, int v)
 {
     fake_function *f = (fake_function *)fn;
-    if (a == CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) f->max_dynamic_smem = v;
+    if (!f) return CUDA_ERROR_INVALID_HANDLE;
+    if (a == CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) {
+        if (v < 0 || v > smem_optin()) return CUDA_ERROR_INVALID_VALUE;
+        f->max_dynamic_smem = v;
+    }
     return CUDA_SUCCESS;
 }
 
 EXPORT CUresult cuFuncGetAttribute(int *v, CUfunction_attribute a, CUfunction fn)
 {
-    (void)fn;
-    *v = a == CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK ? 1024 : 0;
+    const fake_function *f = (const fake_function *)fn;
+    if (!f) return CUDA_ERROR_INVALID_HANDLE;
+    switch (a) {
+    case CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *v = 1024; break;
+    case CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: *v = f->max_dynamic_smem; break;
+    case CU_FUNC_ATTRIBUTE_NUM_REGS: *v = 32; break;
+    case CU_FUNC_ATTRIBUTE_PTX_VERSION:
+    case CU_FUNC_ATTRIBUTE_BINARY_VERSION: *v = cc(); break;
+    default: *v = 0; break;
+    }
     return CUDA_SUCCESS;
 }
 
+/* Limits checked as the driver does (CUDA_ERROR_INVALID_VALUE); the grid
+ * then runs here, block after block, before the call returns. */
 EXPORT CUresult cuLaunchKernel(CUfunction fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                unsigned by, unsigned bz, unsigned smem, CUstream s, void **params,
                                void **extra)
 {
     (void)s;
     fake_function *f = (fake_function *)fn;
-    if (!f || extra) return CUDA_ERROR_INVALID_VALUE;
-    if (!gx || !gy || !gz || gy > 65535 || gz > 65535 || !bx || !by || !bz ||
-        bx * by * bz > 1024 || bz > 64)
+    if (!f) return CUDA_ERROR_INVALID_HANDLE;
+    if (extra) return CUDA_ERROR_INVALID_VALUE;
+    if (!gx || !gy || !gz || gx > 2147483647u || gy > 65535 || gz > 65535)
         return CUDA_ERROR_INVALID_VALUE;
-    int limit = f->max_dynamic_smem > 48 * 1024 ? f->max_dynamic_smem : 48 * 1024;
-    if ((int)smem > limit) return CUDA_ERROR_INVALID_VALUE;
+    if (!bx || !by || !bz || bx > 1024 || by > 1024 || bz > 64 ||
+        (unsigned long long)bx * by * bz > 1024)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (smem > (unsigned)f->max_dynamic_smem) return CUDA_ERROR_INVALID_VALUE;
     const unsigned dims[6] = {gx, gy, gz, bx, by, bz};
     pthread_mutex_lock(&launch_lock);
     int rc = f->launch(dims, smem, params);
@@ -260,6 +293,10 @@ EXPORT CUresult cuGetErrorName(CUresult r, const char **s)
     case CUDA_ERROR_INVALID_IMAGE: *s = "CUDA_ERROR_INVALID_IMAGE"; break;
     case CUDA_ERROR_NOT_FOUND: *s = "CUDA_ERROR_NOT_FOUND"; break;
     case CUDA_ERROR_LAUNCH_FAILED: *s = "CUDA_ERROR_LAUNCH_FAILED"; break;
+    case CUDA_ERROR_INVALID_HANDLE: *s = "CUDA_ERROR_INVALID_HANDLE"; break;
+    case CUDA_ERROR_INVALID_DEVICE: *s = "CUDA_ERROR_INVALID_DEVICE"; break;
+    case CUDA_ERROR_NOT_SUPPORTED: *s = "CUDA_ERROR_NOT_SUPPORTED"; break;
+    case CUDA_ERROR_OPERATING_SYSTEM: *s = "CUDA_ERROR_OPERATING_SYSTEM"; break;
     default: *s = "CUDA_ERROR (xemu)"; break;
     }
     return CUDA_SUCCESS;

@@ -24,13 +24,25 @@
  * complete (some threads exited or wait at another barrier) fails the
  * launch with a message on stderr rather than hanging. */
 #pragma once
+/* Fibers switch with _setjmp/_longjmp between stacks, which the fortified
+ * longjmp (a check that the target frame is on the current stack) refuses. */
+#undef _FORTIFY_SOURCE
 #include <cmath>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <sys/mman.h>
+#include <setjmp.h>
 #include <ucontext.h>
+#include <unistd.h>
 #include <utility>
+
+/* The bounds of the static shared arrays (the linker defines them when the
+ * section exists; weak, so a module without any links). */
+extern "C" char __start_xemu_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" char __stop_xemu_shared[] __attribute__((weak, visibility("hidden")));
 
 struct xemu_dim3 {
     unsigned x, y, z;
@@ -40,85 +52,231 @@ namespace xemu {
 
 enum { STACK_BYTES = 64 << 10, MAX_THREADS = 1024, WARP = 32 };
 enum wait_kind { RUNNING = 0, AT_BLOCK = 1, AT_WARP = 2, DONE = 3 };
+/* What a lane waits at, when at a warp barrier: every lane a warp
+ * operation names must be at the same one. */
+enum warp_op { OP_SYNCWARP, OP_SHFL, OP_BALLOT, OP_MMA, OP_LDMATRIX };
 
 struct fiber {
-    ucontext_t ctx;
+    ucontext_t ctx; /* to start it */
+    jmp_buf jb;     /* where it waits, once started */
+    bool started;
     xemu_dim3 tid;
     int state;
+    int op;         /* warp_op, at a warp barrier */
+    unsigned mask;  /* the lanes it names, at a warp barrier */
 };
 
 /* The one launch in progress (one thread runs launches at a time: the fake
  * driver holds a lock). Static in each kernel module. */
 static fiber *fibers;
-static char *stacks;
 static int nthreads, cur;
 static ucontext_t sched;
+static jmp_buf sched_jb;
 static xemu_dim3 grid_dim, block_dim, block_idx;
 static unsigned char *dyn_smem;
+static unsigned dyn_smem_bytes;
 static void (*body)(void *);
 static void *body_arg;
 static bool failed;
-/* Warp exchange areas: 32 lanes × 4 words for shuffles and fragments. */
+/* Warp exchange areas: 32 lanes × 8 words for shuffles and fragments. */
 static uint32_t exch[MAX_THREADS / WARP][WARP][8];
+
+/* Fiber stacks, kept from launch to launch, each above a guard page, so an
+ * overflow faults instead of silently corrupting the neighbour's stack. */
+static char *stack_area;
+static int stack_count;
+static size_t page_bytes;
+
+static bool stacks_for(int n)
+{
+    if (n <= stack_count) return true;
+    if (!page_bytes) page_bytes = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t slot = STACK_BYTES + page_bytes;
+    if (stack_area) munmap(stack_area, (size_t)stack_count * slot);
+    stack_count = 0;
+    void *m = mmap(NULL, (size_t)n * slot, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) {
+        stack_area = NULL;
+        return false;
+    }
+    stack_area = (char *)m;
+    for (int i = 0; i < n; i++) mprotect(stack_area + (size_t)i * slot, page_bytes, PROT_NONE);
+    stack_count = n;
+    return true;
+}
+
+/* Switches: a fiber starts with swapcontext (which also switches the
+ * signal mask, a system call), then every later switch is _setjmp and
+ * _longjmp (none), so a warp operation costs no system call. */
+/* cp.async copies not yet landed, per thread, oldest first: the 16 bytes
+ * (read from the source when issued) land at the cp_async_wait that covers
+ * their group, so a pipeline that reads a stage before waiting for it
+ * reads what was there before. Group g is the thread's g-th commit; the
+ * copies since the last commit have group == groups[thread]. */
+enum { PENDING = 64 };
+struct pending_copy {
+    unsigned char *dst;
+    unsigned char bytes[16];
+    unsigned group;
+};
+static pending_copy pending[MAX_THREADS][PENDING];
+static int npending[MAX_THREADS];
+static unsigned groups[MAX_THREADS];
+
+/* Land the copies of thread t in groups below `below` (all: ~0u). */
+static void land(int t, unsigned below)
+{
+    int kept = 0;
+    for (int i = 0; i < npending[t]; i++) {
+        pending_copy &c = pending[t][i];
+        if (c.group < below) memcpy(c.dst, c.bytes, 16);
+        else pending[t][kept++] = c;
+    }
+    npending[t] = kept;
+}
 
 static void trampoline()
 {
     body(body_arg);
+    land(cur, ~0u); /* a thread's copies complete when it exits */
     fibers[cur].state = DONE;
-    swapcontext(&fibers[cur].ctx, &sched);
+    _longjmp(sched_jb, 1);
+}
+
+static void to_sched()
+{
+    if (!_setjmp(fibers[cur].jb)) _longjmp(sched_jb, 1);
+}
+
+static void resume(int i)
+{
+    cur = i;
+    if (_setjmp(sched_jb)) return;
+    fiber &f = fibers[i];
+    if (f.started) _longjmp(f.jb, 1);
+    f.started = true;
+    swapcontext(&sched, &f.ctx);
 }
 
 /* Park the running fiber at a barrier and switch to the scheduler. */
-static void wait_at(int kind)
+static void wait_at(int kind, int op = OP_SYNCWARP, unsigned mask = 0xffffffffu)
 {
     fibers[cur].state = kind;
-    swapcontext(&fibers[cur].ctx, &sched);
+    fibers[cur].op = op;
+    fibers[cur].mask = mask;
+    to_sched();
     if (failed) { /* the launch was abandoned: unwind by finishing */
         fibers[cur].state = DONE;
-        swapcontext(&fibers[cur].ctx, &sched);
+        _longjmp(sched_jb, 1);
     }
+}
+
+static const char *op_name(int op)
+{
+    static const char *const names[] = {"__syncwarp", "a shuffle", "__ballot_sync",
+                                        "mma.sync", "ldmatrix"};
+    return op >= 0 && op <= OP_LDMATRIX ? names[op] : "?";
+}
+
+/* The block could not go on: say why on stderr (the test's log). */
+__attribute__((format(printf, 1, 2))) static void report(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "xemu: block (%u,%u,%u): ", block_idx.x, block_idx.y, block_idx.z);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* Release the lanes of warp w whose warp operation is complete: every lane
+ * it names waits at the same operation with the same mask. Returns -1 on
+ * an operation that can never complete (a named lane exited, or waits at a
+ * different operation or with a different mask), else how many lanes
+ * were released. */
+static int release_warp(int w)
+{
+    const int first = w * WARP, last = nthreads < first + WARP ? nthreads : first + WARP;
+    const unsigned exists = last - first == WARP ? 0xffffffffu : (1u << (last - first)) - 1;
+    unsigned go = 0;
+    for (int l = first; l < last; l++) {
+        const fiber &f = fibers[l];
+        if (f.state != AT_WARP) continue;
+        const unsigned named = f.mask & exists;
+        if (!(named >> (l - first) & 1)) {
+            report("thread %d calls %s with mask 0x%x, which does not name its lane %d", l,
+                   op_name(f.op), f.mask, l - first);
+            return -1;
+        }
+        bool complete = true;
+        for (int k = first; k < last; k++) {
+            if (!(named >> (k - first) & 1)) continue;
+            const fiber &o = fibers[k];
+            if (o.state == DONE) {
+                report("thread %d waits at %s (mask 0x%x) naming thread %d, which has exited", l,
+                       op_name(f.op), f.mask, k);
+                return -1;
+            }
+            if (o.state != AT_WARP) {
+                complete = false;
+                continue;
+            }
+            if (o.op != f.op || o.mask != f.mask) {
+                report("thread %d waits at %s (mask 0x%x) while thread %d of its warp waits at %s "
+                       "(mask 0x%x)", l, op_name(f.op), f.mask, k, op_name(o.op), o.mask);
+                return -1;
+            }
+        }
+        if (complete) go |= 1u << (l - first);
+    }
+    for (int l = first; l < last; l++)
+        if (go >> (l - first) & 1) fibers[l].state = RUNNING;
+    return __builtin_popcount(go);
 }
 
 /* Run one block to its end. Returns false on a barrier that cannot
  * complete. */
 static bool run_block()
 {
+    const size_t slot = STACK_BYTES + page_bytes;
     for (int i = 0; i < nthreads; i++) {
         fiber &f = fibers[i];
         f.tid.x = (unsigned)i % block_dim.x;
         f.tid.y = (unsigned)i / block_dim.x % block_dim.y;
         f.tid.z = (unsigned)i / (block_dim.x * block_dim.y);
         f.state = RUNNING;
+        f.started = false;
+        npending[i] = 0;
+        groups[i] = 0;
         getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = stacks + (size_t)i * STACK_BYTES;
+        f.ctx.uc_stack.ss_sp = stack_area + (size_t)i * slot + page_bytes;
         f.ctx.uc_stack.ss_size = STACK_BYTES;
         f.ctx.uc_link = &sched;
         makecontext(&f.ctx, trampoline, 0);
     }
+    /* Shared memory starts as garbage on a GPU: 0xff bytes (NaN) here. */
+    memset(dyn_smem, 0xff, dyn_smem_bytes);
+    const uintptr_t s0 = (uintptr_t)__start_xemu_shared, s1 = (uintptr_t)__stop_xemu_shared;
+    if (s0 && s1 > s0) memset(__start_xemu_shared, 0xff, s1 - s0);
+    bool ok = true;
     for (;;) {
         bool ran = false;
         for (int i = 0; i < nthreads; i++)
             if (fibers[i].state == RUNNING) {
-                cur = i;
-                swapcontext(&sched, &fibers[i].ctx);
+                resume(i);
                 ran = true;
             }
         if (ran) continue;
-        /* Nobody runs: release a complete warp barrier, else the block
+        /* Nobody runs: release complete warp operations, else the block
          * barrier, else it is over (or stuck). */
-        bool released = false;
-        for (int w = 0; w * WARP < nthreads; w++) {
-            int waiting = 0, live = 0;
-            for (int l = w * WARP; l < nthreads && l < (w + 1) * WARP; l++) {
-                if (fibers[l].state != DONE) live++;
-                if (fibers[l].state == AT_WARP) waiting++;
-            }
-            if (waiting && waiting == live) {
-                for (int l = w * WARP; l < nthreads && l < (w + 1) * WARP; l++)
-                    fibers[l].state = RUNNING;
-                released = true;
-            }
+        int released = 0;
+        for (int w = 0; ok && w * WARP < nthreads; w++) {
+            const int r = release_warp(w);
+            if (r < 0) ok = false;
+            else released += r;
         }
+        if (!ok) break;
         if (released) continue;
         int at_block = 0, done = 0, other = 0;
         for (int i = 0; i < nthreads; i++) {
@@ -131,17 +289,15 @@ static bool run_block()
             for (int i = 0; i < nthreads; i++) fibers[i].state = RUNNING;
             continue;
         }
-        fprintf(stderr, "xemu: block (%u,%u,%u): a barrier cannot complete: %d threads at "
-                "__syncthreads, %d exited, %d at a warp barrier whose warp has diverged\n",
-                block_idx.x, block_idx.y, block_idx.z, at_block, done, other);
-        failed = true;
-        for (int i = 0; i < nthreads; i++)
-            while (fibers[i].state != DONE) {
-                cur = i;
-                swapcontext(&sched, &fibers[i].ctx);
-            }
-        return false;
+        report("a barrier cannot complete: %d threads at __syncthreads, %d exited, "
+               "%d at a warp operation whose lanes are elsewhere", at_block, done, other);
+        ok = false;
+        break;
     }
+    failed = true;
+    for (int i = 0; i < nthreads; i++)
+        while (fibers[i].state != DONE) resume(i);
+    return false;
 }
 
 /* Launch body(arg) over the grid; 0, or 1 when a barrier failed. */
@@ -150,10 +306,10 @@ static int launch(xemu_dim3 g, xemu_dim3 b, unsigned smem, void (*fn)(void *), v
     nthreads = (int)(b.x * b.y * b.z);
     if (nthreads < 1 || nthreads > MAX_THREADS) return 1;
     fibers = (fiber *)calloc((size_t)nthreads, sizeof *fibers);
-    stacks = (char *)malloc((size_t)nthreads * STACK_BYTES);
-    dyn_smem = (unsigned char *)calloc(smem ? smem : 16, 1);
+    dyn_smem_bytes = smem;
+    dyn_smem = (unsigned char *)aligned_alloc(128, smem ? (smem + 127) / 128 * 128 : 128);
     int rc = 0;
-    if (!fibers || !stacks || !dyn_smem) rc = 1;
+    if (!fibers || !dyn_smem || !stacks_for(nthreads)) rc = 1;
     grid_dim = g;
     block_dim = b;
     body = fn;
@@ -166,33 +322,34 @@ static int launch(xemu_dim3 g, xemu_dim3 b, unsigned smem, void (*fn)(void *), v
                 if (!run_block()) rc = 1;
             }
     free(fibers);
-    free(stacks);
+    fibers = NULL;
     free(dyn_smem);
+    dyn_smem = NULL;
     return rc;
 }
 
 inline int lane() { return cur % WARP; }
 inline int warp_base() { return cur - cur % WARP; }
 
-/* One exchange: every live lane of the warp publishes n words, all meet,
- * each reads, all meet again (so the area is free for the next one). */
-inline void publish(const uint32_t *w, int n)
+/* One exchange: every lane the mask names publishes n words, they meet,
+ * each reads, they meet again (so the area is free for the next one). */
+inline void publish(const uint32_t *w, int n, int op, unsigned mask)
 {
     memcpy(exch[cur / WARP][lane()], w, (size_t)n * 4);
-    wait_at(AT_WARP);
+    wait_at(AT_WARP, op, mask);
 }
 inline const uint32_t *peer(int l) { return exch[cur / WARP][l & (WARP - 1)]; }
-inline void done_reading() { wait_at(AT_WARP); }
+inline void done_reading(int op, unsigned mask) { wait_at(AT_WARP, op, mask); }
 
-template <typename T> T shfl_any(T v, int src)
+template <typename T> T shfl_any(unsigned mask, T v, int src)
 {
     static_assert(sizeof(T) <= 8, "shuffle of a value over 8 bytes");
     uint32_t w[2] = {0, 0};
     memcpy(w, &v, sizeof v);
-    publish(w, 2);
+    publish(w, 2, OP_SHFL, mask);
     T out;
     memcpy(&out, peer(src), sizeof out);
-    done_reading();
+    done_reading(OP_SHFL, mask);
     return out;
 }
 
@@ -207,42 +364,44 @@ template <typename T> T shfl_any(T v, int src)
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __shared__ static
+/* Static shared arrays are statics in one section, so each block can
+ * start them as garbage (0xff bytes) like the dynamic ones. */
+#define __shared__ static __attribute__((section("xemu_shared")))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 
 inline void __syncthreads() { xemu::wait_at(xemu::AT_BLOCK); }
-inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)mask; xemu::wait_at(xemu::AT_WARP); }
+inline void __syncwarp(unsigned mask = 0xffffffffu)
+{
+    xemu::wait_at(xemu::AT_WARP, xemu::OP_SYNCWARP, mask);
+}
 
+/* Shuffles as PTX shfl.sync with c = ((32 - width) << 8) | 31: a source
+ * outside the lane's width-wide segment gives the lane its own value. */
 template <typename T> T __shfl_sync(unsigned mask, T v, int src, int width = 32)
 {
-    (void)mask;
-    const int base = xemu::lane() - xemu::lane() % width;
-    return xemu::shfl_any(v, base + src % width);
+    const int base = xemu::lane() & ~(width - 1);
+    return xemu::shfl_any(mask, v, base + (src & (width - 1)));
 }
 template <typename T> T __shfl_xor_sync(unsigned mask, T v, int m, int width = 32)
 {
-    (void)mask;
-    (void)width;
-    return xemu::shfl_any(v, xemu::lane() ^ m);
+    const int l = xemu::lane(), src = l ^ m;
+    return xemu::shfl_any(mask, v, (src & ~(width - 1)) == (l & ~(width - 1)) ? src : l);
 }
 template <typename T> T __shfl_down_sync(unsigned mask, T v, unsigned d, int width = 32)
 {
-    (void)mask;
-    const int l = xemu::lane(), base = l - l % width;
-    const int src = l % width + (int)d < width ? l + (int)d : l;
-    (void)base;
-    return xemu::shfl_any(v, src);
+    const int l = xemu::lane();
+    return xemu::shfl_any(mask, v, (l & (width - 1)) + (int)d < width ? l + (int)d : l);
 }
 inline unsigned __ballot_sync(unsigned mask, int pred)
 {
-    (void)mask;
     uint32_t w = pred != 0;
-    xemu::publish(&w, 1);
+    xemu::publish(&w, 1, xemu::OP_BALLOT, mask);
     unsigned out = 0;
     for (int l = 0; l < 32; l++)
-        if (xemu::warp_base() + l < xemu::nthreads && xemu::peer(l)[0]) out |= 1u << l;
-    xemu::done_reading();
+        if ((mask >> l & 1) && xemu::warp_base() + l < xemu::nthreads && xemu::peer(l)[0])
+            out |= 1u << l;
+    xemu::done_reading(xemu::OP_BALLOT, mask);
     return out;
 }
 
@@ -278,7 +437,7 @@ inline float xemu_half(uint32_t r, int e, int bf16)
 inline void xemu_mma_16816(float d[4], const uint32_t a[4], const uint32_t b[2], int bf16)
 {
     uint32_t w[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
-    xemu::publish(w, 6);
+    xemu::publish(w, 6, xemu::OP_MMA, 0xffffffffu);
     float ma[16][16], mb[16][8];
     for (int l = 0; l < 32; l++) {
         const uint32_t *p = xemu::peer(l);
@@ -292,7 +451,7 @@ inline void xemu_mma_16816(float d[4], const uint32_t a[4], const uint32_t b[2],
             mb[c + 8 + e][g] = xemu_half(p[5], e, bf16);
         }
     }
-    xemu::done_reading();
+    xemu::done_reading(xemu::OP_MMA, 0xffffffffu);
     const int l = xemu::lane(), g = l / 4, c = (l % 4) * 2;
     for (int i = 0; i < 4; i++) {
         const int row = g + (i >= 2 ? 8 : 0), col = c + (i & 1);
@@ -307,7 +466,7 @@ inline void xemu_ldmatrix(uint32_t *r, const void *p, int n, int trans)
 {
     uint32_t w[2];
     memcpy(w, &p, sizeof p);
-    xemu::publish(w, 2);
+    xemu::publish(w, 2, xemu::OP_LDMATRIX, 0xffffffffu);
     const int l = xemu::lane();
     for (int i = 0; i < n; i++) {
         unsigned short e[2];
@@ -321,13 +480,34 @@ inline void xemu_ldmatrix(uint32_t *r, const void *p, int n, int trans)
         }
         r[i] = (uint32_t)e[0] | ((uint32_t)e[1] << 16);
     }
-    xemu::done_reading();
+    xemu::done_reading(xemu::OP_LDMATRIX, 0xffffffffu);
 }
 
 inline void xemu_cp_async16(void *dst, const void *src, bool ok)
 {
-    if (ok) memcpy(dst, src, 16);
-    else memset(dst, 0, 16);
+    const int t = xemu::cur;
+    if (xemu::npending[t] == xemu::PENDING) { /* full: land the oldest */
+        xemu::pending_copy &c = xemu::pending[t][0];
+        memcpy(c.dst, c.bytes, 16);
+        memmove(&xemu::pending[t][0], &xemu::pending[t][1],
+                (xemu::PENDING - 1) * sizeof(xemu::pending_copy));
+        xemu::npending[t]--;
+    }
+    xemu::pending_copy &c = xemu::pending[t][xemu::npending[t]++];
+    c.dst = (unsigned char *)dst;
+    if (ok) memcpy(c.bytes, src, 16);
+    else memset(c.bytes, 0, 16);
+    c.group = xemu::groups[t];
+}
+
+/* cp.async.commit_group: close the open group. */
+inline void xemu_cp_async_commit() { xemu::groups[xemu::cur]++; }
+
+/* cp.async.wait_group n: every committed group but the newest n lands. */
+inline void xemu_cp_async_wait(int n)
+{
+    const unsigned g = xemu::groups[xemu::cur];
+    if (g > (unsigned)n) xemu::land(xemu::cur, g - (unsigned)n);
 }
 
 #define XATTN_DYNAMIC_SMEM(name) unsigned char *name = xemu::dyn_smem

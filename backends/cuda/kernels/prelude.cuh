@@ -259,14 +259,18 @@ XATTN_DEV void cp_async16_zfill(void *dst, const void *src, bool ok)
 
 XATTN_DEV void cp_async_commit()
 {
-#ifndef XATTN_CUDA_EMU
+#ifdef XATTN_CUDA_EMU
+    xemu_cp_async_commit();
+#else
     asm volatile("cp.async.commit_group;");
 #endif
 }
 
 template <int N> XATTN_DEV void cp_async_wait()
 {
-#ifndef XATTN_CUDA_EMU
+#ifdef XATTN_CUDA_EMU
+    xemu_cp_async_wait(N);
+#else
     asm volatile("cp.async.wait_group %0;" ::"n"(N));
 #endif
 }
