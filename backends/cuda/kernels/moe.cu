@@ -1,12 +1,10 @@
-/* MoE route, dispatch, expert GEMMs and combine, with the semantics of
- * api/xattn_moe.h. General kernels, one thread per token, chunk, or output
- * element (no tensor cores yet). Three modules come from this source:
+/* MoE route, dispatch and combine, with the semantics of api/xattn_moe.h
+ * (the expert GEMMs are kernels/moe_gemm.cu). Two modules come from this
+ * source:
  *  - -DROUTE=<xattn_moe_route_mode> -DLG=<logits dtype> -DRENORM=0|1
  *    -DHAS_BIAS=0|1: moe_route;
  *  - -DDISPATCH -DIO=<dtype> -DON_INPUT=0|1: moe_count, moe_scan,
- *    moe_scatter, moe_rows, moe_combine;
- *  - -DGEMM -DIO=<dtype> -DW=<weight dtype> -DB=<bias dtype> -DHAS_B1,
- *    -DHAS_B2, -DW1_IL, the activation (prelude.cuh): moe_up, moe_down.
+ *    moe_scatter, moe_rows, moe_combine.
  * Shapes, strides and pointers are arguments. Index contents are clamped
  * or checked so that no index leaves its buffer. */
 
@@ -307,80 +305,3 @@ extern "C" __global__ void moe_combine(i64 T, int k, i64 H, i64 R, int accumulat
 XATTN_EXPORT(moe_combine)
 
 #endif /* DISPATCH */
-
-#ifdef GEMM
-
-/* The expert of row r: the last e with offsets[e] ≤ r, offsets clamped to
- * [0, R]; −1 when r lies past the last segment. */
-XATTN_DEV int row_expert(const int *off, i64 off_st, int E, i64 R, i64 r)
-{
-    const i64 end = off[(i64)E * off_st] < 0 ? 0 : off[(i64)E * off_st] > R ? R
-                                                                              : off[(i64)E * off_st];
-    if (r >= end) return -1;
-    int lo = 0, hi = E - 1;
-    while (lo < hi) {
-        const int mid = (lo + hi + 1) / 2;
-        const i64 o = off[(i64)mid * off_st];
-        if (o <= r) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo;
-}
-
-XATTN_DEV i64 w1_row(int pair, i64 c, i64 n)
-{
-#if defined(W1_IL) && W1_IL
-    return 2 * c + pair;
-#else
-    return pair * n + c;
-#endif
-}
-
-/* h[r, c] = act(x_r·W1[gate(c)] + b1, x_r·W1[up(c)] + b1), f32. One thread
- * per (row, gate column). */
-extern "C" __global__ void moe_up(i64 R, int E, i64 H, i64 I, const int *offsets, i64 off_st,
-                                  const ELEM(IO) *x, i64 x_st, const ELEM(W) *w1, i64 w1_se,
-                                  i64 w1_sn, const ELEM(B) *b1, i64 b1_se, float *h)
-{
-    const i64 c = (i64)blockIdx.y * blockDim.x + threadIdx.x, r = blockIdx.x;
-    if (c >= I) return;
-    const int e = row_expert(offsets, off_st, E, R, r);
-    if (e < 0) return;
-    const ELEM(IO) *xr = x + r * x_st;
-    const ELEM(W) *wg = w1 + e * w1_se + w1_row(0, c, I) * w1_sn;
-    const ELEM(W) *wu = w1 + e * w1_se + w1_row(1, c, I) * w1_sn;
-    float g = 0.0f, u = 0.0f;
-    for (i64 d = 0; d < H; d++) {
-        const float xv = LOAD(IO, xr, d);
-        g += xv * LOAD(W, wg, d);
-        u += xv * LOAD(W, wu, d);
-    }
-#if HAS_B1
-    g += LOAD(B, b1 + e * b1_se, w1_row(0, c, I));
-    u += LOAD(B, b1 + e * b1_se, w1_row(1, c, I));
-#endif
-    h[r * I + c] = glu(g, u);
-}
-XATTN_EXPORT(moe_up)
-
-/* y[r, n] = h_r · W2[n] + b2[n], rounded once. One thread per (row, column). */
-extern "C" __global__ void moe_down(i64 R, int E, i64 H, i64 I, const int *offsets, i64 off_st,
-                                    const float *h, const ELEM(W) *w2, i64 w2_se, i64 w2_sn,
-                                    const ELEM(B) *b2, i64 b2_se, ELEM(IO) *y, i64 y_st)
-{
-    const i64 n = (i64)blockIdx.y * blockDim.x + threadIdx.x, r = blockIdx.x;
-    if (n >= H) return;
-    const int e = row_expert(offsets, off_st, E, R, r);
-    if (e < 0) return;
-    const float *hr = h + r * I;
-    const ELEM(W) *wr = w2 + e * w2_se + n * w2_sn;
-    float s = 0.0f;
-    for (i64 i = 0; i < I; i++) s += hr[i] * LOAD(W, wr, i);
-#if HAS_B2
-    s += LOAD(B, b2 + e * b2_se, n);
-#endif
-    STORE(IO, y + r * y_st, n, s);
-}
-XATTN_EXPORT(moe_down)
-
-#endif /* GEMM */
