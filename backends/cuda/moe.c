@@ -251,7 +251,10 @@ static xattn_status run_route(xattn_device *dev, const struct xattn_moe_plan *pl
     CUdeviceptr w = cu_ptr(l->topk_weights);
     void *args[] = {&T, &E, &k, &n_group, &topk_group, &scale, &lg, &logits_st, &bias,
                     &ids, &ids_st, &w, &w_st};
-    return cu_launch(dev, &s->k[V_ROUTE][0], blocks_for(T), 1, 1, args);
+    const int64_t warps = THREADS / WARP; /* one token each */
+    if ((T + warps - 1) / warps > INT32_MAX)
+        return xattn_error(XATTN_ERR_UNSUPPORTED, "cuda: %lld tokens", (long long)T);
+    return cu_launch(dev, &s->k[V_ROUTE][0], (unsigned)((T + warps - 1) / warps), 1, 1, args);
 }
 
 static xattn_status run_dispatch(xattn_device *dev, const struct xattn_moe_plan *plan,

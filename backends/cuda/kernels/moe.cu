@@ -14,31 +14,27 @@
 #define ROUTE_TOPK_SOFTMAX 1
 #define ROUTE_SIGMOID_GROUPED 2
 #define ROUTE_TOPK_SIGMOID 3
-#define MAX_CACHED_GROUPS 64
+#define MASK_GROUPS 64 /* kept groups as a 64-bit mask up to this many */
+#define NONE 0x7fffffff /* no candidate: after every expert in the order */
 
 XATTN_DEV float sigmoid_f32(float x) { return 1.0f / (1.0f + expf(-x)); }
 XATTN_DEV float nan_low(float v) { return xisnan(v) ? -XATTN_INF : v; }
 
-/* Offer expert id with score v to the best list vals/ids (*n of k filled,
- * highest first); experts come in ascending order and only a strictly
- * higher score moves ahead, so equal scores keep the lower index first. */
-XATTN_DEV void top_offer(float *vals, int *ids, int *n, int k, float v, int id)
+/* The ranking order: a higher score first, equal scores by the lower index
+ * (NaN scores rank as −inf, so the order is total). */
+XATTN_DEV bool before(float v, int e, float ov, int oe) { return v > ov || (v == ov && e < oe); }
+
+/* The first of the lanes' candidates (v, e) in the order, in every lane. */
+XATTN_DEV void warp_first(float *v, int *e)
 {
-    v = nan_low(v);
-    int pos;
-    if (*n < k) {
-        pos = (*n)++;
-    } else {
-        if (!(v > vals[k - 1])) return;
-        pos = k - 1;
+    for (int m = 16; m > 0; m >>= 1) {
+        const float ov = __shfl_xor_sync(FULL_MASK, *v, m);
+        const int oe = __shfl_xor_sync(FULL_MASK, *e, m);
+        if (before(ov, oe, *v, *e)) {
+            *v = ov;
+            *e = oe;
+        }
     }
-    while (pos > 0 && v > vals[pos - 1]) {
-        vals[pos] = vals[pos - 1];
-        ids[pos] = ids[pos - 1];
-        pos--;
-    }
-    vals[pos] = v;
-    ids[pos] = id;
 }
 
 XATTN_DEV float grouped_score(const ELEM(LG) *l, const float *bias, int e)
@@ -73,83 +69,123 @@ XATTN_DEV float group_score(const ELEM(LG) *l, const float *bias, int g, int siz
     return nan_low(first + second);
 }
 
-/* One thread per token; the output rows hold the best list while it is built. */
+/* One warp per token, lane i holding experts (or groups) i, i + 32, ...
+ * Each pick is the first candidate, in the ranking order, after the
+ * previous pick: no list to keep, so any E and k fit. Lane 0 writes the
+ * picks and their scores into the output rows, which then hold weights. */
 extern "C" __global__ void moe_route(i64 T, int E, int k, int n_group, int topk_group,
                                      float scale, const ELEM(LG) *logits, i64 logits_st,
                                      const float *bias, int *topk_ids, i64 ids_st,
                                      float *topk_w, i64 w_st)
 {
-    const i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= T) return;
+    const int lane = threadIdx.x % 32;
+    const i64 t = (i64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (t >= T) return; /* the warp leaves whole */
     const ELEM(LG) *l = logits + t * logits_st;
     int *ids = topk_ids + t * ids_st;
     float *w = topk_w + t * w_st;
-    int n = 0;
 #if ROUTE == ROUTE_SIGMOID_GROUPED
+    /* The kept groups: those up to the topk_group-th in the order (gv, gg). */
     const int size = E / n_group;
-    if (n_group <= MAX_CACHED_GROUPS) {
-        float kept_score[MAX_CACHED_GROUPS];
-        int kept[MAX_CACHED_GROUPS];
-        int nk = 0;
-        for (int g = 0; g < n_group; g++)
-            top_offer(kept_score, kept, &nk, topk_group, group_score(l, bias, g, size), g);
-        for (int i = 1; i < nk; i++) { /* ascending group order */
-            const int g = kept[i];
-            int j = i;
-            for (; j > 0 && kept[j - 1] > g; j--) kept[j] = kept[j - 1];
-            kept[j] = g;
-        }
-        for (int i = 0; i < nk; i++)
-            for (int e = kept[i] * size; e < (kept[i] + 1) * size; e++)
-                top_offer(w, ids, &n, k, grouped_score(l, bias, e), e);
-    } else {
-        for (int g = 0; g < n_group; g++) {
+    float gv = XATTN_INF;
+    int gg = -1;
+    for (int r = 0; r < topk_group; r++) {
+        float bv = -XATTN_INF;
+        int bg = NONE;
+        for (int g = lane; g < n_group; g += 32) {
             const float s = group_score(l, bias, g, size);
-            int beaten = 0;
-            for (int h = 0; h < n_group && beaten < topk_group; h++) {
-                if (h == g) continue;
-                const float o = group_score(l, bias, h, size);
-                if (o > s || (o == s && h < g)) beaten++;
+            if (before(gv, gg, s, g) && before(s, g, bv, bg)) {
+                bv = s;
+                bg = g;
             }
-            if (beaten >= topk_group) continue;
-            for (int e = g * size; e < (g + 1) * size; e++)
-                top_offer(w, ids, &n, k, grouped_score(l, bias, e), e);
         }
+        warp_first(&bv, &bg);
+        gv = bv;
+        gg = bg;
     }
-    for (int j = 0; j < k; j++) w[j] = sigmoid_f32(LOAD(LG, l, ids[j])); /* unbiased s */
-#else
-    for (int e = 0; e < E; e++) top_offer(w, ids, &n, k, LOAD(LG, l, e), e);
-#  if ROUTE == ROUTE_SOFTMAX_TOPK
-    const float mx = w[0]; /* the first pick is the maximum */
-    float sum = 0.0f;
-    for (int e = 0; e < E; e++) sum += expf(LOAD(LG, l, e) - mx);
-    for (int j = 0; j < k; j++) w[j] = expf(LOAD(LG, l, ids[j]) - mx) / sum;
-#  elif ROUTE == ROUTE_TOPK_SOFTMAX
-    const float mx = w[0];
-    float sum = 0.0f;
+    u32 kept_lo = 0, kept_hi = 0;
+    if (n_group <= MASK_GROUPS) {
+        const int g1 = lane + 32;
+        kept_lo = __ballot_sync(FULL_MASK, lane < n_group &&
+                                               !before(gv, gg, group_score(l, bias, lane, size),
+                                                       lane));
+        kept_hi = __ballot_sync(FULL_MASK, g1 < n_group &&
+                                               !before(gv, gg, group_score(l, bias, g1, size), g1));
+    }
+#endif
+    float pv = XATTN_INF, first = 0.0f;
+    int pe = -1;
     for (int j = 0; j < k; j++) {
-        w[j] = expf(w[j] - mx);
+        float bv = -XATTN_INF;
+        int be = NONE;
+        for (int e = lane; e < E; e += 32) {
+#if ROUTE == ROUTE_SIGMOID_GROUPED
+            const int g = e / size;
+            const bool kept = n_group <= MASK_GROUPS
+                                  ? ((g < 32 ? kept_lo >> g : kept_hi >> (g - 32)) & 1u) != 0
+                                  : !before(gv, gg, group_score(l, bias, g, size), g);
+            if (!kept) continue;
+            const float v = grouped_score(l, bias, e);
+#else
+            const float v = nan_low(LOAD(LG, l, e));
+#endif
+            if (before(pv, pe, v, e) && before(v, e, bv, be)) {
+                bv = v;
+                be = e;
+            }
+        }
+        warp_first(&bv, &be);
+        if (lane == 0) {
+            ids[j] = be;
+            w[j] = bv;
+        }
+        if (j == 0) first = bv;
+        pv = bv;
+        pe = be;
+    }
+    __syncwarp(); /* the picks lane 0 wrote, for every lane */
+
+    /* Weights: lane i computes picks i, i + 32, ... An id outside [0, E)
+     * (none: the contract's bounds make it impossible) gets NaN. */
+#if ROUTE == ROUTE_SOFTMAX_TOPK
+    const float mx = first; /* the first pick is the maximum */
+    float sum = 0.0f;
+    for (int e = lane; e < E; e += 32) sum += expf(LOAD(LG, l, e) - mx);
+    sum = warp_sum(sum);
+    for (int j = lane; j < k; j += 32)
+        w[j] = ids[j] >= 0 && ids[j] < E ? expf(LOAD(LG, l, ids[j]) - mx) / sum : XATTN_NAN;
+#elif ROUTE == ROUTE_TOPK_SOFTMAX
+    float sum = 0.0f;
+    for (int j = lane; j < k; j += 32) {
+        w[j] = expf(w[j] - first);
         sum += w[j];
     }
-    for (int j = 0; j < k; j++) w[j] /= sum;
-#  else /* TOPK_SIGMOID */
-    for (int j = 0; j < k; j++) w[j] = sigmoid_f32(w[j]);
-#  endif
+    sum = warp_sum(sum);
+    for (int j = lane; j < k; j += 32) w[j] /= sum;
+#elif ROUTE == ROUTE_TOPK_SIGMOID
+    for (int j = lane; j < k; j += 32) w[j] = sigmoid_f32(w[j]);
+#else /* SIGMOID_GROUPED: the unbiased s */
+    (void)first;
+    for (int j = lane; j < k; j += 32)
+        w[j] = ids[j] >= 0 && ids[j] < E ? sigmoid_f32(LOAD(LG, l, ids[j])) : XATTN_NAN;
 #endif
     /* NaN in, NaN out: a NaN logit (or bias entry) makes every weight NaN. */
     bool nan = false;
-    for (int e = 0; e < E; e++) nan |= xisnan(LOAD(LG, l, e));
+    for (int e = lane; e < E; e += 32) {
+        nan |= xisnan(LOAD(LG, l, e));
 #if HAS_BIAS
-    for (int e = 0; e < E; e++) nan |= xisnan(bias[e]);
+        nan |= xisnan(bias[e]);
 #endif
-    if (nan)
-        for (int j = 0; j < k; j++) w[j] = XATTN_NAN;
+    }
+    if (__ballot_sync(FULL_MASK, nan))
+        for (int j = lane; j < k; j += 32) w[j] = XATTN_NAN;
 #if RENORM
     float total = 0.0f;
-    for (int j = 0; j < k; j++) total += w[j];
-    for (int j = 0; j < k; j++) w[j] /= total;
+    for (int j = lane; j < k; j += 32) total += w[j];
+    total = warp_sum(total);
+    for (int j = lane; j < k; j += 32) w[j] /= total;
 #endif
-    for (int j = 0; j < k; j++) w[j] *= scale;
+    for (int j = lane; j < k; j += 32) w[j] *= scale;
 }
 XATTN_EXPORT(moe_route)
 
