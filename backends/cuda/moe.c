@@ -238,8 +238,6 @@ void cu_moe_release(xattn_device *dev, void *state)
     free(state); /* the functions belong to modules the device unloads */
 }
 
-static unsigned blocks_for(int64_t n) { return (unsigned)((n + THREADS - 1) / THREADS); }
-
 static xattn_status run_route(xattn_device *dev, const struct xattn_moe_plan *plan,
                               const moe_state *s, const xattn_moe_launch *l)
 {
@@ -276,13 +274,16 @@ static xattn_status run_dispatch(xattn_device *dev, const struct xattn_moe_plan 
     CUdeviceptr tr = cu_ptr(l->token_row), x = cu_ptr(l->x), xp = cu_ptr(l->x_perm);
     CUdeviceptr w = cu_ptr(l->topk_weights);
 
+    if (chunks > INT32_MAX)
+        return xattn_error(XATTN_ERR_UNSUPPORTED, "cuda: %lld MoE dispatch chunks",
+                           (long long)chunks);
     void *count[] = {&T, &topk, &E, &chunk, &ids, &ids_st, &scratch};
-    XATTN_TRY(cu_launch(dev, &k[K_COUNT], blocks_for(chunks), 1, 1, count));
+    XATTN_TRY(cu_launch(dev, &k[K_COUNT], (unsigned)chunks, 1, 1, count));
     void *scan[] = {&E, &chunks, &align, &scratch, &offsets, &off_st};
     XATTN_TRY(cu_launch(dev, &k[K_SCAN], 1, 1, 1, scan));
     void *scatter[] = {&T, &topk, &E, &chunk, &R, &ids, &ids_st, &scratch, &rt, &rt_st, &tr,
                        &tr_st};
-    XATTN_TRY(cu_launch(dev, &k[K_SCATTER], blocks_for(chunks), 1, 1, scatter));
+    XATTN_TRY(cu_launch(dev, &k[K_SCATTER], (unsigned)chunks, 1, 1, scatter));
     if (R > INT32_MAX) return xattn_error(XATTN_ERR_UNSUPPORTED, "cuda: %lld MoE rows", (long long)R);
     void *rows[] = {&R, &E, &H, &T, &chunks, &topk, &offsets, &off_st, &scratch, &rt, &rt_st,
                     &x, &x_st, &xp, &xp_st, &tr, &tr_st, &w, &w_st};

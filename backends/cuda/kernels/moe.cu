@@ -193,17 +193,22 @@ XATTN_EXPORT(moe_route)
 
 #ifdef DISPATCH
 
-/* Dispatch without global atomics, deterministic: tokens are cut into
- * chunks, each with a row of E counters in the plan's scratch:
- *  moe_count   each chunk (one thread) counts its pairs per expert;
- *  moe_scan    one thread: aligned segment starts into expert_offsets, and
+/* Dispatch without atomics, deterministic: tokens are cut into chunks,
+ * each with a row of E counters in the plan's scratch:
+ *  moe_count   one block per chunk counts its pairs per expert;
+ *  moe_scan    one block: aligned segment starts into expert_offsets, and
  *              each chunk's counters become its first row in every segment
  *              (chunks in token order, so segments hold ascending tokens);
- *  moe_scatter each chunk hands out rows (token_row, row_token); the last
- *              chunk's cursor of a segment is where its padding starts;
+ *  moe_scatter one block per chunk hands out rows (token_row, row_token)
+ *              in (token, slot) order; the last chunk's cursor of a segment
+ *              is where its padding starts;
  *  moe_rows    one block per row: copy x (ON_INPUT: times the slot's
  *              weight), zeros for padding, row_token −1 past the end.
- * Ids outside [0, E) count as dropped. */
+ * In count and scatter each thread owns experts e ≡ thread (mod threads)
+ * and walks the chunk's pairs in order from shared memory, so a pair's row
+ * needs no atomics and no ranking. Ids outside [0, E) count as dropped. */
+
+#define TILE_PAIRS 2048 /* a chunk's (token, slot) pairs staged at a time */
 
 XATTN_DEV int expert_of(const int *ids, int j, int E)
 {
@@ -211,38 +216,81 @@ XATTN_DEV int expert_of(const int *ids, int j, int E)
     return e >= 0 && e < E ? e : -1;
 }
 
+/* Pairs [p0, p0 + n) of the chunk starting at token t0 into ids_s, and
+ * token_row −1 for the dropped ones (scatter). */
+XATTN_DEV void stage_pairs(int *ids_s, const int *topk_ids, i64 ids_st, int k, int E, i64 t0,
+                           i64 p0, int n, int *token_row, i64 tr_st)
+{
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const i64 t = t0 + (p0 + i) / k;
+        const int j = (int)((p0 + i) % k);
+        ids_s[i] = expert_of(topk_ids + t * ids_st, j, E);
+        if (token_row && ids_s[i] < 0) token_row[t * tr_st + j] = -1;
+    }
+}
+
 extern "C" __global__ void moe_count(i64 T, int k, int E, i64 chunk, const int *topk_ids,
                                      i64 ids_st, int *scratch)
 {
-    const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x, t0 = c * chunk;
+    __shared__ int ids_s[TILE_PAIRS];
+    const i64 c = blockIdx.x, t0 = c * chunk;
     if (t0 >= T) return;
-    const i64 t1 = t0 + chunk < T ? t0 + chunk : T;
+    const i64 pairs = ((t0 + chunk < T ? t0 + chunk : T) - t0) * k;
     int *count = scratch + c * E;
-    for (int e = 0; e < E; e++) count[e] = 0;
-    for (i64 t = t0; t < t1; t++)
-        for (int j = 0; j < k; j++) {
-            const int e = expert_of(topk_ids + t * ids_st, j, E);
-            if (e >= 0) count[e]++;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) count[e] = 0;
+    for (i64 p0 = 0; p0 < pairs; p0 += TILE_PAIRS) {
+        const int n = (int)(pairs - p0 < TILE_PAIRS ? pairs - p0 : TILE_PAIRS);
+        __syncthreads(); /* the previous tile is read */
+        stage_pairs(ids_s, topk_ids, ids_st, k, E, t0, p0, n, (int *)0, 0);
+        __syncthreads();
+        for (int e = threadIdx.x; e < E; e += blockDim.x) {
+            int found = 0;
+            for (int i = 0; i < n; i++) found += ids_s[i] == e;
+            count[e] += found;
         }
+    }
 }
 XATTN_EXPORT(moe_count)
 
+/* Segment sizes (rounded up to align) scanned over the experts by the
+ * block, a blockDim.x slice at a time with a carry. */
 extern "C" __global__ void moe_scan(int E, i64 chunks, i64 align, int *scratch,
                                     int *expert_offsets, i64 offsets_st)
 {
-    if (threadIdx.x != 0 || blockIdx.x != 0) return;
-    i64 row = 0;
-    for (int e = 0; e < E; e++) {
-        const i64 start = row;
-        expert_offsets[e * offsets_st] = (int)start;
-        for (i64 c = 0; c < chunks; c++) {
-            const int found = scratch[c * E + e];
-            scratch[c * E + e] = (int)row;
-            row += found;
+    __shared__ i64 part[1024];
+    __shared__ i64 carry;
+    const int tid = threadIdx.x, n = blockDim.x;
+    if (blockIdx.x != 0) return;
+    if (tid == 0) carry = 0;
+    for (int base = 0; base < E; base += n) {
+        const int e = base + tid;
+        /* Each chunk's first row relative to the segment start. */
+        i64 size = 0;
+        if (e < E)
+            for (i64 c = 0; c < chunks; c++) {
+                const int found = scratch[c * E + e];
+                scratch[c * E + e] = (int)size;
+                size += found;
+            }
+        size = (size + align - 1) / align * align;
+        part[tid] = size;
+        __syncthreads();
+        for (int d = 1; d < n; d *= 2) { /* inclusive scan */
+            const i64 left = tid >= d ? part[tid - d] : 0;
+            __syncthreads();
+            part[tid] += left;
+            __syncthreads();
         }
-        row = start + (row - start + align - 1) / align * align;
+        const i64 start = carry + part[tid] - size;
+        if (e < E) {
+            expert_offsets[(i64)e * offsets_st] = (int)start;
+            for (i64 c = 0; c < chunks; c++) scratch[c * E + e] += (int)start;
+        }
+        __syncthreads(); /* every thread has read carry */
+        if (tid == n - 1) carry = start + size;
+        __syncthreads();
     }
-    expert_offsets[(i64)E * offsets_st] = (int)row;
+    if (tid == 0) expert_offsets[(i64)E * offsets_st] = (int)carry;
 }
 XATTN_EXPORT(moe_scan)
 
@@ -250,21 +298,28 @@ extern "C" __global__ void moe_scatter(i64 T, int k, int E, i64 chunk, i64 R,
                                        const int *topk_ids, i64 ids_st, int *scratch,
                                        int *row_token, i64 rt_st, int *token_row, i64 tr_st)
 {
-    const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x, t0 = c * chunk;
+    __shared__ int ids_s[TILE_PAIRS];
+    const i64 c = blockIdx.x, t0 = c * chunk;
     if (t0 >= T) return;
-    const i64 t1 = t0 + chunk < T ? t0 + chunk : T;
+    const i64 pairs = ((t0 + chunk < T ? t0 + chunk : T) - t0) * k;
     int *cursor = scratch + c * E;
-    for (i64 t = t0; t < t1; t++)
-        for (int j = 0; j < k; j++) {
-            const int e = expert_of(topk_ids + t * ids_st, j, E);
-            if (e < 0) {
-                token_row[t * tr_st + j] = -1;
-                continue;
+    for (i64 p0 = 0; p0 < pairs; p0 += TILE_PAIRS) {
+        const int n = (int)(pairs - p0 < TILE_PAIRS ? pairs - p0 : TILE_PAIRS);
+        __syncthreads();
+        stage_pairs(ids_s, topk_ids, ids_st, k, E, t0, p0, n, token_row, tr_st);
+        __syncthreads();
+        for (int e = threadIdx.x; e < E; e += blockDim.x) {
+            i64 r = cursor[e];
+            for (int i = 0; i < n; i++) {
+                if (ids_s[i] != e) continue;
+                const i64 t = t0 + (p0 + i) / k;
+                token_row[t * tr_st + (p0 + i) % k] = (int)r;
+                if (r < R) row_token[r * rt_st] = (int)t;
+                r++;
             }
-            const i64 r = cursor[e]++;
-            token_row[t * tr_st + j] = (int)r;
-            if (r < R) row_token[r * rt_st] = (int)t;
+            cursor[e] = (int)r;
         }
+    }
 }
 XATTN_EXPORT(moe_scatter)
 
