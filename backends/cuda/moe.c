@@ -317,6 +317,8 @@ static xattn_status run_experts(xattn_device *dev, const struct xattn_moe_plan *
     const size_t xs = xattn_dtype_size(d->dtype), ws = xattn_dtype_size(d->weight_dtype);
     int32_t x_vec = vec_ok(x, H, xs, x_st, 0), w1_vec = vec_ok(w1, H, ws, w1_sn, w1_se);
     int32_t w2_vec = vec_ok(w2, I, ws, w2_sn, w2_se);
+    /* h rows of I elements, in the weight dtype on tensor cores (moe_gemm.cu). */
+    int32_t h_vec = vec_ok(h, I, ws, I, 0);
     /* Every segment fits R / block_m + E virtual row tiles (moe_gemm.cu). */
     const int64_t up_tiles = R / s->up_bm + E, down_tiles = R / s->down_bm + E;
     const int64_t up_cols = ceil_div(I, s->up_bn), down_cols = ceil_div(H, s->down_bn);
@@ -327,8 +329,8 @@ static xattn_status run_experts(xattn_device *dev, const struct xattn_moe_plan *
     void *up[] = {&R, &E, &H, &I, &offsets, &off_st, &x, &x_st, &x_vec, &w1, &w1_se, &w1_sn,
                   &w1_vec, &b1, &b1_se, &h};
     XATTN_TRY(cu_launch(dev, &s->k[V_UP][0], (unsigned)up_tiles, (unsigned)up_cols, 1, up));
-    void *down[] = {&R, &E, &I, &H, &offsets, &off_st, &h, &w2, &w2_se, &w2_sn, &w2_vec, &b2,
-                    &b2_se, &y, &y_st};
+    void *down[] = {&R, &E, &I, &H, &offsets, &off_st, &h, &h_vec, &w2, &w2_se, &w2_sn, &w2_vec,
+                    &b2, &b2_se, &y, &y_st};
     return cu_launch(dev, &s->k[V_DOWN][0], (unsigned)down_tiles, (unsigned)down_cols, 1, down);
 }
 

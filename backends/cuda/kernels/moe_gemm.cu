@@ -18,8 +18,10 @@
  *    mma.sync m16n8k16 with f32 accumulators. Both operands are staged in
  *    shared memory in the weight dtype through a STAGES-deep cp.async
  *    pipeline, rows of BK elements in 16-byte chunks with an XOR swizzle so
- *    ldmatrix reads no bank twice. The down GEMM's A is h (f32), rounded to
- *    the weight dtype when staged, as attention stages P. The warps form a
+ *    ldmatrix reads no bank twice. The down GEMM's A is h rounded to the
+ *    weight dtype, as attention stages P: the up GEMM's epilogue rounds it
+ *    and keeps it in that dtype in the h region (sized for f32), so the
+ *    down GEMM stages it by cp.async like x. The warps form a
  *    WARPS_M × (warps / WARPS_M) grid, each owning WM × WN outputs (per
  *    pair) as MT × NT fragments.
  *  - MMA=0 (f32, or mixed dtypes): FMA in IEEE f32, both operands staged as
@@ -82,7 +84,11 @@ XATTN_DEV void put_output(float v, float u, i64 r, i64 col, i64 N, const ELEM(B)
         v += LOAD(B, bias, w1_row(0, col, N));
         u += LOAD(B, bias, w1_row(1, col, N));
 #endif
+#if MMA
+        STORE(W, (ELEM(W) *)h, r * N + col, glu(v, u)); /* what the down GEMM stages */
+#else
         h[r * N + col] = glu(v, u);
+#endif
     } else {
 #if HAS_B2
         v += LOAD(B, bias, col);
@@ -132,20 +138,7 @@ XATTN_DEV void stage_chunk(elem_mm *dst, const elem_mm *src, i64 k, i64 K, bool 
     *(chunk16 *)dst = c;
 }
 
-/* The same from f32 (h), rounded to the weight dtype. */
-XATTN_DEV void stage_chunk(elem_mm *dst, const float *src, i64 k, i64 K, bool row_ok, bool)
-{
-    chunk16 c;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float lo = row_ok && k + 2 * i < K ? src[k + 2 * i] : 0.0f;
-        const float hi = row_ok && k + 2 * i + 1 < K ? src[k + 2 * i + 1] : 0.0f;
-        c.w[i] = PACK2(W, lo, hi);
-    }
-    *(chunk16 *)dst = c;
-}
-
-/* One tile on tensor cores. A is x (IO = W) or h (f32), rows a + r·a_st;
+/* One tile on tensor cores. A is x (IO = W) or h (W), rows a + r·a_st;
  * w_e is the expert's weights, row n at n·w_sn. */
 template <bool GATE_UP, int BM, int BN, int BK, int THREADS, int STAGES, int WARPS_M, typename TA>
 XATTN_DEV void gemm_tile(unsigned char *smem, i64 K, i64 N, i64 nr, i64 col0, const TA *a,
@@ -368,7 +361,8 @@ XATTN_DEV void gemm_tile(unsigned char *smem, i64 K, i64 N, i64 nr, i64 col0, co
 /* The expert's bias row, or NULL when the layer has none (never read). */
 #define BIAS_ROW(has, b, e, se) ((has) ? (b) + (i64)(e) * (se) : (const ELEM(B) *)0)
 
-/* Gate/up GEMM + activation with K = H, N = I; h is f32 [R, I]. a_vec and
+/* Gate/up GEMM + activation with K = H, N = I; h is [R, I], f32 (MMA: the
+ * weight dtype). a_vec and
  * w_vec: x and W1 rows are 16-byte aligned with K a multiple of 8 (the
  * host checks), so whole chunks go by cp.async. */
 extern "C" __global__ void __launch_bounds__(UP_THREADS, 1)
@@ -390,15 +384,20 @@ XATTN_EXPORT(moe_up)
 /* Down GEMM with K = I, N = H: y_r = h_r·W2_eᵀ + b2_e. */
 extern "C" __global__ void __launch_bounds__(DOWN_THREADS, 1)
     moe_down(i64 R, int E, i64 K, i64 N, const int *offsets, i64 off_st, const float *h,
-             const ELEM(W) *w2, i64 w_se, i64 w_sn, int w_vec, const ELEM(B) *b2, i64 b_se,
-             ELEM(IO) *y, i64 y_st)
+             int a_vec, const ELEM(W) *w2, i64 w_se, i64 w_sn, int w_vec, const ELEM(B) *b2,
+             i64 b_se, ELEM(IO) *y, i64 y_st)
 {
     XATTN_DYNAMIC_SMEM(smem);
     i64 r0, r1;
     int e;
     if (!find_tile(offsets, off_st, E, R, DOWN_BM, blockIdx.x, &r0, &r1, &e)) return;
     const i64 col0 = (i64)blockIdx.y * DOWN_BN;
-    gemm_tile<false, DOWN_TILE>(smem, K, N, r1 - r0, col0, h + r0 * K, K, false, w2 + e * w_se,
+#if MMA
+    const ELEM(W) *a = (const ELEM(W) *)h + r0 * K; /* h in the weight dtype */
+#else
+    const float *a = h + r0 * K;
+#endif
+    gemm_tile<false, DOWN_TILE>(smem, K, N, r1 - r0, col0, a, K, a_vec != 0, w2 + e * w_se,
                                 w_sn, w_vec != 0, BIAS_ROW(HAS_B2, b2, e, b_se), r0,
                                 (float *)0, y, y_st);
 }
