@@ -38,7 +38,9 @@ typedef struct xattn_moe_gemm_tiles {
  *  - scratch_offset, scratch_bytes: backend scratch every call may use
  *    (CPU: threads × scratch_per_thread, e.g. packed weight panels and
  *    per-thread expert counts).
- *  - h_offset: the activation h, f32 [max_rows, I], between the two GEMMs.
+ *  - h_offset: the activation h, f32 [max_rows, I], between the two GEMMs
+ *    (a backend whose down GEMM stages h in the weight dtype for matrix
+ *    units may keep it in that dtype there).
  *  - forward-only regions, used by xattn_moe_forward for its intermediates:
  *    ids_offset (i32 [T, k]), weights_offset (f32 [T, k]), offsets_offset
  *    (i32 [E+1]), row_token_offset (i32 [max_rows]), token_row_offset

@@ -806,6 +806,14 @@ static int moe_cases(hx_catalogue *cat)
         .desc.inter = 40, .strided = 1, .desc.weight_dtype = XATTN_F16);
     MOE(mixtral, .op = HX_MOE_EXPERTS, .tokens = 50, .desc.hidden = 128, .desc.inter = 64,
         .strided = 1, .desc.dtype = XATTN_BF16, .desc.activation = XATTN_MOE_GEGLU);
+    /* Reductions of many K steps (the GPU kernels' pipelines wrap around
+     * their buffers) over tiles of several warps each way: 16-bit weights
+     * with K a multiple of a 16-byte chunk, and not. */
+    MOE(mixtral, .op = HX_MOE_EXPERTS, .tokens = 129, .desc.align = 0, .desc.hidden = 512,
+        .desc.inter = 128, .desc.dtype = XATTN_BF16, .desc.weight_dtype = XATTN_BF16);
+    MOE(mixtral, .op = HX_MOE_EXPERTS, .tokens = 65, .desc.align = 0, .desc.hidden = 516,
+        .desc.inter = 132, .desc.dtype = XATTN_F16, .desc.weight_dtype = XATTN_F16,
+        .desc.activation = XATTN_MOE_GEGLU);
     /* GPT-OSS's experts: every bias dtype, activation and weight dtype
      * mixed; the clamp at the GPT-OSS limit and at smaller ones, another
      * alpha; segments of one to a few hundred rows (T 1, 33, 513); the

@@ -1,12 +1,10 @@
-/* MoE route, dispatch, expert GEMMs and combine, with the semantics of
- * api/xattn_moe.h. General kernels, one thread per token, chunk, or output
- * element (no tensor cores yet). Three modules come from this source:
+/* MoE route, dispatch and combine, with the semantics of api/xattn_moe.h
+ * (the expert GEMMs are kernels/moe_gemm.cu). Two modules come from this
+ * source:
  *  - -DROUTE=<xattn_moe_route_mode> -DLG=<logits dtype> -DRENORM=0|1
  *    -DHAS_BIAS=0|1: moe_route;
  *  - -DDISPATCH -DIO=<dtype> -DON_INPUT=0|1: moe_count, moe_scan,
- *    moe_scatter, moe_rows, moe_combine;
- *  - -DGEMM -DIO=<dtype> -DW=<weight dtype> -DB=<bias dtype> -DHAS_B1,
- *    -DHAS_B2, -DW1_IL, the activation (prelude.cuh): moe_up, moe_down.
+ *    moe_scatter, moe_rows, moe_combine.
  * Shapes, strides and pointers are arguments. Index contents are clamped
  * or checked so that no index leaves its buffer. */
 
@@ -16,31 +14,27 @@
 #define ROUTE_TOPK_SOFTMAX 1
 #define ROUTE_SIGMOID_GROUPED 2
 #define ROUTE_TOPK_SIGMOID 3
-#define MAX_CACHED_GROUPS 64
+#define MASK_GROUPS 64 /* kept groups as a 64-bit mask up to this many */
+#define NONE 0x7fffffff /* no candidate: after every expert in the order */
 
 XATTN_DEV float sigmoid_f32(float x) { return 1.0f / (1.0f + expf(-x)); }
 XATTN_DEV float nan_low(float v) { return xisnan(v) ? -XATTN_INF : v; }
 
-/* Offer expert id with score v to the best list vals/ids (*n of k filled,
- * highest first); experts come in ascending order and only a strictly
- * higher score moves ahead, so equal scores keep the lower index first. */
-XATTN_DEV void top_offer(float *vals, int *ids, int *n, int k, float v, int id)
+/* The ranking order: a higher score first, equal scores by the lower index
+ * (NaN scores rank as −inf, so the order is total). */
+XATTN_DEV bool before(float v, int e, float ov, int oe) { return v > ov || (v == ov && e < oe); }
+
+/* The first of the lanes' candidates (v, e) in the order, in every lane. */
+XATTN_DEV void warp_first(float *v, int *e)
 {
-    v = nan_low(v);
-    int pos;
-    if (*n < k) {
-        pos = (*n)++;
-    } else {
-        if (!(v > vals[k - 1])) return;
-        pos = k - 1;
+    for (int m = 16; m > 0; m >>= 1) {
+        const float ov = __shfl_xor_sync(FULL_MASK, *v, m);
+        const int oe = __shfl_xor_sync(FULL_MASK, *e, m);
+        if (before(ov, oe, *v, *e)) {
+            *v = ov;
+            *e = oe;
+        }
     }
-    while (pos > 0 && v > vals[pos - 1]) {
-        vals[pos] = vals[pos - 1];
-        ids[pos] = ids[pos - 1];
-        pos--;
-    }
-    vals[pos] = v;
-    ids[pos] = id;
 }
 
 XATTN_DEV float grouped_score(const ELEM(LG) *l, const float *bias, int e)
@@ -75,83 +69,123 @@ XATTN_DEV float group_score(const ELEM(LG) *l, const float *bias, int g, int siz
     return nan_low(first + second);
 }
 
-/* One thread per token; the output rows hold the best list while it is built. */
+/* One warp per token, lane i holding experts (or groups) i, i + 32, ...
+ * Each pick is the first candidate, in the ranking order, after the
+ * previous pick: no list to keep, so any E and k fit. Lane 0 writes the
+ * picks and their scores into the output rows, which then hold weights. */
 extern "C" __global__ void moe_route(i64 T, int E, int k, int n_group, int topk_group,
                                      float scale, const ELEM(LG) *logits, i64 logits_st,
                                      const float *bias, int *topk_ids, i64 ids_st,
                                      float *topk_w, i64 w_st)
 {
-    const i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= T) return;
+    const int lane = threadIdx.x % 32;
+    const i64 t = (i64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (t >= T) return; /* the warp leaves whole */
     const ELEM(LG) *l = logits + t * logits_st;
     int *ids = topk_ids + t * ids_st;
     float *w = topk_w + t * w_st;
-    int n = 0;
 #if ROUTE == ROUTE_SIGMOID_GROUPED
+    /* The kept groups: those up to the topk_group-th in the order (gv, gg). */
     const int size = E / n_group;
-    if (n_group <= MAX_CACHED_GROUPS) {
-        float kept_score[MAX_CACHED_GROUPS];
-        int kept[MAX_CACHED_GROUPS];
-        int nk = 0;
-        for (int g = 0; g < n_group; g++)
-            top_offer(kept_score, kept, &nk, topk_group, group_score(l, bias, g, size), g);
-        for (int i = 1; i < nk; i++) { /* ascending group order */
-            const int g = kept[i];
-            int j = i;
-            for (; j > 0 && kept[j - 1] > g; j--) kept[j] = kept[j - 1];
-            kept[j] = g;
-        }
-        for (int i = 0; i < nk; i++)
-            for (int e = kept[i] * size; e < (kept[i] + 1) * size; e++)
-                top_offer(w, ids, &n, k, grouped_score(l, bias, e), e);
-    } else {
-        for (int g = 0; g < n_group; g++) {
+    float gv = XATTN_INF;
+    int gg = -1;
+    for (int r = 0; r < topk_group; r++) {
+        float bv = -XATTN_INF;
+        int bg = NONE;
+        for (int g = lane; g < n_group; g += 32) {
             const float s = group_score(l, bias, g, size);
-            int beaten = 0;
-            for (int h = 0; h < n_group && beaten < topk_group; h++) {
-                if (h == g) continue;
-                const float o = group_score(l, bias, h, size);
-                if (o > s || (o == s && h < g)) beaten++;
+            if (before(gv, gg, s, g) && before(s, g, bv, bg)) {
+                bv = s;
+                bg = g;
             }
-            if (beaten >= topk_group) continue;
-            for (int e = g * size; e < (g + 1) * size; e++)
-                top_offer(w, ids, &n, k, grouped_score(l, bias, e), e);
         }
+        warp_first(&bv, &bg);
+        gv = bv;
+        gg = bg;
     }
-    for (int j = 0; j < k; j++) w[j] = sigmoid_f32(LOAD(LG, l, ids[j])); /* unbiased s */
-#else
-    for (int e = 0; e < E; e++) top_offer(w, ids, &n, k, LOAD(LG, l, e), e);
-#  if ROUTE == ROUTE_SOFTMAX_TOPK
-    const float mx = w[0]; /* the first pick is the maximum */
-    float sum = 0.0f;
-    for (int e = 0; e < E; e++) sum += expf(LOAD(LG, l, e) - mx);
-    for (int j = 0; j < k; j++) w[j] = expf(LOAD(LG, l, ids[j]) - mx) / sum;
-#  elif ROUTE == ROUTE_TOPK_SOFTMAX
-    const float mx = w[0];
-    float sum = 0.0f;
+    u32 kept_lo = 0, kept_hi = 0;
+    if (n_group <= MASK_GROUPS) {
+        const int g1 = lane + 32;
+        kept_lo = __ballot_sync(FULL_MASK, lane < n_group &&
+                                               !before(gv, gg, group_score(l, bias, lane, size),
+                                                       lane));
+        kept_hi = __ballot_sync(FULL_MASK, g1 < n_group &&
+                                               !before(gv, gg, group_score(l, bias, g1, size), g1));
+    }
+#endif
+    float pv = XATTN_INF, first = 0.0f;
+    int pe = -1;
     for (int j = 0; j < k; j++) {
-        w[j] = expf(w[j] - mx);
+        float bv = -XATTN_INF;
+        int be = NONE;
+        for (int e = lane; e < E; e += 32) {
+#if ROUTE == ROUTE_SIGMOID_GROUPED
+            const int g = e / size;
+            const bool kept = n_group <= MASK_GROUPS
+                                  ? ((g < 32 ? kept_lo >> g : kept_hi >> (g - 32)) & 1u) != 0
+                                  : !before(gv, gg, group_score(l, bias, g, size), g);
+            if (!kept) continue;
+            const float v = grouped_score(l, bias, e);
+#else
+            const float v = nan_low(LOAD(LG, l, e));
+#endif
+            if (before(pv, pe, v, e) && before(v, e, bv, be)) {
+                bv = v;
+                be = e;
+            }
+        }
+        warp_first(&bv, &be);
+        if (lane == 0) {
+            ids[j] = be;
+            w[j] = bv;
+        }
+        if (j == 0) first = bv;
+        pv = bv;
+        pe = be;
+    }
+    __syncwarp(); /* the picks lane 0 wrote, for every lane */
+
+    /* Weights: lane i computes picks i, i + 32, ... An id outside [0, E)
+     * (none: the contract's bounds make it impossible) gets NaN. */
+#if ROUTE == ROUTE_SOFTMAX_TOPK
+    const float mx = first; /* the first pick is the maximum */
+    float sum = 0.0f;
+    for (int e = lane; e < E; e += 32) sum += expf(LOAD(LG, l, e) - mx);
+    sum = warp_sum(sum);
+    for (int j = lane; j < k; j += 32)
+        w[j] = ids[j] >= 0 && ids[j] < E ? expf(LOAD(LG, l, ids[j]) - mx) / sum : XATTN_NAN;
+#elif ROUTE == ROUTE_TOPK_SOFTMAX
+    float sum = 0.0f;
+    for (int j = lane; j < k; j += 32) {
+        w[j] = expf(w[j] - first);
         sum += w[j];
     }
-    for (int j = 0; j < k; j++) w[j] /= sum;
-#  else /* TOPK_SIGMOID */
-    for (int j = 0; j < k; j++) w[j] = sigmoid_f32(w[j]);
-#  endif
+    sum = warp_sum(sum);
+    for (int j = lane; j < k; j += 32) w[j] /= sum;
+#elif ROUTE == ROUTE_TOPK_SIGMOID
+    for (int j = lane; j < k; j += 32) w[j] = sigmoid_f32(w[j]);
+#else /* SIGMOID_GROUPED: the unbiased s */
+    (void)first;
+    for (int j = lane; j < k; j += 32)
+        w[j] = ids[j] >= 0 && ids[j] < E ? sigmoid_f32(LOAD(LG, l, ids[j])) : XATTN_NAN;
 #endif
     /* NaN in, NaN out: a NaN logit (or bias entry) makes every weight NaN. */
     bool nan = false;
-    for (int e = 0; e < E; e++) nan |= xisnan(LOAD(LG, l, e));
+    for (int e = lane; e < E; e += 32) {
+        nan |= xisnan(LOAD(LG, l, e));
 #if HAS_BIAS
-    for (int e = 0; e < E; e++) nan |= xisnan(bias[e]);
+        nan |= xisnan(bias[e]);
 #endif
-    if (nan)
-        for (int j = 0; j < k; j++) w[j] = XATTN_NAN;
+    }
+    if (__ballot_sync(FULL_MASK, nan))
+        for (int j = lane; j < k; j += 32) w[j] = XATTN_NAN;
 #if RENORM
     float total = 0.0f;
-    for (int j = 0; j < k; j++) total += w[j];
-    for (int j = 0; j < k; j++) w[j] /= total;
+    for (int j = lane; j < k; j += 32) total += w[j];
+    total = warp_sum(total);
+    for (int j = lane; j < k; j += 32) w[j] /= total;
 #endif
-    for (int j = 0; j < k; j++) w[j] *= scale;
+    for (int j = lane; j < k; j += 32) w[j] *= scale;
 }
 XATTN_EXPORT(moe_route)
 
@@ -159,17 +193,22 @@ XATTN_EXPORT(moe_route)
 
 #ifdef DISPATCH
 
-/* Dispatch without global atomics, deterministic: tokens are cut into
- * chunks, each with a row of E counters in the plan's scratch:
- *  moe_count   each chunk (one thread) counts its pairs per expert;
- *  moe_scan    one thread: aligned segment starts into expert_offsets, and
+/* Dispatch without atomics, deterministic: tokens are cut into chunks,
+ * each with a row of E counters in the plan's scratch:
+ *  moe_count   one block per chunk counts its pairs per expert;
+ *  moe_scan    one block: aligned segment starts into expert_offsets, and
  *              each chunk's counters become its first row in every segment
  *              (chunks in token order, so segments hold ascending tokens);
- *  moe_scatter each chunk hands out rows (token_row, row_token); the last
- *              chunk's cursor of a segment is where its padding starts;
+ *  moe_scatter one block per chunk hands out rows (token_row, row_token)
+ *              in (token, slot) order; the last chunk's cursor of a segment
+ *              is where its padding starts;
  *  moe_rows    one block per row: copy x (ON_INPUT: times the slot's
  *              weight), zeros for padding, row_token −1 past the end.
- * Ids outside [0, E) count as dropped. */
+ * In count and scatter each thread owns experts e ≡ thread (mod threads)
+ * and walks the chunk's pairs in order from shared memory, so a pair's row
+ * needs no atomics and no ranking. Ids outside [0, E) count as dropped. */
+
+#define TILE_PAIRS 2048 /* a chunk's (token, slot) pairs staged at a time */
 
 XATTN_DEV int expert_of(const int *ids, int j, int E)
 {
@@ -177,38 +216,81 @@ XATTN_DEV int expert_of(const int *ids, int j, int E)
     return e >= 0 && e < E ? e : -1;
 }
 
+/* Pairs [p0, p0 + n) of the chunk starting at token t0 into ids_s, and
+ * token_row −1 for the dropped ones (scatter). */
+XATTN_DEV void stage_pairs(int *ids_s, const int *topk_ids, i64 ids_st, int k, int E, i64 t0,
+                           i64 p0, int n, int *token_row, i64 tr_st)
+{
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const i64 t = t0 + (p0 + i) / k;
+        const int j = (int)((p0 + i) % k);
+        ids_s[i] = expert_of(topk_ids + t * ids_st, j, E);
+        if (token_row && ids_s[i] < 0) token_row[t * tr_st + j] = -1;
+    }
+}
+
 extern "C" __global__ void moe_count(i64 T, int k, int E, i64 chunk, const int *topk_ids,
                                      i64 ids_st, int *scratch)
 {
-    const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x, t0 = c * chunk;
+    __shared__ int ids_s[TILE_PAIRS];
+    const i64 c = blockIdx.x, t0 = c * chunk;
     if (t0 >= T) return;
-    const i64 t1 = t0 + chunk < T ? t0 + chunk : T;
+    const i64 pairs = ((t0 + chunk < T ? t0 + chunk : T) - t0) * k;
     int *count = scratch + c * E;
-    for (int e = 0; e < E; e++) count[e] = 0;
-    for (i64 t = t0; t < t1; t++)
-        for (int j = 0; j < k; j++) {
-            const int e = expert_of(topk_ids + t * ids_st, j, E);
-            if (e >= 0) count[e]++;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) count[e] = 0;
+    for (i64 p0 = 0; p0 < pairs; p0 += TILE_PAIRS) {
+        const int n = (int)(pairs - p0 < TILE_PAIRS ? pairs - p0 : TILE_PAIRS);
+        __syncthreads(); /* the previous tile is read */
+        stage_pairs(ids_s, topk_ids, ids_st, k, E, t0, p0, n, (int *)0, 0);
+        __syncthreads();
+        for (int e = threadIdx.x; e < E; e += blockDim.x) {
+            int found = 0;
+            for (int i = 0; i < n; i++) found += ids_s[i] == e;
+            count[e] += found;
         }
+    }
 }
 XATTN_EXPORT(moe_count)
 
+/* Segment sizes (rounded up to align) scanned over the experts by the
+ * block, a blockDim.x slice at a time with a carry. */
 extern "C" __global__ void moe_scan(int E, i64 chunks, i64 align, int *scratch,
                                     int *expert_offsets, i64 offsets_st)
 {
-    if (threadIdx.x != 0 || blockIdx.x != 0) return;
-    i64 row = 0;
-    for (int e = 0; e < E; e++) {
-        const i64 start = row;
-        expert_offsets[e * offsets_st] = (int)start;
-        for (i64 c = 0; c < chunks; c++) {
-            const int found = scratch[c * E + e];
-            scratch[c * E + e] = (int)row;
-            row += found;
+    __shared__ i64 part[1024];
+    __shared__ i64 carry;
+    const int tid = threadIdx.x, n = blockDim.x;
+    if (blockIdx.x != 0) return;
+    if (tid == 0) carry = 0;
+    for (int base = 0; base < E; base += n) {
+        const int e = base + tid;
+        /* Each chunk's first row relative to the segment start. */
+        i64 size = 0;
+        if (e < E)
+            for (i64 c = 0; c < chunks; c++) {
+                const int found = scratch[c * E + e];
+                scratch[c * E + e] = (int)size;
+                size += found;
+            }
+        size = (size + align - 1) / align * align;
+        part[tid] = size;
+        __syncthreads();
+        for (int d = 1; d < n; d *= 2) { /* inclusive scan */
+            const i64 left = tid >= d ? part[tid - d] : 0;
+            __syncthreads();
+            part[tid] += left;
+            __syncthreads();
         }
-        row = start + (row - start + align - 1) / align * align;
+        const i64 start = carry + part[tid] - size;
+        if (e < E) {
+            expert_offsets[(i64)e * offsets_st] = (int)start;
+            for (i64 c = 0; c < chunks; c++) scratch[c * E + e] += (int)start;
+        }
+        __syncthreads(); /* every thread has read carry */
+        if (tid == n - 1) carry = start + size;
+        __syncthreads();
     }
-    expert_offsets[(i64)E * offsets_st] = (int)row;
+    if (tid == 0) expert_offsets[(i64)E * offsets_st] = (int)carry;
 }
 XATTN_EXPORT(moe_scan)
 
@@ -216,21 +298,28 @@ extern "C" __global__ void moe_scatter(i64 T, int k, int E, i64 chunk, i64 R,
                                        const int *topk_ids, i64 ids_st, int *scratch,
                                        int *row_token, i64 rt_st, int *token_row, i64 tr_st)
 {
-    const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x, t0 = c * chunk;
+    __shared__ int ids_s[TILE_PAIRS];
+    const i64 c = blockIdx.x, t0 = c * chunk;
     if (t0 >= T) return;
-    const i64 t1 = t0 + chunk < T ? t0 + chunk : T;
+    const i64 pairs = ((t0 + chunk < T ? t0 + chunk : T) - t0) * k;
     int *cursor = scratch + c * E;
-    for (i64 t = t0; t < t1; t++)
-        for (int j = 0; j < k; j++) {
-            const int e = expert_of(topk_ids + t * ids_st, j, E);
-            if (e < 0) {
-                token_row[t * tr_st + j] = -1;
-                continue;
+    for (i64 p0 = 0; p0 < pairs; p0 += TILE_PAIRS) {
+        const int n = (int)(pairs - p0 < TILE_PAIRS ? pairs - p0 : TILE_PAIRS);
+        __syncthreads();
+        stage_pairs(ids_s, topk_ids, ids_st, k, E, t0, p0, n, token_row, tr_st);
+        __syncthreads();
+        for (int e = threadIdx.x; e < E; e += blockDim.x) {
+            i64 r = cursor[e];
+            for (int i = 0; i < n; i++) {
+                if (ids_s[i] != e) continue;
+                const i64 t = t0 + (p0 + i) / k;
+                token_row[t * tr_st + (p0 + i) % k] = (int)r;
+                if (r < R) row_token[r * rt_st] = (int)t;
+                r++;
             }
-            const i64 r = cursor[e]++;
-            token_row[t * tr_st + j] = (int)r;
-            if (r < R) row_token[r * rt_st] = (int)t;
+            cursor[e] = (int)r;
         }
+    }
 }
 XATTN_EXPORT(moe_scatter)
 
@@ -307,80 +396,3 @@ extern "C" __global__ void moe_combine(i64 T, int k, i64 H, i64 R, int accumulat
 XATTN_EXPORT(moe_combine)
 
 #endif /* DISPATCH */
-
-#ifdef GEMM
-
-/* The expert of row r: the last e with offsets[e] ≤ r, offsets clamped to
- * [0, R]; −1 when r lies past the last segment. */
-XATTN_DEV int row_expert(const int *off, i64 off_st, int E, i64 R, i64 r)
-{
-    const i64 end = off[(i64)E * off_st] < 0 ? 0 : off[(i64)E * off_st] > R ? R
-                                                                              : off[(i64)E * off_st];
-    if (r >= end) return -1;
-    int lo = 0, hi = E - 1;
-    while (lo < hi) {
-        const int mid = (lo + hi + 1) / 2;
-        const i64 o = off[(i64)mid * off_st];
-        if (o <= r) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo;
-}
-
-XATTN_DEV i64 w1_row(int pair, i64 c, i64 n)
-{
-#if defined(W1_IL) && W1_IL
-    return 2 * c + pair;
-#else
-    return pair * n + c;
-#endif
-}
-
-/* h[r, c] = act(x_r·W1[gate(c)] + b1, x_r·W1[up(c)] + b1), f32. One thread
- * per (row, gate column). */
-extern "C" __global__ void moe_up(i64 R, int E, i64 H, i64 I, const int *offsets, i64 off_st,
-                                  const ELEM(IO) *x, i64 x_st, const ELEM(W) *w1, i64 w1_se,
-                                  i64 w1_sn, const ELEM(B) *b1, i64 b1_se, float *h)
-{
-    const i64 c = (i64)blockIdx.y * blockDim.x + threadIdx.x, r = blockIdx.x;
-    if (c >= I) return;
-    const int e = row_expert(offsets, off_st, E, R, r);
-    if (e < 0) return;
-    const ELEM(IO) *xr = x + r * x_st;
-    const ELEM(W) *wg = w1 + e * w1_se + w1_row(0, c, I) * w1_sn;
-    const ELEM(W) *wu = w1 + e * w1_se + w1_row(1, c, I) * w1_sn;
-    float g = 0.0f, u = 0.0f;
-    for (i64 d = 0; d < H; d++) {
-        const float xv = LOAD(IO, xr, d);
-        g += xv * LOAD(W, wg, d);
-        u += xv * LOAD(W, wu, d);
-    }
-#if HAS_B1
-    g += LOAD(B, b1 + e * b1_se, w1_row(0, c, I));
-    u += LOAD(B, b1 + e * b1_se, w1_row(1, c, I));
-#endif
-    h[r * I + c] = glu(g, u);
-}
-XATTN_EXPORT(moe_up)
-
-/* y[r, n] = h_r · W2[n] + b2[n], rounded once. One thread per (row, column). */
-extern "C" __global__ void moe_down(i64 R, int E, i64 H, i64 I, const int *offsets, i64 off_st,
-                                    const float *h, const ELEM(W) *w2, i64 w2_se, i64 w2_sn,
-                                    const ELEM(B) *b2, i64 b2_se, ELEM(IO) *y, i64 y_st)
-{
-    const i64 n = (i64)blockIdx.y * blockDim.x + threadIdx.x, r = blockIdx.x;
-    if (n >= H) return;
-    const int e = row_expert(offsets, off_st, E, R, r);
-    if (e < 0) return;
-    const float *hr = h + r * I;
-    const ELEM(W) *wr = w2 + e * w2_se + n * w2_sn;
-    float s = 0.0f;
-    for (i64 i = 0; i < I; i++) s += hr[i] * LOAD(W, wr, i);
-#if HAS_B2
-    s += LOAD(B, b2 + e * b2_se, n);
-#endif
-    STORE(IO, y + r * y_st, n, s);
-}
-XATTN_EXPORT(moe_down)
-
-#endif /* GEMM */
