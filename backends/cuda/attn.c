@@ -1,11 +1,11 @@
-/* Attention (kernels/attn.cu, kernels/attn_split.cu): one warp per query
- * row, head and KV split, the plan's splits merged by split_merge. prepare
- * compiles the plan's variants; run only launches.
+/* Attention (kernels/attn.cu, kernels/attn_split.cu): prepare compiles the
+ * plan's variants; run only launches.
  *
- * This is the general kernel every plan runs today, correct for every
- * feature but not the tensor-core FlashAttention-2 kernel the plan's tiles
- * describe (block_q × block_k tiles through shared memory on mma.sync):
- * that one is still to be written, and docs/perf.md says so. */
+ * f16/bf16 plans made for matrix units (mma.sync m16n8k16, sm_80 and later)
+ * run attn_mma (attn.cu with -DMMA=1), the FlashAttention-2 kernel, one
+ * block per plan work item; everything else (f32, IEEE on FMA, and plans
+ * the mma kernel cannot take) runs attn_rows, one warp per query row. With
+ * KV splits, split_merge combines the partials in the workspace. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,33 +42,111 @@ typedef struct attn_args {
     CUdeviceptr seqlens_k;
     CUdeviceptr slopes, sinks;
     CUdeviceptr part;
+    int32_t pack, head_groups, q_tiles, aligned;
+    int64_t tile_space;
 } attn_args;
 
 typedef struct attn_state {
     int nvar;
-    cu_kernel k[2][CU_MAX_KERNELS]; /* [0][0] attn_rows, [1][0] split_merge */
+    int mma;                        /* k[0][0] is attn_mma, else attn_rows */
+    cu_kernel k[2][CU_MAX_KERNELS]; /* [0][0] the attention kernel, [1][0] split_merge */
 } attn_state;
+
+enum {
+    MMA_M = 16, MMA_N = 8, MMA_K = 16, /* mma.sync m16n8k16 */
+    MAX_REGS = 255,        /* per thread on sm_80 and sm_90 */
+    /* attn_mma's registers, measured with ptxas on sm_80 and sm_90a: about
+     * O + 2·S + 105, where O and S are the accumulator floats per lane
+     * (S counts twice: its exponentials, packed P and the K fragments in
+     * flight grow with it). Chunks of keys are sized so this fits. */
+    MMA_REG_BASE = 105,
+};
+
+/* The warp layout and register split attn_mma takes for a plan, or 0 when
+ * it cannot run the plan (attn_rows does). */
+typedef struct mma_shape {
+    int warps_m, warps_n, kc, q_regs;
+    size_t smem;
+} mma_shape;
+
+static int mma_shape_of(const struct xattn_plan *plan, const xattn_device_caps *caps,
+                        mma_shape *m)
+{
+    const xattn_attn_plan_params *p = &plan->params;
+    const xattn_attn_desc *d = &plan->prob.desc;
+    memset(m, 0, sizeof *m);
+    if (d->dtype != XATTN_F16 && d->dtype != XATTN_BF16) return 0;
+    uint32_t want = d->dtype == XATTN_F16 ? XATTN_MATRIX_F16 : XATTN_MATRIX_BF16;
+    if (!(caps->matrix_dtypes & want) || caps->matrix_m != MMA_M || caps->matrix_n != MMA_N ||
+        caps->matrix_k != MMA_K || caps->simd_width != 32)
+        return 0;
+    int warps = p->threads / 32;
+    if (warps < 1 || p->threads % 32 || p->block_q % MMA_M || p->block_k % MMA_K ||
+        p->dqk_pad % MMA_K || p->dv_pad % MMA_K || p->stages < 1)
+        return 0;
+    /* The planner's grid: row bands first, the rest split Dv. */
+    int bands = p->block_q / MMA_M;
+    m->warps_m = warps < bands ? warps : bands;
+    if (warps % m->warps_m || bands % m->warps_m) return 0;
+    m->warps_n = warps / m->warps_m;
+    if (p->dv_pad % (MMA_N * m->warps_n)) return 0;
+    int mr = bands / m->warps_m;
+    int dvw = p->dv_pad / m->warps_n;
+    int cap = MAX_REGS;
+    if (65536 / p->threads < cap) cap = 65536 / p->threads;
+    cap -= MMA_REG_BASE;
+    int o_regs = mr * dvw / 2;
+    /* S is MR·KC/2 floats per lane: halve the chunk until O and S fit. */
+    m->kc = p->block_k;
+    while (m->kc > MMA_K && m->kc % (2 * MMA_K) == 0 && o_regs + mr * m->kc > cap) m->kc /= 2;
+    int s_regs = mr * m->kc / 2;
+    if (o_regs + 2 * s_regs > cap) return 0;
+    /* Q stays in registers when that leaves room; else each chunk re-reads
+     * it from shared memory (cheap next to the K/V reads). */
+    m->q_regs = o_regs + 2 * s_regs + mr * p->dqk_pad / 4 <= cap;
+    size_t esize = 2;
+    m->smem = esize * ((size_t)p->block_q * (size_t)p->dqk_pad +
+                       (size_t)p->stages * (size_t)p->block_k * (size_t)(p->dqk_pad + p->dv_pad));
+    if (m->smem > caps->local_mem_bytes) return 0;
+    return 1;
+}
 
 xattn_status cu_attn_variants(const struct xattn_plan *plan, const xattn_device_caps *caps,
                               cu_variant *out, int *n)
 {
     const xattn_attn_plan_params *p = &plan->params;
     const xattn_attn_desc *d = &plan->prob.desc;
-    (void)caps;
     *n = 0;
     if (p->kv_splits < 1 || p->kv_splits > MAX_GRID_Y)
         return xattn_error(XATTN_ERR_UNSUPPORTED, "cuda: attention plan with %d KV splits",
                            (int)p->kv_splits);
     memset(out, 0, 2 * sizeof *out);
     cu_variant *v = &out[0];
-    v->source = "attn";
-    if (cu_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
-        cu_options_add(v->options, sizeof v->options, " -DDQK=%d -DDV=%d -DDV_PAD=%d -DWARPS=%d",
-                       (int)d->head_dim_qk, (int)d->head_dim_v, (int)p->dv_pad, WARPS))
-        return xattn_error(XATTN_ERR_INTERNAL, "cuda: attention options too long");
-    v->kernels[0] = "attn_rows";
+    mma_shape ms;
+    if (mma_shape_of(plan, caps, &ms)) {
+        v->source = "attn";
+        if (cu_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
+            cu_options_add(v->options, sizeof v->options,
+                           " -DMMA=1 -DBQ=%d -DBK=%d -DKC=%d -DWARPS_M=%d -DWARPS_N=%d"
+                           " -DSTAGES=%d -DDQK=%d -DDV=%d -DDQK_PAD=%d -DDV_PAD=%d -DQ_REGS=%d",
+                           (int)p->block_q, (int)p->block_k, ms.kc, ms.warps_m, ms.warps_n,
+                           (int)p->stages, (int)d->head_dim_qk, (int)d->head_dim_v,
+                           (int)p->dqk_pad, (int)p->dv_pad, ms.q_regs))
+            return xattn_error(XATTN_ERR_INTERNAL, "cuda: attention options too long");
+        v->kernels[0] = "attn_mma";
+        v->threads = ms.warps_m * ms.warps_n * 32;
+        v->smem_bytes = ms.smem;
+    } else {
+        v->source = "attn";
+        if (cu_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
+            cu_options_add(v->options, sizeof v->options,
+                           " -DDQK=%d -DDV=%d -DDV_PAD=%d -DWARPS=%d", (int)d->head_dim_qk,
+                           (int)d->head_dim_v, (int)p->dv_pad, WARPS))
+            return xattn_error(XATTN_ERR_INTERNAL, "cuda: attention options too long");
+        v->kernels[0] = "attn_rows";
+        v->threads = THREADS;
+    }
     v->hot = 1;
-    v->threads = THREADS;
     *n = 1;
     if (p->kv_splits > 1) {
         cu_variant *m = &out[1];
@@ -98,6 +176,7 @@ xattn_status cu_attn_prepare(xattn_device *dev, const struct xattn_plan *plan, v
         return st;
     }
     s->nvar = n;
+    s->mma = !strcmp(v[0].kernels[0], "attn_mma");
     *state = s;
     return XATTN_OK;
 }
@@ -106,6 +185,30 @@ void cu_attn_release(xattn_device *dev, void *state)
 {
     (void)dev;
     free(state); /* the functions belong to modules the device unloads */
+}
+
+/* Ragged Q: the plan is sized for the seqlen_q bound, but a run must cost
+ * what its real lengths cost, and cu_seqlens_q is device memory the host
+ * does not read. attn_mma numbers the tiles itself: sequence b's from
+ * ⌊cu_q[b]·pack / block_q⌋ + b on, all below ⌊total_q·pack / block_q⌋ + B
+ * (the OpenCL module does the same). 0 for uniform Q. */
+static int64_t tile_space(const struct xattn_plan *plan, const xattn_attn_launch *l)
+{
+    const xattn_attn_desc *d = &plan->prob.desc;
+    const xattn_attn_plan_params *p = &plan->params;
+    if (d->q_layout != XATTN_Q_RAGGED) return 0;
+    const int64_t cap = (int64_t)d->batch * p->q_tiles + d->batch;
+    const int64_t space = l->total_q / p->block_q * p->gqa_pack +
+                          l->total_q % p->block_q * p->gqa_pack / p->block_q + d->batch;
+    return space < cap ? space : cap;
+}
+
+/* Are an operand's address and strides multiples of 16 bytes (cp.async)? */
+static int aligned16(const xattn_attn_operand *t, int64_t esize)
+{
+    const uint64_t mask = 15;
+    return !((cu_ptr(t->ref) | (uint64_t)(t->sb * esize) | (uint64_t)(t->st * esize) |
+              (uint64_t)(t->sh * esize)) & mask);
 }
 
 xattn_status cu_attn_run(xattn_device *dev, const struct xattn_plan *plan, const void *state,
@@ -157,6 +260,9 @@ xattn_status cu_attn_run(xattn_device *dev, const struct xattn_plan *plan, const
     a.seqlens_k = cu_ptr(l->seqlens_k);
     a.slopes = cu_ptr(l->alibi_slopes);
     a.sinks = cu_ptr(l->sinks);
+    a.pack = p->gqa_pack;
+    a.head_groups = p->head_groups;
+    a.q_tiles = p->q_tiles;
     /* Without splits the kernel never touches the workspace. */
     if (p->kv_splits > 1) {
         xattn_ref part = l->workspace;
@@ -166,12 +272,29 @@ xattn_status cu_attn_run(xattn_device *dev, const struct xattn_plan *plan, const
 
     int64_t rows = l->total_q * d->num_q_heads;
     int64_t blocks = (rows + WARPS - 1) / WARPS;
+    if (s->mma) {
+        const int64_t esize = (int64_t)xattn_dtype_size(d->dtype);
+        a.aligned = aligned16(&l->q, esize) && aligned16(&l->k, esize) && aligned16(&l->v, esize);
+        a.tile_space = tile_space(plan, l);
+        blocks = a.tile_space ? (int64_t)p->head_groups * a.tile_space * p->kv_splits
+                              : p->num_work;
+        if (blocks > INT32_MAX)
+            return xattn_error(XATTN_ERR_UNSUPPORTED, "cuda: attention over %lld work items",
+                               (long long)blocks);
+        void *args[] = {&a};
+        XATTN_TRY(cu_launch(dev, &s->k[0][0], (unsigned)blocks, 1, 1, args));
+        blocks = (rows + WARPS - 1) / WARPS; /* the merge's grid */
+    } else {
+        if (blocks > INT32_MAX)
+            return xattn_error(XATTN_ERR_UNSUPPORTED, "cuda: attention over %lld rows",
+                               (long long)rows);
+        void *args[] = {&a};
+        XATTN_TRY(cu_launch(dev, &s->k[0][0], (unsigned)blocks, (unsigned)p->kv_splits, 1, args));
+    }
+    if (p->kv_splits == 1) return XATTN_OK;
     if (blocks > INT32_MAX)
         return xattn_error(XATTN_ERR_UNSUPPORTED, "cuda: attention over %lld rows",
                            (long long)rows);
-    void *args[] = {&a};
-    XATTN_TRY(cu_launch(dev, &s->k[0][0], (unsigned)blocks, (unsigned)p->kv_splits, 1, args));
-    if (p->kv_splits == 1) return XATTN_OK;
 
     int64_t total_q = l->total_q, hq = d->num_q_heads, seqlen_q = d->seqlen_q;
     int32_t q_ragged = a.q_ragged, splits = p->kv_splits;
