@@ -55,11 +55,13 @@ typedef struct attn_state {
 enum {
     MMA_M = 16, MMA_N = 8, MMA_K = 16, /* mma.sync m16n8k16 */
     MAX_REGS = 255,        /* per thread on sm_80 and sm_90 */
-    /* attn_mma's registers, measured with ptxas on sm_80 and sm_90a: about
-     * O + 2·S + 105, where O and S are the accumulator floats per lane
-     * (S counts twice: its exponentials, packed P and the K fragments in
-     * flight grow with it). Chunks of keys are sized so this fits. */
-    MMA_REG_BASE = 105,
+    /* attn_mma's registers, from ptxas on sm_80 and sm_90a, grow with
+     * O + 2·S, where O and S are the accumulator floats per lane (S counts
+     * twice: its exponentials, packed P and the K fragments in flight grow
+     * with it): O + 2·S = 80 takes 198 registers (D 128 in 4 warps of Dv,
+     * and D 16 in 4 row bands), while 144 spills at 255 in both. Chunks of
+     * keys are halved until O + 2·S + 130 fits. */
+    MMA_REG_BASE = 130,
 };
 
 /* The warp layout and register split attn_mma takes for a plan, or 0 when
