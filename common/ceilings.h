@@ -16,3 +16,15 @@
  * threads run work on the same device are low. */
 XATTN_INTERNAL xattn_status xattn_context_measure_ceilings(xattn_context *ctx,
                                                           xattn_ceilings *out);
+
+/* For the backends' ceiling kernels and the tool's host probes. */
+
+/* Seconds on the monotonic clock. */
+XATTN_INTERNAL double xattn_clock_seconds(void);
+
+/* Sort v[0..n) ascending and return its median (0 when n ≤ 0). */
+XATTN_INTERNAL double xattn_sorted_median(double *v, int n);
+
+/* A ceiling from n rates of repeats: rate the best (other load only ever
+ * lowers a rate), median the median. Sorts rates. */
+XATTN_INTERNAL void xattn_ceiling_from_rates(xattn_ceiling *out, double *rates, int n);

@@ -445,3 +445,14 @@ int xattn_plan_params_format(const xattn_attn_problem *prob, const xattn_attn_pl
     xattn_text_put(buf, size, &n, "\n");
     return n > INT_MAX ? INT_MAX : (int)n;
 }
+
+int64_t xattn_attn_tile_space(const xattn_attn_problem *prob, const xattn_attn_plan_params *p,
+                              int64_t total_q)
+{
+    const xattn_attn_desc *d = &prob->desc;
+    if (d->q_layout != XATTN_Q_RAGGED || p->block_q <= 0) return 0;
+    const int64_t cap = (int64_t)d->batch * p->q_tiles + d->batch;
+    const int64_t space = total_q / p->block_q * p->gqa_pack +
+                          total_q % p->block_q * p->gqa_pack / p->block_q + d->batch;
+    return space < cap ? space : cap;
+}

@@ -63,6 +63,17 @@ XATTN_INTERNAL xattn_status xattn_plan_attention(const xattn_device_caps *caps,
                                             const xattn_attn_problem *prob,
                                             xattn_attn_plan_params *out);
 
+/* Ragged Q: the work a run launches must follow its real lengths, not the
+ * plan's seqlen_q bound, and cu_seqlens_q is device memory the host does not
+ * read, so GPU kernels number a ragged run's query tiles themselves:
+ * sequence b's from ⌊cu_q[b]·pack / block_q⌋ + b on, all of them below the
+ * tile space returned here, ⌊total_q·pack / block_q⌋ + B (capped at the
+ * plan's B·q_tiles + B; more rows than that only come with lengths the
+ * kernels clamp anyway). 0 for uniform Q, where the plan's work items are
+ * the launch. */
+XATTN_INTERNAL int64_t xattn_attn_tile_space(const xattn_attn_problem *prob,
+                                             const xattn_attn_plan_params *p, int64_t total_q);
+
 /* Caps of a named preset ("h100", "h200", "a100", "mi300x", "mi250x", "rx7900xtx",
  * "pocl-cpu", "host"); "host" reads this machine's CPU. Returns 0 if unknown. */
 XATTN_INTERNAL int xattn_preset_caps(const char *name, xattn_device_caps *out);

@@ -6,6 +6,7 @@
  * CPU has), so one binary measures any x86-64 correctly and other
  * architectures through the portable version. */
 #include "bench_ceilings.h"
+#include "ceilings.h"
 
 #include <omp.h>
 #include <stdint.h>
@@ -38,25 +39,9 @@ const char *xattn_bench_build_note(void)
 #endif
 }
 
-double xattn_bench_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+double xattn_bench_now(void) { return xattn_clock_seconds(); }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-double xattn_bench_median(double *v, int n)
-{
-    if (n <= 0) return 0.0;
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+double xattn_bench_median(double *v, int n) { return xattn_sorted_median(v, n); }
 
 /* ---- FMA loop ----------------------------------------------------------- */
 

@@ -189,22 +189,6 @@ void cu_attn_release(xattn_device *dev, void *state)
     free(state); /* the functions belong to modules the device unloads */
 }
 
-/* Ragged Q: the plan is sized for the seqlen_q bound, but a run must cost
- * what its real lengths cost, and cu_seqlens_q is device memory the host
- * does not read. attn_mma numbers the tiles itself: sequence b's from
- * ⌊cu_q[b]·pack / block_q⌋ + b on, all below ⌊total_q·pack / block_q⌋ + B
- * (the OpenCL module does the same). 0 for uniform Q. */
-static int64_t tile_space(const struct xattn_plan *plan, const xattn_attn_launch *l)
-{
-    const xattn_attn_desc *d = &plan->prob.desc;
-    const xattn_attn_plan_params *p = &plan->params;
-    if (d->q_layout != XATTN_Q_RAGGED) return 0;
-    const int64_t cap = (int64_t)d->batch * p->q_tiles + d->batch;
-    const int64_t space = l->total_q / p->block_q * p->gqa_pack +
-                          l->total_q % p->block_q * p->gqa_pack / p->block_q + d->batch;
-    return space < cap ? space : cap;
-}
-
 /* Are an operand's address and strides multiples of 16 bytes (cp.async)? */
 static int aligned16(const xattn_attn_operand *t, int64_t esize)
 {
@@ -277,7 +261,7 @@ xattn_status cu_attn_run(xattn_device *dev, const struct xattn_plan *plan, const
     if (s->mma) {
         const int64_t esize = (int64_t)xattn_dtype_size(d->dtype);
         a.aligned = aligned16(&l->q, esize) && aligned16(&l->k, esize) && aligned16(&l->v, esize);
-        a.tile_space = tile_space(plan, l);
+        a.tile_space = xattn_attn_tile_space(&plan->prob, p, l->total_q);
         blocks = a.tile_space ? (int64_t)p->head_groups * a.tile_space * p->kv_splits
                               : p->num_work;
         if (blocks > INT32_MAX)

@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "ceilings.h"
 #include "cu.h"
 
 enum {
@@ -50,19 +50,6 @@ xattn_status cu_ceilings_variants(const xattn_device_caps *caps, cu_variant *out
     out->threads = THREADS;
     *n = 1;
     return XATTN_OK;
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* Events around a repeat, or none (host clock). */
@@ -121,11 +108,11 @@ static xattn_status time_launches(xattn_device *dev, const timer *t, probe *p, i
         return XATTN_OK;
     }
     CU_TRY(cu, cu->StreamSynchronize(dev->stream));
-    double t0 = now_seconds();
+    double t0 = xattn_clock_seconds();
     for (int i = 0; i < launches; i++)
         XATTN_TRY(cu_launch(dev, p->kernel, p->blocks, 1, 1, p->args));
     CU_TRY(cu, cu->StreamSynchronize(dev->stream));
-    *seconds = now_seconds() - t0;
+    *seconds = xattn_clock_seconds() - t0;
     return XATTN_OK;
 }
 
@@ -139,10 +126,7 @@ static xattn_status repeat(xattn_device *dev, const timer *t, probe *p, int laun
         XATTN_TRY(time_launches(dev, t, p, launches, &s));
         rates[r] = s > 0 ? work / s : 0.0;
     }
-    qsort(rates, REPEATS, sizeof *rates, cmp_double);
-    out->rate = rates[REPEATS - 1];
-    out->median = rates[REPEATS / 2];
-    out->repeats = REPEATS;
+    xattn_ceiling_from_rates(out, rates, REPEATS);
     return XATTN_OK;
 }
 
@@ -241,7 +225,7 @@ static xattn_status measure_loop(xattn_device *dev, const timer *t, const cu_ker
 xattn_status cu_measure_ceilings(xattn_device *dev, xattn_ceilings *out)
 {
     memset(out, 0, sizeof *out);
-    double t0 = now_seconds();
+    double t0 = xattn_clock_seconds();
     cu_variant v;
     int n = 0;
     cu_kernel k[1][CU_MAX_KERNELS];
@@ -283,6 +267,6 @@ xattn_status cu_measure_ceilings(xattn_device *dev, xattn_ceilings *out)
         snprintf(out->bytes_per_s.method + strlen(out->bytes_per_s.method),
                  sizeof out->bytes_per_s.method - strlen(out->bytes_per_s.method), ", %s", clock);
     timer_release(dev, &t);
-    out->seconds = now_seconds() - t0;
+    out->seconds = xattn_clock_seconds() - t0;
     return st;
 }

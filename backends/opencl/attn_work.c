@@ -11,16 +11,7 @@
 
 int64_t ocl_attn_tile_space(const struct xattn_plan *plan, const xattn_attn_launch *l)
 {
-    const xattn_attn_desc *d = &plan->prob.desc;
-    const xattn_attn_plan_params *p = &plan->params;
-    if (d->q_layout != XATTN_Q_RAGGED) return 0;
-    /* Valid lengths (each ≤ seqlen_q, summing to total_q) stay within the
-     * plan's tiles plus one number per sequence; more rows than that can
-     * only come with lengths the kernels clamp anyway. */
-    const int64_t cap = (int64_t)d->batch * p->q_tiles + d->batch;
-    const int64_t space = l->total_q / p->block_q * p->gqa_pack +
-                          l->total_q % p->block_q * p->gqa_pack / p->block_q + d->batch;
-    return space < cap ? space : cap;
+    return xattn_attn_tile_space(&plan->prob, &plan->params, l->total_q);
 }
 
 int64_t ocl_attn_groups(const struct xattn_plan *plan, const xattn_attn_launch *l)

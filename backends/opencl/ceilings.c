@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "ceilings.h"
 #include "ocl.h"
 
 enum {
@@ -38,19 +38,6 @@ enum {
 #define CPU_COPY_BYTES ((size_t)128 << 20)
 #define FLOPS_PER_FMA 2.0
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* A kernel with its arguments and NDRange, launched `launches` times per
  * timing. */
 typedef struct probe {
@@ -64,11 +51,11 @@ typedef struct probe {
 static xattn_status time_launches(xattn_device *dev, probe *p, int launches, double *seconds)
 {
     OCL_TRY(dev->cl->Finish(dev->queue));
-    double t0 = now_seconds();
+    double t0 = xattn_clock_seconds();
     for (int i = 0; i < launches; i++)
         XATTN_TRY(ocl_launch(dev, p->kernel, p->nargs, p->args, 1, &p->global, &p->local));
     OCL_TRY(dev->cl->Finish(dev->queue));
-    *seconds = now_seconds() - t0;
+    *seconds = xattn_clock_seconds() - t0;
     return XATTN_OK;
 }
 
@@ -82,10 +69,7 @@ static xattn_status repeat(xattn_device *dev, probe *p, int launches, double wor
         XATTN_TRY(time_launches(dev, p, launches, &s));
         rates[r] = s > 0 ? work / s : 0.0;
     }
-    qsort(rates, REPEATS, sizeof *rates, cmp_double);
-    out->rate = rates[REPEATS - 1];
-    out->median = rates[REPEATS / 2];
-    out->repeats = REPEATS;
+    xattn_ceiling_from_rates(out, rates, REPEATS);
     return XATTN_OK;
 }
 
@@ -204,7 +188,7 @@ static xattn_status measure_fma(xattn_device *dev, ocl_kernel *k, int cpu, unsig
 xattn_status ocl_measure_ceilings(xattn_device *dev, xattn_ceilings *out)
 {
     memset(out, 0, sizeof *out);
-    double t0 = now_seconds();
+    double t0 = xattn_clock_seconds();
     /* The kernels' shape follows the hardware, not the style the planner
      * was told (XATTN_OPENCL_STYLE=gpu on PoCL still measures a CPU). */
     cl_device_type type = 0;
@@ -233,6 +217,6 @@ xattn_status ocl_measure_ceilings(xattn_device *dev, xattn_ceilings *out)
     ocl_kernel_release(dev, &copy);
     snprintf(out->flops_matrix.method, sizeof out->flops_matrix.method,
              "none: OpenCL C has no portable matrix instructions");
-    out->seconds = now_seconds() - t0;
+    out->seconds = xattn_clock_seconds() - t0;
     return st;
 }
