@@ -82,8 +82,7 @@ int64_t xattn_moe_rows_for(const xattn_moe_problem *prob, int32_t align, int64_t
 
 /* ---- GPU tiles ------------------------------------------------------------ */
 
-/* Matrix units take the weights' dtype, and the activations must share it. */
-static int uses_matrix_units(const xattn_device_caps *caps, const xattn_moe_desc *d)
+int xattn_moe_uses_matrix_units(const xattn_device_caps *caps, const xattn_moe_desc *d)
 {
     if (!caps->matrix_m || !caps->matrix_n || !caps->matrix_k) return 0;
     if (d->dtype != d->weight_dtype) return 0;
@@ -203,7 +202,7 @@ static xattn_status plan_gpu_tiles(const xattn_device_caps *caps, const xattn_mo
 {
     static const int32_t block_ms[] = {GPU_MAX_BLOCK_M, 64, 32, GPU_MIN_BLOCK_M};
     const xattn_moe_desc *d = &prob->desc;
-    int mm = uses_matrix_units(caps, d);
+    int mm = xattn_moe_uses_matrix_units(caps, d);
     size_t x_es = xattn_dtype_size(d->dtype), w_es = xattn_dtype_size(d->weight_dtype);
     const gemm_shape up = {mm, 2, d->inter, x_es, w_es};
     const gemm_shape down = {mm, 1, d->hidden, mm ? w_es : sizeof(float), w_es};

@@ -70,6 +70,13 @@ XATTN_INTERNAL int64_t xattn_moe_rows_for(const xattn_moe_problem *prob, int32_t
 /* Plan a MoE layer for a device. The problem must already be validated.
  * Errors: XATTN_ERR_UNSUPPORTED when no tile fits the device,
  * XATTN_ERR_INVALID_ARGUMENT when the workspace size overflows. */
+/* Whether the GPU tiles of a plan for caps run on matrix units: the weights'
+ * dtype is f16 or bf16 with matrix units for it, and the activations share
+ * it. A backend's kernels follow the same rule, so the plan's tiles split
+ * into whole fragments exactly when this holds. */
+XATTN_INTERNAL int xattn_moe_uses_matrix_units(const xattn_device_caps *caps,
+                                               const xattn_moe_desc *d);
+
 XATTN_INTERNAL xattn_status xattn_plan_moe(const xattn_device_caps *caps,
                                            const xattn_moe_problem *prob,
                                            xattn_moe_plan_params *out);

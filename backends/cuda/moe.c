@@ -32,18 +32,6 @@ typedef struct moe_state {
     int64_t up_bm, up_bn, down_bm, down_bn; /* the GEMM tiles, for the grids */
 } moe_state;
 
-/* Tensor cores take the weights' 16-bit dtype, with activations of the same
- * dtype: the planner's rule (common/plan_moe.c), so its tiles split into
- * m16n8k16 fragments exactly when this holds. */
-static int uses_mma(const xattn_device_caps *caps, const xattn_moe_desc *d)
-{
-    if (!caps->matrix_m || !caps->matrix_n || !caps->matrix_k) return 0;
-    if (d->dtype != d->weight_dtype) return 0;
-    if (d->weight_dtype == XATTN_F16) return (caps->matrix_dtypes & XATTN_MATRIX_F16) != 0;
-    if (d->weight_dtype == XATTN_BF16) return (caps->matrix_dtypes & XATTN_MATRIX_BF16) != 0;
-    return 0;
-}
-
 /* The K step for reduction k: the plan's, halved while a smaller power of
  * two still covers k in whole minimum steps (a short K then stages no
  * zeros), so the staged rows stay a power of two of 16-byte chunks. */
@@ -161,7 +149,7 @@ xattn_status cu_moe_variants(const struct xattn_moe_plan *plan, const xattn_devi
      * tile under its prefix. */
     char *g = u->options;
     const size_t gs = sizeof u->options;
-    const int mma = uses_mma(caps, d);
+    const int mma = xattn_moe_uses_matrix_units(caps, d); /* the planner's rule */
     if (cu_options_dtype(g, gs, "IO", d->dtype) || cu_options_dtype(g, gs, "W", d->weight_dtype) ||
         cu_options_dtype(g, gs, "B", d->bias_dtype) ||
         cu_options_add(g, gs, " -DMMA=%d -DHAS_B1=%d -DHAS_B2=%d -DW1_IL=%d", mma,
