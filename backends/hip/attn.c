@@ -45,6 +45,7 @@ typedef struct attn_args {
     void *part;
     int32_t pack, head_groups, q_tiles, aligned;
     int64_t tile_space;
+    int64_t dv_pad;
 } attn_args;
 
 /* One attention kernel: its variant for a plan (0 when it cannot run the
@@ -66,8 +67,8 @@ static int rows_variant(const struct xattn_plan *plan, const xattn_device_caps *
     (void)caps;
     v->source = "attn";
     if (hip_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
-        hip_options_add(v->options, sizeof v->options, " -DDQK=%d -DDV=%d -DDV_PAD=%d -DROWS=%d",
-                        (int)d->head_dim_qk, (int)d->head_dim_v, (int)plan->params.dv_pad, ROWS))
+        hip_options_add(v->options, sizeof v->options, " -DDQK=%d -DDV=%d -DROWS=%d",
+                        (int)d->head_dim_qk, (int)d->head_dim_v, ROWS))
         return 0;
     v->kernels[0] = "attn_rows";
     v->threads = THREADS;
@@ -131,9 +132,7 @@ xattn_status hip_attn_variants(const struct xattn_plan *plan, const xattn_device
     if (p->kv_splits > 1) {
         hip_variant *m = &out[1];
         m->source = "attn_split";
-        if (hip_options_dtype(m->options, sizeof m->options, "IO", d->dtype) ||
-            hip_options_add(m->options, sizeof m->options, " -DDV=%d -DDV_PAD=%d",
-                            (int)d->head_dim_v, (int)p->dv_pad))
+        if (hip_options_dtype(m->options, sizeof m->options, "IO", d->dtype))
             return xattn_error(XATTN_ERR_INTERNAL, "hip: merge options too long");
         m->kernels[0] = "split_merge";
         m->threads = THREADS;
@@ -221,6 +220,7 @@ xattn_status hip_attn_run(xattn_device *dev, const struct xattn_plan *plan, cons
     a.pack = p->gqa_pack;
     a.head_groups = p->head_groups;
     a.q_tiles = p->q_tiles;
+    a.dv_pad = p->dv_pad;
     /* Without splits the kernel never touches the workspace. */
     if (p->kv_splits > 1) {
         xattn_ref part = l->workspace;
@@ -241,8 +241,9 @@ xattn_status hip_attn_run(xattn_device *dev, const struct xattn_plan *plan, cons
     int64_t o_sb = l->o.sb, o_st = l->o.st, o_sh = l->o.sh;
     int64_t lse_sh = l->lse_sh, lse_st = l->lse_st;
     int32_t has_lse = a.has_lse, has_sinks = a.has_sinks;
+    int64_t dv = d->head_dim_v, dv_pad = p->dv_pad;
     void *margs[] = {&total_q, &hq, &seqlen_q, &q_ragged, &splits, &part_rows, &a.part, &a.o,
                      &o_sb, &o_st, &o_sh, &a.lse, &lse_sh, &lse_st, &has_lse, &a.sinks,
-                     &has_sinks};
+                     &has_sinks, &dv, &dv_pad};
     return hip_launch(dev, &s->k[1][0], (unsigned)blocks, 1, 1, margs);
 }

@@ -14,8 +14,9 @@
  * the keys a row sees are visited ([kb, ke) from the window), so no masked
  * key's V ever reaches O.
  *
- * Options: -DIO=<dtype>, -DDQK, -DDV (true head dims), -DDV_PAD (the plan's
- * row pitch of split-KV partials), -DROWS.
+ * Options: -DIO=<dtype>, -DDQK, -DDV (true head dims), -DROWS. The row
+ * pitch of split-KV partials (the plan's dv_pad) is an argument, so plans
+ * that differ only in it share a module.
  *
  * Shapes, strides, layouts and feature switches are arguments (attn_args,
  * mirrored in attn.c). Index buffers are not trusted: sequence bounds are
@@ -55,6 +56,7 @@ typedef struct attn_args {
      * them. */
     int pack, head_groups, q_tiles, aligned;
     i64 tile_space;
+    i64 dv_pad;      /* row pitch of the split-KV partials */
 } attn_args;
 
 XATTN_DEV i64 clampl(i64 x, i64 lo, i64 hi) { return x < lo ? lo : x > hi ? hi : x; }
@@ -189,14 +191,14 @@ extern "C" __global__ void __launch_bounds__(ROWS * ROW_LANES) attn_rows(attn_ar
         const i64 part_rows = (i64)a.batch * a.seqlen_q;
         if (grow >= part_rows) return;
         const i64 prow = ((i64)split * part_rows + grow) * a.hq + h;
-        float *po = a.part + prow * DV_PAD;
+        float *po = a.part + prow * a.dv_pad;
 #pragma unroll
         for (int c = 0; c < O_PER_LANE; c++) {
             const int d = lane + ROW_LANES * c;
             if (d < DV) po[d] = empty ? 0.0f : acc[c] / l;
         }
         if (lane == 0) {
-            float *pl = a.part + (i64)a.kv_splits * part_rows * a.hq * DV_PAD;
+            float *pl = a.part + (i64)a.kv_splits * part_rows * a.hq * a.dv_pad;
             pl[prow] = empty ? -XATTN_INF : m + logf(l);
         }
         return;
