@@ -300,9 +300,20 @@ xattn_status hip_kernel_get(xattn_device *dev, hipModule_t m, const char *name, 
     if (r == hipErrorNotFound)
         return xattn_error(XATTN_ERR_INTERNAL, "hip: no kernel %s in its module", name);
     if (r != hipSuccess) return hip_fail(hip, r, "hipModuleGetFunction");
-    int static_lds = 0, max_threads = 0;
+    int static_lds = 0, max_threads = 0, regs = 0, scratch = 0;
     HIP_TRY(hip, hip->FuncGetAttribute(&static_lds, HIP_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, fn));
     HIP_TRY(hip, hip->FuncGetAttribute(&max_threads, HIP_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, fn));
+    /* Registers and scratch (private segment) only inform: tests/hip fails
+     * a hot kernel that spills, here it still runs. */
+    if (hip->FuncGetAttribute(&regs, HIP_FUNC_ATTRIBUTE_NUM_REGS, fn) != hipSuccess) regs = -1;
+    if (hip->FuncGetAttribute(&scratch, HIP_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, fn) != hipSuccess)
+        scratch = -1;
+    xattn_log(XATTN_LOG_DEBUG, "hip: kernel %s on %s: %d registers, %d bytes of scratch, %d + %zu "
+              "bytes of LDS, %u threads (at most %d)", name, dev->arch_full, regs, scratch,
+              static_lds, lds, threads, max_threads);
+    if (scratch > 0)
+        xattn_log(XATTN_LOG_INFO, "hip: kernel %s uses %d bytes of scratch per thread on %s "
+                  "(register spills: slower)", name, scratch, dev->arch_full);
     if (lds + (size_t)static_lds > (size_t)dev->lds_bytes)
         return xattn_error(XATTN_ERR_UNSUPPORTED,
                            "hip: kernel %s needs %zu bytes of LDS, %s allows %d", name,
