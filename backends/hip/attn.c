@@ -48,6 +48,8 @@ typedef struct attn_args {
     int64_t dv_pad;
 } attn_args;
 
+size_t hip_attn_args_bytes(void) { return sizeof(attn_args); }
+
 /* One attention kernel: its variant for a plan (0 when it cannot run the
  * plan) and its launch (the grid of the attention kernel; the merge that
  * follows is common). */

@@ -128,8 +128,8 @@ void hip_arch_base(const char *full, char *out, size_t size);
 /* Whether hiprtc of ROCm `major` compiles for arch (base name): a code
  * object manager that does not know an architecture aborts the process,
  * so only these are ever handed to it. ROCm 5: gfx900, gfx906, gfx908,
- * gfx90a, gfx1030; ROCm 6 adds gfx940, gfx941, gfx942, gfx1100, gfx1101,
- * gfx1102. */
+ * gfx90a, gfx1030-gfx1036 (RDNA2); ROCm 6 adds gfx940, gfx941, gfx942,
+ * gfx1100, gfx1101, gfx1102. */
 int hip_arch_allowed(int rocm_major, const char *arch);
 
 /* The architectures hip_arch_allowed accepts for `major`, comma-separated,
@@ -209,6 +209,10 @@ int hip_options_dtype(char *buf, size_t size, const char *prefix, xattn_dtype dt
  * what the HIP kernels cannot do, XATTN_ERR_INTERNAL. (attn.c) */
 xattn_status hip_attn_variants(const struct xattn_plan *plan, const xattn_device_caps *caps,
                                hip_variant *out, int *n);
+/* sizeof the attention kernels' by-value argument (attn_args, attn.c): the
+ * compile test checks each attention code object's first argument against
+ * it, so the host and kernel copies of the struct cannot drift apart. */
+size_t hip_attn_args_bytes(void);
 /* The same for a MoE plan (moe.c) and for kv_append / merge_states of one
  * dtype (ops.c). */
 xattn_status hip_moe_variants(const struct xattn_moe_plan *plan, const xattn_device_caps *caps,

@@ -37,12 +37,17 @@ struct hip_module_entry {
 /* ---- architectures ---------------------------------------------------------- */
 
 /* What hiprtc's code-object manager knows, per ROCm major version: handing
- * it anything else aborts the process (measured with ROCm 5.2 for gfx942
- * and gfx1100), so the list is explicit. */
-static const char *const arch_rocm5[] = {"gfx900", "gfx906", "gfx908", "gfx90a", "gfx1030", NULL};
+ * it anything else aborts the process (measured with ROCm 5.2: gfx940 and
+ * gfx1100 abort; gfx900, gfx906, gfx908, gfx90a and the RDNA2 family
+ * gfx1030-gfx1036 compile), so the list is explicit. ROCm 6 adds CDNA3
+ * and RDNA3. */
+static const char *const arch_rocm5[] = {"gfx900", "gfx906", "gfx908", "gfx90a", "gfx1030",
+                                         "gfx1031", "gfx1032", "gfx1033", "gfx1034", "gfx1035",
+                                         "gfx1036", NULL};
 static const char *const arch_rocm6[] = {"gfx900", "gfx906", "gfx908", "gfx90a", "gfx940",
-                                         "gfx941", "gfx942", "gfx1030", "gfx1100", "gfx1101",
-                                         "gfx1102", NULL};
+                                         "gfx941", "gfx942", "gfx1030", "gfx1031", "gfx1032",
+                                         "gfx1033", "gfx1034", "gfx1035", "gfx1036", "gfx1100",
+                                         "gfx1101", "gfx1102", NULL};
 
 void hip_arch_base(const char *full, char *out, size_t size)
 {
@@ -59,9 +64,9 @@ int hip_arch_allowed(int rocm_major, const char *arch)
 
 const char *hip_arch_list(int rocm_major)
 {
-    return rocm_major >= 6 ? "gfx900, gfx906, gfx908, gfx90a, gfx940, gfx941, gfx942, gfx1030, "
-                             "gfx1100, gfx1101, gfx1102"
-           : rocm_major == 5 ? "gfx900, gfx906, gfx908, gfx90a, gfx1030"
+    return rocm_major >= 6 ? "gfx900, gfx906, gfx908, gfx90a, gfx940, gfx941, gfx942, "
+                             "gfx1030-gfx1036, gfx1100, gfx1101, gfx1102"
+           : rocm_major == 5 ? "gfx900, gfx906, gfx908, gfx90a, gfx1030-gfx1036"
                              : "nothing (ROCm 5 or newer is needed)";
 }
 

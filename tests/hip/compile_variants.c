@@ -5,7 +5,9 @@
  *  - `llvm-readelf --notes` (the AMDGPU metadata): a hot kernel (attention,
  *    the expert GEMMs) with VGPR or SGPR spills or scratch (private
  *    segment) fails, and so does any kernel whose static LDS plus the
- *    variant's dynamic LDS is over the 64 KiB of these devices;
+ *    variant's dynamic LDS is over the 64 KiB of these devices, and an
+ *    attention kernel whose by-value argument is not the size of the
+ *    host's attn_args (attn.c);
  *  - `llvm-objdump -d`: a variant that declares itself MFMA (hip_variant
  *    .mfma) must hold v_mfma instructions on CDNA (gfx908, gfx90a). No
  *    variant declares it while only the portable kernels exist; the check
@@ -48,6 +50,7 @@ typedef struct job {
     int spills;           /* hot kernels with spills or scratch */
     int lds_over;         /* kernels over the LDS limit */
     int no_mfma;          /* 1: declared MFMA but no v_mfma */
+    int bad_args;         /* attention kernels whose argument is not attn_args' size */
     int mfma_checked;
     int max_vgpr, max_lds;
     double seconds;
@@ -263,6 +266,14 @@ static void inspect(job *jb, const char *notes)
                     (jb->v->hot && (vspill > 0 || sspill > 0 || scratch > 0)))
                     jb->spills++;
                 if (lds < 0 || (size_t)lds + jb->v->lds_bytes > LDS_LIMIT) jb->lds_over++;
+                /* Attention kernels take attn_args by value: the first
+                 * argument's size is the host struct's. */
+                if (!strcmp(jb->v->source, "attn")) {
+                    const char *args = strstr(p, ".args:");
+                    if (!args || args > end || meta_int(args, end, ".size") !=
+                                                   (long)hip_attn_args_bytes())
+                        jb->bad_args++;
+                }
             }
         }
         p = next;
@@ -358,6 +369,7 @@ static void compile_all(void **state)
     rmdir(dir);
 
     int failed = 0, spilled = 0, lds_over = 0, missing = 0, no_mfma = 0, mfma_checked = 0;
+    int bad_args = 0;
     for (int i = 0; i < njobs; i++) {
         const job *jb = &jobs[i];
         int declared = 0;
@@ -387,6 +399,11 @@ static void compile_all(void **state)
             printf("NO v_mfma in a variant meant for MFMA: %s %s.hip%s\n", jb->arch,
                    jb->v->source, jb->v->options);
             no_mfma++;
+        }
+        if (jb->bad_args) {
+            printf("ARGUMENT of %s is not the %zu bytes of attn_args (attn.c): %s.hip%s\n",
+                   jb->arch, hip_attn_args_bytes(), jb->v->source, jb->v->options);
+            bad_args++;
         }
         mfma_checked += jb->mfma_checked;
     }
@@ -418,9 +435,10 @@ static void compile_all(void **state)
     printf("compiled %d HIP kernel variants (%d distinct, planned for %s) for gfx90a, gfx908 "
            "and gfx1030 with hiprtc of HIP %d.%d in %.1f s on %d threads, inspected with %s and "
            "%s: %d failed, %d missing a kernel, %d hot with spills or scratch, %d over %d bytes "
-           "of LDS, %d lacking v_mfma, %d catalogue cases unplanned\n",
+           "of LDS, %d lacking v_mfma, %d with attention arguments of another size, %d catalogue "
+           "cases unplanned\n",
            njobs, nvariants, PRESET, hip->major, hip->minor, seconds, WORKERS, readelf, objdump,
-           failed, missing, spilled, lds_over, (int)LDS_LIMIT, no_mfma, bad);
+           failed, missing, spilled, lds_over, (int)LDS_LIMIT, no_mfma, bad_args, bad);
     assert_true(njobs > 0);
     assert_int_equal(bad, 0);
     assert_int_equal(failed, 0);
@@ -428,6 +446,7 @@ static void compile_all(void **state)
     assert_int_equal(spilled, 0);
     assert_int_equal(lds_over, 0);
     assert_int_equal(no_mfma, 0);
+    assert_int_equal(bad_args, 0);
 }
 
 int main(void)

@@ -131,6 +131,8 @@ static void test_unknown_arch_refused(void **state)
     /* The lists, and the base of a full gcnArchName. */
     assert_true(hip_arch_allowed(5, "gfx90a"));
     assert_true(hip_arch_allowed(5, "gfx1030"));
+    assert_true(hip_arch_allowed(5, "gfx1032"));
+    assert_false(hip_arch_allowed(5, "gfx803"));
     assert_false(hip_arch_allowed(5, "gfx942"));
     assert_false(hip_arch_allowed(5, "gfx1100"));
     assert_true(hip_arch_allowed(6, "gfx942"));
