@@ -93,6 +93,22 @@ static double transfers_per_clock(const char *arch)
     return 2.0;
 }
 
+/* 32-bit registers a workgroup can hold, as the planner counts them
+ * (common/presets.c): a CU's four SIMDs × 64 lanes × 512 VGPRs (ArchVGPRs
+ * and AccVGPRs) on CDNA, × 256 on GCN; RDNA's workgroup in CU mode has two
+ * SIMD32s of 128 KiB (RDNA2) or 192 KiB (RDNA3) of VGPRs. The runtime's
+ * hipDeviceAttributeMaxRegistersPerBlock answers 64 Ki whatever the
+ * architecture, so it is only the fallback. */
+static uint32_t registers_per_group(const char *arch, int attribute)
+{
+    if (!strcmp(arch, "gfx908") || !strcmp(arch, "gfx90a") || arch_is(arch, "gfx94"))
+        return 131072;
+    if (arch_is(arch, "gfx11")) return 98304;
+    if (arch_is(arch, "gfx103") || !strcmp(arch, "gfx900") || !strcmp(arch, "gfx906"))
+        return 65536;
+    return attribute > 0 ? (uint32_t)attribute : 65536;
+}
+
 static void read_caps(xattn_device *dev)
 {
     xattn_device_caps *c = &dev->caps;
@@ -106,7 +122,8 @@ static void read_caps(xattn_device *dev)
     c->local_mem_bytes = (uint32_t)dev->lds_bytes;
     c->cache_bytes = (uint32_t)attr(dev, hipDeviceAttributeL2CacheSize);
     c->max_threads_per_group = (uint32_t)dev->max_threads;
-    c->registers_per_group = (uint32_t)attr(dev, hipDeviceAttributeMaxRegistersPerBlock);
+    c->registers_per_group =
+        registers_per_group(dev->arch, attr(dev, hipDeviceAttributeMaxRegistersPerBlock));
     c->matrix_dtypes = hip_arch_matrix(dev->arch);
     if (c->matrix_dtypes) {
         /* MFMA 16x16x16 (f16; bf16_1k on gfx90a and later) and WMMA

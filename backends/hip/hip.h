@@ -32,7 +32,10 @@
  * emulator's fake libamdhip64 implements exactly this list). Filled once
  * by hip_load(). Enum values passed through it (hipDeviceAttribute_t,
  * hipFunction_attribute, hipStreamNonBlocking) are the same in ROCm 5
- * and 6; the one struct, hipDeviceProp_t, is not (see GetDeviceProperties). */
+ * and 6 for every value this module uses (ROCm 6 retired
+ * hipDeviceAttributeGcnArchName, so the architecture's name comes from the
+ * properties); the one struct, hipDeviceProp_t, is not (see
+ * GetDeviceProperties). */
 typedef struct hip_api {
     hipError_t (*Init)(unsigned int);                                 /* hipInit */
     hipError_t (*RuntimeGetVersion)(int *);                           /* hipRuntimeGetVersion */
