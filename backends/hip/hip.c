@@ -96,9 +96,10 @@ static double transfers_per_clock(const char *arch)
 /* 32-bit registers a workgroup can hold, as the planner counts them
  * (common/presets.c): a CU's four SIMDs × 64 lanes × 512 VGPRs (ArchVGPRs
  * and AccVGPRs) on CDNA, × 256 on GCN; RDNA's workgroup in CU mode has two
- * SIMD32s of 128 KiB (RDNA2) or 192 KiB (RDNA3) of VGPRs. The runtime's
- * hipDeviceAttributeMaxRegistersPerBlock answers 64 Ki whatever the
- * architecture, so it is only the fallback. */
+ * SIMD32s of 128 KiB (RDNA2) or 192 KiB (RDNA3) of VGPRs. So the planner
+ * sees the presets' figure on these whatever the runtime reports; the
+ * runtime's hipDeviceAttributeMaxRegistersPerBlock is the fallback for
+ * other architectures. */
 static uint32_t registers_per_group(const char *arch, int attribute)
 {
     if (!strcmp(arch, "gfx908") || !strcmp(arch, "gfx90a") || arch_is(arch, "gfx94"))
