@@ -14,10 +14,14 @@
 set -euo pipefail
 
 # What the build and the tests need, plus what the GPU-backend issues build
-# against (OpenCL headers and loader, PoCL as a CPU OpenCL device). The CUDA
-# toolkit is not a Debian package here: install NVIDIA's where wanted.
+# against (OpenCL headers and loader, PoCL as a CPU OpenCL device; ROCm 5.2's
+# HIP headers, runtime and hiprtc with the device libraries and code-object
+# manager it compiles with, and LLVM 15's readelf/objdump, which the
+# hip-compile test inspects the code objects with). The CUDA toolkit is not
+# a Debian package here: install NVIDIA's where wanted.
 PACKAGES=(gcc g++ meson ninja-build pkg-config libcmocka-dev libdlpack-dev
-          ocl-icd-opencl-dev opencl-headers pocl-opencl-icd)
+          ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
+          libamdhip64-dev libhiprtc-builtins5 rocm-device-libs libamd-comgr2 llvm-15)
 
 deps=1 sanitize=0 build_dir=
 for arg in "$@"; do

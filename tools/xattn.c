@@ -41,6 +41,10 @@ static const struct {
     {"XATTN_NVRTC_PATH", "FILE",
      "the NVRTC the cuda backend compiles with instead of libnvrtc.so.13\n"
      "(then .12)"},
+    {"XATTN_HIP_RUNTIME_PATH", "FILE",
+     "the HIP runtime the hip backend loads instead of libamdhip64.so.6\n"
+     "(then .so.5); hiprtc comes from it (ROCm 5) or from libhiprtc.so.6\n"
+     "(ROCm 6)"},
     {"XATTN_CACHE_DIR", "DIR",
      "on-disk cache of run-time compiled kernels (default\n"
      "$XDG_CACHE_HOME/xattn, else $HOME/.cache/xattn)"},

@@ -1,0 +1,251 @@
+/* Attention (kernels/attn.hip, kernels/attn_split.hip): prepare compiles
+ * the plan's variants; run only launches.
+ *
+ * The attention kernel is chosen from `kinds` below, in order: the first
+ * whose variant function takes the plan runs it. Today that is always
+ * attn_rows, the portable kernel (one row of 32 lanes per query row and
+ * head, every dtype, head dim and feature, wave64 and wave32 alike). With
+ * KV splits, split_merge combines the partials in the workspace. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "hip.h"
+
+enum {
+    ROWS = 4,              /* query rows per block of attn_rows and split_merge */
+    ROW_LANES = 32,        /* lanes per row (kernels/prelude.hip) */
+    THREADS = ROWS * ROW_LANES,
+    MAX_GRID_Y = 65535,
+};
+
+/* The kernel's argument, field for field as attn_args in kernels/attn.hip
+ * (same types, same order: the C and HIP C++ layouts agree on x86-64).
+ * Passed by value. */
+typedef struct attn_args {
+    int32_t batch, seqlen_q, seqlen_k, hq, group, kv_splits, split_len;
+    int32_t q_ragged, kv_layout, page_size, num_pages, max_pages;
+    int64_t total_q, total_k;
+    int32_t wl, wr;
+    float scale, softcap;
+    int32_t has_lse, has_alibi, has_sinks;
+    void *q;
+    int64_t q_sb, q_st, q_sh;
+    void *k;
+    int64_t k_sb, k_st, k_sh;
+    void *v;
+    int64_t v_sb, v_st, v_sh;
+    void *o;
+    int64_t o_sb, o_st, o_sh;
+    void *lse;
+    int64_t lse_sh, lse_st;
+    void *cu_q, *cu_k, *block_table;
+    int64_t bt_stride;
+    void *seqlens_k;
+    void *slopes, *sinks;
+    void *part;
+    int32_t pack, head_groups, q_tiles, aligned;
+    int64_t tile_space;
+    int64_t dv_pad;
+} attn_args;
+
+size_t hip_attn_args_bytes(void) { return sizeof(attn_args); }
+
+/* One attention kernel: its variant for a plan (0 when it cannot run the
+ * plan) and its launch (the grid of the attention kernel; the merge that
+ * follows is common). */
+typedef struct attn_kind {
+    const char *name;
+    int (*variant)(const struct xattn_plan *plan, const xattn_device_caps *caps, hip_variant *v);
+    xattn_status (*launch)(xattn_device *dev, const struct xattn_plan *plan, const hip_kernel *k,
+                           attn_args *a, const xattn_attn_launch *l);
+} attn_kind;
+
+/* ---- attn_rows: the portable kernel ------------------------------------------ */
+
+static int rows_variant(const struct xattn_plan *plan, const xattn_device_caps *caps,
+                        hip_variant *v)
+{
+    const xattn_attn_desc *d = &plan->prob.desc;
+    (void)caps;
+    v->source = "attn";
+    if (hip_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
+        hip_options_add(v->options, sizeof v->options, " -DDQK=%d -DDV=%d -DROWS=%d",
+                        (int)d->head_dim_qk, (int)d->head_dim_v, ROWS))
+        return 0;
+    v->kernels[0] = "attn_rows";
+    v->threads = THREADS;
+    v->hot = 1;
+    v->mfma = 0;
+    return 1;
+}
+
+static xattn_status rows_launch(xattn_device *dev, const struct xattn_plan *plan,
+                                const hip_kernel *k, attn_args *a, const xattn_attn_launch *l)
+{
+    const int64_t rows = l->total_q * plan->prob.desc.num_q_heads;
+    const int64_t blocks = (rows + ROWS - 1) / ROWS;
+    if (blocks > INT32_MAX)
+        return xattn_error(XATTN_ERR_UNSUPPORTED, "hip: attention over %lld rows",
+                           (long long)rows);
+    void *args[] = {a};
+    return hip_launch(dev, k, (unsigned)blocks, (unsigned)plan->params.kv_splits, 1, args);
+}
+
+/* The attention kernels in order of preference. The MFMA kernel for CDNA
+ * (kernels/attn_mfma.hip: f16/bf16 plans on matrix units) goes first
+ * here, as {"attn_mfma", mfma_variant, mfma_launch}: its variant function
+ * returns 0 for plans it cannot take (f32, no MFMA, RDNA), sets v->mfma = 1
+ * so tests/hip checks its code object for v_mfma, and its launch numbers
+ * the plan's work items as its kernel does. Nothing else here changes. */
+static const attn_kind kinds[] = {
+    {"attn_rows", rows_variant, rows_launch},
+};
+
+typedef struct attn_state {
+    int nvar;
+    const attn_kind *kind;
+    hip_kernel k[2][HIP_MAX_KERNELS]; /* [0][0] the attention kernel, [1][0] split_merge */
+} attn_state;
+
+static const attn_kind *pick(const struct xattn_plan *plan, const xattn_device_caps *caps,
+                             hip_variant *v)
+{
+    for (size_t i = 0; i < XATTN_ARRAY_SIZE(kinds); i++) {
+        memset(v, 0, sizeof *v);
+        if (kinds[i].variant(plan, caps, v)) return &kinds[i];
+    }
+    return NULL;
+}
+
+xattn_status hip_attn_variants(const struct xattn_plan *plan, const xattn_device_caps *caps,
+                               hip_variant *out, int *n)
+{
+    const xattn_attn_plan_params *p = &plan->params;
+    const xattn_attn_desc *d = &plan->prob.desc;
+    *n = 0;
+    if (p->kv_splits < 1 || p->kv_splits > MAX_GRID_Y)
+        return xattn_error(XATTN_ERR_UNSUPPORTED, "hip: attention plan with %d KV splits",
+                           (int)p->kv_splits);
+    memset(out, 0, 2 * sizeof *out);
+    if (!pick(plan, caps, &out[0]))
+        return xattn_error(XATTN_ERR_INTERNAL, "hip: no attention kernel for the plan "
+                           "(options too long)");
+    *n = 1;
+    if (p->kv_splits > 1) {
+        hip_variant *m = &out[1];
+        m->source = "attn_split";
+        if (hip_options_dtype(m->options, sizeof m->options, "IO", d->dtype))
+            return xattn_error(XATTN_ERR_INTERNAL, "hip: merge options too long");
+        m->kernels[0] = "split_merge";
+        m->threads = THREADS;
+        *n = 2;
+    }
+    return XATTN_OK;
+}
+
+xattn_status hip_attn_prepare(xattn_device *dev, const struct xattn_plan *plan, void **state)
+{
+    *state = NULL;
+    hip_variant v[HIP_MAX_VARIANTS];
+    int n = 0;
+    XATTN_TRY(hip_attn_variants(plan, &dev->caps, v, &n));
+    attn_state *s = calloc(1, sizeof *s);
+    if (!s) return xattn_error(XATTN_ERR_OUT_OF_MEMORY, "hip: out of memory");
+    hip_variant again;
+    s->kind = pick(plan, &dev->caps, &again);
+    xattn_status st = s->kind ? hip_variants_load(dev, v, n, s->k)
+                              : xattn_error(XATTN_ERR_INTERNAL, "hip: no attention kernel");
+    if (st != XATTN_OK) {
+        free(s);
+        return st;
+    }
+    s->nvar = n;
+    *state = s;
+    return XATTN_OK;
+}
+
+void hip_attn_release(xattn_device *dev, void *state)
+{
+    (void)dev;
+    free(state); /* the functions belong to modules the device unloads */
+}
+
+xattn_status hip_attn_run(xattn_device *dev, const struct xattn_plan *plan, const void *state,
+                          const xattn_attn_launch *l)
+{
+    const attn_state *s = state;
+    const xattn_attn_plan_params *p = &plan->params;
+    const xattn_attn_problem *prob = &plan->prob;
+    const xattn_attn_desc *d = &prob->desc;
+    if (!s) return xattn_error(XATTN_ERR_INTERNAL, "hip: attention run without prepare");
+
+    attn_args a;
+    memset(&a, 0, sizeof a);
+    a.batch = d->batch;
+    a.seqlen_q = d->seqlen_q;
+    a.seqlen_k = d->seqlen_k;
+    a.hq = d->num_q_heads;
+    a.group = prob->group;
+    a.kv_splits = p->kv_splits;
+    a.split_len = p->kv_split_len;
+    a.q_ragged = d->q_layout == XATTN_Q_RAGGED;
+    a.kv_layout = (int32_t)d->kv_layout;
+    a.page_size = d->kv_layout == XATTN_KV_PAGED ? d->page_size : 1;
+    a.num_pages = d->num_pages;
+    a.max_pages = d->max_pages_per_seq;
+    a.total_q = l->total_q;
+    a.total_k = l->total_k;
+    a.wl = prob->window_left;
+    a.wr = prob->window_right;
+    a.scale = prob->scale;
+    a.softcap = d->softcap;
+    a.has_lse = l->lse.native != NULL;
+    a.has_alibi = l->alibi_slopes.native != NULL;
+    a.has_sinks = l->sinks.native != NULL;
+    a.q = hip_ptr(l->q.ref);
+    a.q_sb = l->q.sb, a.q_st = l->q.st, a.q_sh = l->q.sh;
+    a.k = hip_ptr(l->k.ref);
+    a.k_sb = l->k.sb, a.k_st = l->k.st, a.k_sh = l->k.sh;
+    a.v = hip_ptr(l->v.ref);
+    a.v_sb = l->v.sb, a.v_st = l->v.st, a.v_sh = l->v.sh;
+    a.o = hip_ptr(l->o.ref);
+    a.o_sb = l->o.sb, a.o_st = l->o.st, a.o_sh = l->o.sh;
+    a.lse = hip_ptr(l->lse);
+    a.lse_sh = l->lse_sh, a.lse_st = l->lse_st;
+    a.cu_q = hip_ptr(l->cu_seqlens_q);
+    a.cu_k = hip_ptr(l->cu_seqlens_k);
+    a.block_table = hip_ptr(l->block_table);
+    a.bt_stride = l->block_table_stride;
+    a.seqlens_k = hip_ptr(l->seqlens_k);
+    a.slopes = hip_ptr(l->alibi_slopes);
+    a.sinks = hip_ptr(l->sinks);
+    a.pack = p->gqa_pack;
+    a.head_groups = p->head_groups;
+    a.q_tiles = p->q_tiles;
+    a.dv_pad = p->dv_pad;
+    /* Without splits the kernel never touches the workspace. */
+    if (p->kv_splits > 1) {
+        xattn_ref part = l->workspace;
+        part.offset += p->partial_offset;
+        a.part = hip_ptr(part);
+    }
+    XATTN_TRY(s->kind->launch(dev, plan, &s->k[0][0], &a, l));
+    if (p->kv_splits == 1) return XATTN_OK;
+
+    const int64_t rows = l->total_q * d->num_q_heads;
+    const int64_t blocks = (rows + ROWS - 1) / ROWS;
+    if (blocks > INT32_MAX)
+        return xattn_error(XATTN_ERR_UNSUPPORTED, "hip: attention over %lld rows",
+                           (long long)rows);
+    int64_t total_q = l->total_q, hq = d->num_q_heads, seqlen_q = d->seqlen_q;
+    int32_t q_ragged = a.q_ragged, splits = p->kv_splits;
+    int64_t part_rows = (int64_t)d->batch * d->seqlen_q;
+    int64_t o_sb = l->o.sb, o_st = l->o.st, o_sh = l->o.sh;
+    int64_t lse_sh = l->lse_sh, lse_st = l->lse_st;
+    int32_t has_lse = a.has_lse, has_sinks = a.has_sinks;
+    int64_t dv = d->head_dim_v, dv_pad = p->dv_pad;
+    void *margs[] = {&total_q, &hq, &seqlen_q, &q_ragged, &splits, &part_rows, &a.part, &a.o,
+                     &o_sb, &o_st, &o_sh, &a.lse, &lse_sh, &lse_st, &has_lse, &a.sinks,
+                     &has_sinks, &dv, &dv_pad};
+    return hip_launch(dev, &s->k[1][0], (unsigned)blocks, 1, 1, margs);
+}
