@@ -3,7 +3,9 @@
  * This header is force-included (-include) before a kernel source, with
  * -DXATTN_CUDA_EMU=1, by the fake NVRTC (fake_nvrtc.c); the fake driver
  * (fake_cuda.c) loads the result and calls the xemu_launch_<kernel> entry
- * points that XATTN_EXPORT defines.
+ * points that XATTN_EXPORT defines. The fibers, barriers and launches are
+ * in xemu_core.h, shared with the HIP mode (tests/hip_emu/xemu_hip.h);
+ * this file is CUDA's device API on top of them, with 32-lane warps.
  *
  * What it models: the grid, run one block at a time, blocks in order; a
  * block's threads as fibers (ucontext) on one OS thread, switched only at
