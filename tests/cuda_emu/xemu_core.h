@@ -383,7 +383,9 @@ template <typename T> T shfl_any(lanemask mask, T v, int src)
 /* Static shared arrays are statics in one section, so each block can
  * start them as garbage (0xff bytes) like the dynamic ones. */
 #define __shared__ static __attribute__((section("xemu_shared")))
+#ifndef __launch_bounds__ /* the fake hiprtc reads the bounds through it */
 #define __launch_bounds__(...)
+#endif
 #define __align__(n) __attribute__((aligned(n)))
 
 inline void __syncthreads() { xemu::wait_at(xemu::AT_BLOCK); }

@@ -14,8 +14,9 @@
  * a hash of the emulator's headers and the compiler, so modules cached by
  * one build of the emulator are not reused by another, nor by real
  * hiprtc). Launch limits as the runtime checks them: at most 1024 threads
- * a block, 64 KiB of LDS (static + dynamic); extra launch parameters are
- * not supported. New allocations are filled with 0xff bytes, so output a
+ * a block and no more than the kernel's __launch_bounds__ (which
+ * hipFuncGetAttribute reports), 64 KiB of LDS; extra launch parameters
+ * are not supported. New allocations are filled with 0xff bytes, so output a
  * kernel failed to write shows as NaN. The compiler and the headers'
  * directory are configured at build time (XEMU_CXX, XEMU_HIP_INCLUDE);
  * the environment may override both. */
@@ -224,6 +225,7 @@ typedef int (*launch_fn)(const unsigned *dims, unsigned smem, void **params);
 
 typedef struct fake_function {
     launch_fn launch;
+    int max_threads; /* __launch_bounds__, else 1024 */
     struct fake_function *next;
 } fake_function;
 
@@ -289,18 +291,23 @@ EXPORT hipError_t hipModuleGetFunction(hipFunction_t *out, hipModule_t m, const 
     fake_function *f = calloc(1, sizeof *f);
     if (!f) return hipErrorOutOfMemory;
     memcpy(&f->launch, &p, sizeof p);
+    snprintf(sym, sizeof sym, "xemu_bounds_%s", name);
+    const int *bounds = dlsym(fm->handle, sym);
+    f->max_threads = bounds && *bounds > 0 && *bounds < MAX_THREADS ? *bounds : MAX_THREADS;
     f->next = fm->functions;
     fm->functions = f;
     *out = (hipFunction_t)f;
     return hipSuccess;
 }
 
-/* Static LDS, registers and scratch are not measured: 0, 32 and 0. */
+/* The kernel's __launch_bounds__ (else 1024) as its maximum block; static
+ * LDS, registers and scratch are not measured: 0, 32 and 0. */
 EXPORT hipError_t hipFuncGetAttribute(int *v, hipFunction_attribute a, hipFunction_t fn)
 {
     if (!fn || !v) return hipErrorInvalidValue;
+    const fake_function *f = (const fake_function *)fn;
     switch (a) {
-    case HIP_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *v = MAX_THREADS; break;
+    case HIP_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *v = f->max_threads; break;
     case HIP_FUNC_ATTRIBUTE_NUM_REGS: *v = 32; break;
     case HIP_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: *v = LDS_BYTES; break;
     default: *v = 0; break;
@@ -323,6 +330,9 @@ EXPORT hipError_t hipModuleLaunchKernel(hipFunction_t fn, unsigned int gx, unsig
     if (bx > MAX_THREADS || by > MAX_THREADS || bz > MAX_THREADS ||
         (unsigned long long)bx * by * bz > MAX_THREADS)
         return hipErrorInvalidValue;
+    /* A block over the kernel's __launch_bounds__: the code was compiled
+     * for fewer threads (registers, LDS), so the launch is refused. */
+    if ((unsigned long long)bx * by * bz > (unsigned)f->max_threads) return hipErrorInvalidValue;
     if ((unsigned long long)gx * bx > 0xffffffffull || (unsigned long long)gy * by > 0xffffffffull ||
         (unsigned long long)gz * bz > 0xffffffffull)
         return hipErrorInvalidValue;
@@ -554,29 +564,44 @@ fail:
 }
 
 /* The names of the `extern "C" __global__` functions of preprocessed text
- * in which __global__ was XEMU_GLOBAL_MARK: each becomes an
- * XATTN_EXPORT(name) line appended to out. */
+ * in which __global__ was XEMU_GLOBAL_MARK and __launch_bounds__(n, ...)
+ * XEMU_LB(n, ...): each becomes an XATTN_EXPORT(name) line appended to
+ * out, and its bounds (when it has them) a constant xemu_bounds_<name>
+ * that the fake runtime reads as the kernel's maximum threads per block. */
 static int exports(const char *pre, text *out)
 {
     static const char mark[] = "XEMU_GLOBAL_MARK";
     text seen = {0};
     if (puts_(&seen, " ")) return -1;
     for (const char *m = strstr(pre, mark); m; m = strstr(m + 1, mark)) {
-        const char *q = m + sizeof mark - 1, *paren;
-        for (;;) { /* skip __attribute__((...)) groups to the parameter list */
+        const char *q = m + sizeof mark - 1, *paren = NULL, *bounds = NULL, *bounds_end = NULL;
+        for (;;) { /* skip __attribute__((...)) and XEMU_LB(...) to the parameters */
             paren = strchr(q, '(');
             if (!paren) break;
-            const char *at = strstr(q, "__attribute__");
-            if (!at || at > paren) break;
+            const char *id_end = paren;
+            while (id_end > q && isspace((unsigned char)id_end[-1])) id_end--;
+            const char *id = id_end;
+            while (id > q && is_ident(id[-1])) id--;
+            const size_t id_len = (size_t)(id_end - id);
+            const int attr = id_len == 13 && !strncmp(id, "__attribute__", 13);
+            const int lb = id_len == 7 && !strncmp(id, "XEMU_LB", 7);
+            if (!attr && !lb) break;
             int depth = 0;
-            const char *c = paren;
+            const char *c = paren, *comma = NULL;
             for (; *c; c++) {
                 if (*c == '(') depth++;
+                else if (*c == ',' && depth == 1 && !comma) comma = c;
                 else if (*c == ')' && --depth == 0) break;
             }
-            if (!*c) break;
+            if (!*c) {
+                paren = NULL;
+                break;
+            }
+            if (lb) {
+                bounds = paren + 1;
+                bounds_end = comma ? comma : c;
+            }
             q = c + 1;
-            paren = NULL;
         }
         if (!paren) continue;
         const char *end = paren;
@@ -584,15 +609,21 @@ static int exports(const char *pre, text *out)
         const char *name = end;
         while (name > q && is_ident(name[-1])) name--;
         if (name == end) continue;
-        /* extern "C" just before the mark (allowing a linkage block). */
+        /* extern "C" just before the mark. */
         const char *back = m;
         while (back > pre && isspace((unsigned char)back[-1])) back--;
         if (back - pre < 10 || strncmp(back - 10, "extern \"C\"", 10) != 0) continue;
         char key[300];
         snprintf(key, sizeof key, " %.*s ", (int)(end - name), name);
         if (strstr(seen.s, key)) continue;
-        if (puts_(&seen, key + 1) || puts_(out, "\nXATTN_EXPORT(") ||
-            put(out, name, (size_t)(end - name)) || puts_(out, ")\n")) {
+        int bad = puts_(&seen, key + 1) || puts_(out, "\nXATTN_EXPORT(") ||
+                  put(out, name, (size_t)(end - name)) || puts_(out, ")\n");
+        if (!bad && bounds)
+            bad = puts_(out, "extern \"C\" __attribute__((visibility(\"default\"))) const int "
+                             "xemu_bounds_") ||
+                  put(out, name, (size_t)(end - name)) || puts_(out, " = (int)(") ||
+                  put(out, bounds, (size_t)(bounds_end - bounds)) || puts_(out, ");\n");
+        if (bad) {
             free(seen.s);
             return -1;
         }
@@ -675,7 +706,8 @@ EXPORT hiprtcResult hiprtcCompileProgram(hiprtcProgram prog, int n, const char *
     fclose(f);
     /* Pass 1: preprocess with __global__ marked, to find the kernels. */
     snprintf(cmd + base_len, cap - (size_t)base_len,
-             " -D__global__=XEMU_GLOBAL_MARK -E -P -o %s %s > %s 2>&1", pre, src, logp);
+             " -D__global__=XEMU_GLOBAL_MARK '-D__launch_bounds__(...)=XEMU_LB(__VA_ARGS__)'"
+             " -E -P -o %s %s > %s 2>&1", pre, src, logp);
     size_t pre_size = 0;
     if (run(cmd) != 0 || !(pre_text = read_file(pre, &pre_size))) {
         set_log(p, "", logp);

@@ -9,7 +9,7 @@
  * written in xemu_hip.h (an independent transcription here), that broken
  * kernels (a barrier half the block skips, divergent collectives, an MFMA
  * with exited lanes) fail their launch instead of hanging, the launch
- * limits (1024 threads, 64 KiB of LDS), and that a code object built for
+ * limits (1024 threads, __launch_bounds__, 64 KiB of LDS), and that a code object built for
  * another architecture, or a target hiprtc 5.2 does not know, is refused.
  *
  * Usage: test-hip-emu libfakehip.so selftest.hip
@@ -36,6 +36,7 @@ static struct {
     hipError_t (*ModuleLoadData)(hipModule_t *, const void *);
     hipError_t (*ModuleUnload)(hipModule_t);
     hipError_t (*ModuleGetFunction)(hipFunction_t *, hipModule_t, const char *);
+    hipError_t (*FuncGetAttribute)(int *, hipFunction_attribute, hipFunction_t);
     hipError_t (*ModuleLaunchKernel)(hipFunction_t, unsigned, unsigned, unsigned, unsigned,
                                      unsigned, unsigned, unsigned, hipStream_t, void **, void **);
     hiprtcResult (*CreateProgram)(hiprtcProgram *, const char *, const char *, int, const char **,
@@ -413,6 +414,14 @@ static void run_arch(const char *target, const char *src)
         check(launch("k_exited", 1, 1025, 1, 0, args) == hipErrorInvalidValue &&
                   launch("k_exited", 1, 32, 33, 0, args) == hipErrorInvalidValue,
               "a block over 1024 threads is refused");
+        int bound = 0, unbound = 0;
+        api.FuncGetAttribute(&bound, HIP_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, fn("k_wave"));
+        api.FuncGetAttribute(&unbound, HIP_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, fn("k_exited"));
+        int width = w;
+        void *wargs[] = {&d, &width};
+        check(bound == 128 && unbound == 1024 &&
+                  launch("k_wave", 1, 256, 1, 0, wargs) == hipErrorInvalidValue,
+              "__launch_bounds__(128): reported, and a block of 256 is refused");
         check(launch("k_lds", 1, 64, 1, 65536, args) == hipSuccess &&
                   launch("k_lds", 1, 64, 1, 65537, args) == hipErrorInvalidValue,
               "64 KiB of dynamic LDS launches, a byte more is refused");
@@ -442,6 +451,7 @@ int main(int argc, char **argv)
     LOAD(lib, ModuleLoadData, "hipModuleLoadData");
     LOAD(lib, ModuleUnload, "hipModuleUnload");
     LOAD(lib, ModuleGetFunction, "hipModuleGetFunction");
+    LOAD(lib, FuncGetAttribute, "hipFuncGetAttribute");
     LOAD(lib, ModuleLaunchKernel, "hipModuleLaunchKernel");
     LOAD(lib, CreateProgram, "hiprtcCreateProgram");
     LOAD(lib, CompileProgram, "hiprtcCompileProgram");
