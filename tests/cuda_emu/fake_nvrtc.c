@@ -24,20 +24,23 @@ typedef struct fake_program {
 static char *read_file(const char *path, size_t *size);
 
 /* Major 99 is never mistaken for a real NVRTC in the module's cache keys;
- * the minor is a hash of xemu.h and the compiler's path, so a changed
+ * the minor is a hash of xemu.h, xemu_core.h and the compiler's path, so a changed
  * emulator does not reuse modules built with the old one. */
 EXPORT nvrtcResult nvrtcVersion(int *major, int *minor)
 {
     const char *cxx = getenv("XEMU_CXX") ? getenv("XEMU_CXX") : XEMU_CXX;
     const char *inc = getenv("XEMU_INCLUDE") ? getenv("XEMU_INCLUDE") : XEMU_INCLUDE;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/xemu.h", inc);
-    size_t n = 0;
-    char *text = read_file(path, &n);
     uint32_t h = 2166136261u;
-    for (size_t i = 0; text && i < n; i++) h = (h ^ (unsigned char)text[i]) * 16777619u;
+    static const char *const headers[] = {"xemu.h", "xemu_core.h"};
+    for (int f = 0; f < 2; f++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", inc, headers[f]);
+        size_t n = 0;
+        char *text = read_file(path, &n);
+        for (size_t i = 0; text && i < n; i++) h = (h ^ (unsigned char)text[i]) * 16777619u;
+        free(text);
+    }
     for (const char *c = cxx; *c; c++) h = (h ^ (unsigned char)*c) * 16777619u;
-    free(text);
     *major = 99;
     *minor = (int)(h % 1000000u);
     return NVRTC_SUCCESS;
