@@ -74,12 +74,12 @@
  * registers; default when they take at most 48 VGPRs).
  *
  * Targets: the MFMA builtins exist only on CDNA and are guarded by the
- * target macros (hiprtc aborts the process on a builtin the target lacks).
- * gfx908 has f16 MFMA but no bf16_1k: there, and on any other wave64 target
- * without the instruction, mf_mma is a shuffle-based software product with
- * the same layouts (correct, slow; the host should pick the portable
- * kernel for bf16 on gfx908). On wave32 targets (RDNA, gfx1030) the kernel
- * compiles to a trap: the host never selects it there. */
+ * target macros (hiprtc aborts the process on a builtin the target lacks),
+ * so the file compiles for every target. Where the instruction for the
+ * dtype is missing (every RDNA target such as gfx1030, wave32; bf16 on
+ * gfx908, which has only the K = 8 bf16 form) the kernel compiles to a
+ * trap: the host must not select it there and runs the portable kernel
+ * instead (a wrong selection faults rather than returning garbage). */
 
 #ifndef XATTN_EXPORT
 #define XATTN_EXPORT(name)
@@ -97,9 +97,6 @@
 #define MF_HW MF_HW_BF16
 #else
 #define MF_HW MF_HW_F16
-#endif
-#if defined(__AMDGCN_WAVEFRONT_SIZE) && __AMDGCN_WAVEFRONT_SIZE == 64
-#define MF_WAVE64 1
 #endif
 
 /* Everything in a namespace: the module's prelude is put in front of this
@@ -160,25 +157,10 @@ MF_DEV f32x4 mf_mma(u64 a, u64 b, f32x4 acc)
 #elif MF_HW
     return __builtin_amdgcn_mfma_f32_16x16x16f16(__builtin_bit_cast(f16x4, a),
                                                  __builtin_bit_cast(f16x4, b), acc, 0, 0, 0);
-#elif defined(MF_WAVE64)
-    /* D[4g + r][j] += Σ_k A[4g + r][k]·B[k][j]; A[i][k] and B[k][j] live in
-     * lanes i + 16·(k / 4) and j + 16·(k / 4), element k % 4. */
-    const int lane = threadIdx.x % 64, j = lane % 16, g = lane / 16;
-    const u32 a2[2] = {(u32)a, (u32)(a >> 32)}, b2[2] = {(u32)b, (u32)(b >> 32)};
-    for (int kg = 0; kg < 4; kg++)
-        for (int h = 0; h < 2; h++) {
-            const u32 bw = (u32)__shfl((int)b2[h], j + 16 * kg, 64);
-            for (int r = 0; r < 4; r++) {
-                const u32 aw = (u32)__shfl((int)a2[h], 4 * g + r + 16 * kg, 64);
-                acc[r] += mf_to_f32((u16)aw) * mf_to_f32((u16)bw) +
-                          mf_to_f32((u16)(aw >> 16)) * mf_to_f32((u16)(bw >> 16));
-            }
-        }
-    return acc;
 #else
     (void)a;
     (void)b;
-    __builtin_trap(); /* wave32: the host never selects this kernel */
+    __builtin_trap(); /* no instruction for this dtype: never selected */
     return acc;
 #endif
 }
@@ -807,11 +789,11 @@ MF_DEV void attn_mfma_body(const attn_args &a)
 
 extern "C" __global__ void __launch_bounds__(THREADS) attn_mfma(xattn_mfma::attn_args a)
 {
-#if defined(MF_WAVE64)
+#if MF_HW
     xattn_mfma::attn_mfma_body(a);
 #else
     (void)a;
-    __builtin_trap(); /* wave32: the host never selects this kernel */
+    __builtin_trap(); /* no MFMA for this dtype here: the host never selects it */
 #endif
 }
 XATTN_EXPORT(attn_mfma)

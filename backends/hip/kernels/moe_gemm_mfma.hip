@@ -36,9 +36,9 @@
  * or -DACT_CLAMPED=1 -DACT_ALPHA= -DACT_LIMIT=; SwiGLU otherwise), and per
  * GEMM G = UP, DOWN: G_BM, G_BN, G_BK, G_THREADS, G_STAGES, G_WARPS_M.
  *
- * Targets: as attn_mfma.hip. Without the instruction (bf16 on gfx908) a
- * shuffle-based product with the same layouts; wave32 targets trap (never
- * selected by the host). */
+ * Targets: as attn_mfma.hip: where the instruction for the dtype is missing
+ * (RDNA such as gfx1030; bf16 on gfx908) the kernels compile to a trap and
+ * the host runs the portable GEMMs instead. */
 
 #ifndef XATTN_EXPORT
 #define XATTN_EXPORT(name)
@@ -58,9 +58,6 @@
 #else
 #define MF_BF16 0
 #define MF_HW MF_HW_F16
-#endif
-#if defined(__AMDGCN_WAVEFRONT_SIZE) && __AMDGCN_WAVEFRONT_SIZE == 64
-#define MF_WAVE64 1
 #endif
 #ifndef HAS_B1
 #define HAS_B1 0
@@ -117,7 +114,7 @@ typedef u16 elem_b;
 MF_DEV float bias_at(const elem_b *p, i64 i) { return (float)__builtin_bit_cast(_Float16, p[i]); }
 #endif
 
-/* acc += A·B, one 16×16×16 tile (see attn_mfma.hip for the fallback). */
+/* acc += A·B, one 16×16×16 tile. */
 MF_DEV f32x4 mf_mma(u64 a, u64 b, f32x4 acc)
 {
 #if MF_HW && MF_BF16
@@ -126,23 +123,10 @@ MF_DEV f32x4 mf_mma(u64 a, u64 b, f32x4 acc)
 #elif MF_HW
     return __builtin_amdgcn_mfma_f32_16x16x16f16(__builtin_bit_cast(f16x4, a),
                                                  __builtin_bit_cast(f16x4, b), acc, 0, 0, 0);
-#elif defined(MF_WAVE64)
-    const int lane = threadIdx.x % 64, j = lane % 16, g = lane / 16;
-    const u32 a2[2] = {(u32)a, (u32)(a >> 32)}, b2[2] = {(u32)b, (u32)(b >> 32)};
-    for (int kg = 0; kg < 4; kg++)
-        for (int h = 0; h < 2; h++) {
-            const u32 bw = (u32)__shfl((int)b2[h], j + 16 * kg, 64);
-            for (int r = 0; r < 4; r++) {
-                const u32 aw = (u32)__shfl((int)a2[h], 4 * g + r + 16 * kg, 64);
-                acc[r] += to_f32((u16)aw) * to_f32((u16)bw) +
-                          to_f32((u16)(aw >> 16)) * to_f32((u16)(bw >> 16));
-            }
-        }
-    return acc;
 #else
     (void)a;
     (void)b;
-    __builtin_trap();
+    __builtin_trap(); /* no instruction for this dtype: never selected */
     return acc;
 #endif
 }
@@ -365,7 +349,7 @@ extern "C" __global__ void __launch_bounds__(UP_THREADS)
                 long long w_se, long long w_sn, int w_vec, const void *b1, long long b_se,
                 float *h)
 {
-#if defined(MF_WAVE64)
+#if MF_HW
     using namespace xattn_mfma_moe;
     extern __shared__ __attribute__((aligned(16))) unsigned char smem_up[];
     i64 r0, r1;
@@ -376,7 +360,7 @@ extern "C" __global__ void __launch_bounds__(UP_THREADS)
                              a_vec != 0, w1 + e * w_se, w_sn, w_vec != 0,
                              BIAS_ROW(HAS_B1, b1, e, b_se), r0, (u16 *)h, (u16 *)0, 0);
 #else
-    __builtin_trap(); /* wave32: the host never selects this kernel */
+    __builtin_trap(); /* no MFMA for this dtype here: the host never selects it */
 #endif
 }
 XATTN_EXPORT(moe_up_mfma)
@@ -389,7 +373,7 @@ extern "C" __global__ void __launch_bounds__(DOWN_THREADS)
                   long long w_se, long long w_sn, int w_vec, const void *b2, long long b_se,
                   unsigned short *y, long long y_st)
 {
-#if defined(MF_WAVE64)
+#if MF_HW
     using namespace xattn_mfma_moe;
     extern __shared__ __attribute__((aligned(16))) unsigned char smem_down[];
     i64 r0, r1;
@@ -401,7 +385,7 @@ extern "C" __global__ void __launch_bounds__(DOWN_THREADS)
                                 w2 + e * w_se, w_sn, w_vec != 0, BIAS_ROW(HAS_B2, b2, e, b_se),
                                 r0, (u16 *)0, y, y_st);
 #else
-    __builtin_trap();
+    __builtin_trap(); /* no MFMA for this dtype here: the host never selects it */
 #endif
 }
 XATTN_EXPORT(moe_down_mfma)
