@@ -61,7 +61,9 @@ C
 ${CC:-cc} -O1 -D__HIP_PLATFORM_AMD__ -o "$TMP/rtc" "$TMP/rtc.c" -lamdhip64
 
 # name | source | options (as the host would pass them for the plan;
-# the attention rows follow `xattn plan --preset mi300x --dtype f16`).
+# the attention rows follow `xattn plan --preset mi300x --dtype f16`, but
+# "mla Q_DIRECT": the proposed MLA tile, 32 rows with Q in registers, which
+# today's planner does not produce).
 VARIANTS='
 attn d64 q128k64s2|attn_mfma|-DBQ=128 -DBK=64 -DKC=32 -DWARPS_M=4 -DWARPS_N=1 -DSTAGES=2 -DDQK=64 -DDV=64 -DDQK_PAD=64 -DDV_PAD=64
 attn d128 q128k64s1|attn_mfma|-DBQ=128 -DBK=64 -DKC=32 -DWARPS_M=4 -DWARPS_N=1 -DSTAGES=1 -DDQK=128 -DDV=128 -DDQK_PAD=128 -DDV_PAD=128
@@ -69,6 +71,7 @@ attn d128 decode q16k32s2|attn_mfma|-DBQ=16 -DBK=32 -DKC=32 -DWARPS_M=1 -DWARPS_
 attn d256 q64k32s1|attn_mfma|-DBQ=64 -DBK=32 -DKC=32 -DWARPS_M=4 -DWARPS_N=1 -DSTAGES=1 -DDQK=256 -DDV=256 -DDQK_PAD=256 -DDV_PAD=256
 attn d192/128 q64k64s1|attn_mfma|-DBQ=64 -DBK=64 -DKC=64 -DWARPS_M=4 -DWARPS_N=1 -DSTAGES=1 -DDQK=192 -DDV=128 -DDQK_PAD=192 -DDV_PAD=128
 attn mla 576/512 q16k16s1|attn_mfma|-DBQ=16 -DBK=16 -DKC=16 -DWARPS_M=1 -DWARPS_N=4 -DSTAGES=1 -DDQK=576 -DDV=512 -DDQK_PAD=576 -DDV_PAD=512
+attn mla Q_DIRECT q32k16s1|attn_mfma|-DBQ=32 -DBK=16 -DKC=16 -DWARPS_M=2 -DWARPS_N=2 -DSTAGES=1 -DDQK=576 -DDV=512 -DDQK_PAD=576 -DDV_PAD=512 -DQ_DIRECT=1
 moe H4096 I14336 T512|moe_gemm_mfma|-DB=f16 -DB_F16=1 -DHAS_B1=1 -DHAS_B2=1 -DW1_IL=0 -DUP_BM=128 -DUP_BN=128 -DUP_BK=32 -DUP_THREADS=256 -DUP_STAGES=2 -DUP_WARPS_M=2 -DDOWN_BM=128 -DDOWN_BN=64 -DDOWN_BK=32 -DDOWN_THREADS=256 -DDOWN_STAGES=4 -DDOWN_WARPS_M=2
 moe H4096 I14336 T4|moe_gemm_mfma|-DB=f32 -DB_F32=1 -DHAS_B1=0 -DHAS_B2=0 -DW1_IL=1 -DUP_BM=16 -DUP_BN=128 -DUP_BK=32 -DUP_THREADS=256 -DUP_STAGES=3 -DUP_WARPS_M=1 -DDOWN_BM=16 -DDOWN_BN=64 -DDOWN_BK=64 -DDOWN_THREADS=256 -DDOWN_STAGES=4 -DDOWN_WARPS_M=1
 '

@@ -70,8 +70,11 @@
  *
  * Options: -DIO=f16|bf16 (-DIO_BF16=1 for bf16), -DBQ, -DBK, -DKC,
  * -DWARPS_M, -DWARPS_N, -DSTAGES, -DDQK, -DDV, -DDQK_PAD, -DDV_PAD; optional
- * -DKC (default min(BK, 64 / MR)) and -DQ_REGS (Q fragments kept in
- * registers; default when they take at most 48 VGPRs).
+ * -DKC (default min(BK, 64 / MR)), -DQ_REGS (Q fragments kept in
+ * registers; default when they take at most 48 VGPRs) and -DQ_DIRECT=1 (Q
+ * read from global memory straight into registers, no Q region in LDS:
+ * LDS is then NB × BK × (DQK_PAD + DV_PAD) elements; for MLA-size heads,
+ * where Q in LDS would leave room for 16-row tiles only).
  *
  * Targets: the MFMA builtins exist only on CDNA and are guarded by the
  * target macros (hiprtc aborts the process on a builtin the target lacks),
@@ -211,7 +214,10 @@ MF_DEV i64 maxl(i64 a, i64 b) { return a > b ? a : b; }
 #define VC (DV_PAD / 8)       /* 16-byte chunks of a V row */
 #define QU (DQK_PAD / 4)      /* 8-byte units of a Q or K row in LDS */
 #define VU (BK / 4)           /* 8-byte units of a Vt row in LDS */
-#define Q_ELEMS (BQ * DQK_PAD)
+#ifndef Q_DIRECT
+#define Q_DIRECT 0
+#endif
+#define Q_ELEMS (Q_DIRECT ? 0 : BQ * DQK_PAD)
 #define K_ELEMS (BK * DQK_PAD)
 #define BUF_ELEMS (BK * (DQK_PAD + DV_PAD))
 #define NB (STAGES > 1 ? 2 : 1)
@@ -224,7 +230,10 @@ MF_DEV i64 maxl(i64 a, i64 b) { return a > b ? a : b; }
 #define KC (BK < 64 / MR ? BK : 64 / MR)
 #endif
 #ifndef Q_REGS
-#define Q_REGS (MR * KS * 2 <= 48)
+#define Q_REGS (Q_DIRECT || MR * KS * 2 <= 48)
+#endif
+#if Q_DIRECT && !Q_REGS
+#error "attn_mfma: Q_DIRECT keeps Q in registers only (Q_REGS=1)"
 #endif
 
 #if BQ % (16 * WARPS_M) || BK % KC || KC % 16 || BK % 16 || DQK_PAD % 16 || \
@@ -479,6 +488,7 @@ MF_DEV void attn_mfma_body(const attn_args &a)
     extern __shared__ __attribute__((aligned(16))) unsigned char smem[];
     u16 *q_s = (u16 *)smem;
     u16 *kv_s = q_s + Q_ELEMS;
+    (void)q_s; /* unused when Q_DIRECT */
     const int t = threadIdx.x, lane = t % 64, warp = t / 64;
     const int wm = warp % WARPS_M, wn = warp / WARPS_M, g4 = lane / 16;
 
@@ -612,6 +622,29 @@ MF_DEV void attn_mfma_body(const attn_args &a)
     if (ntiles > 0) {
         /* Q (rows past the tile and head-dim padding zero) and tile 0. */
         const u16 *qb = a.q + q_elem0;
+#if Q_DIRECT
+        /* Straight into the B operand: lane l takes head dims ks·16 + 4g
+         * .. + 3 of its row (8 bytes; 8-byte aligned when a.aligned). */
+#pragma unroll
+        for (int mr = 0; mr < MR; mr++) {
+            const int row = wrow0 + mr * 16 + lane % 16;
+            const i64 flat = r0 + row;
+            const u16 *p = qb + (flat / a.pack) * a.q_st + ((i64)g * a.pack + flat % a.pack) * a.q_sh;
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+                const int d = ks * 16 + 4 * g4;
+                u64 x = 0;
+                if (row < nrows && d < DQK) {
+                    if (a.aligned) {
+                        x = *(const u64 *)(p + d);
+                    } else {
+                        for (int e = 0; e < 4; e++) x |= (u64)p[d + e] << (16 * e);
+                    }
+                }
+                qf[mr][ks] = x;
+            }
+        }
+#else
         for (int e = t; e < BQ * QC; e += THREADS) {
             const int row = e / QC, c = e % QC;
             const bool ok = row < nrows && c < DQK / 8;
@@ -625,10 +658,11 @@ MF_DEV void attn_mfma_body(const attn_args &a)
             *(u64 *)(q_s + unit_at<QU>(row, 2 * c)) = (u64)x[0] | (u64)x[1] << 32;
             *(u64 *)(q_s + unit_at<QU>(row, 2 * c + 1)) = (u64)x[2] | (u64)x[3] << 32;
         }
+#endif
         load_kv(src, kt0, kbi, kei, regs, t, a.aligned);
         store_kv(regs, kv_s, kv_s + K_ELEMS, t);
         __syncthreads();
-#if Q_REGS
+#if Q_REGS && !Q_DIRECT
 #pragma unroll
         for (int mr = 0; mr < MR; mr++)
 #pragma unroll
