@@ -88,12 +88,14 @@
 #define XATTN_EXPORT(name)
 #endif
 
+/* CDNA1-3 as ROCm 5.2-6.x name them; anything newer stays off until its
+ * builtins have been compiled for it. */
 #if defined(__gfx908__) || defined(__gfx90a__) || defined(__gfx940__) || \
-    defined(__gfx941__) || defined(__gfx942__) || defined(__gfx950__)
+    defined(__gfx941__) || defined(__gfx942__)
 #define MF_HW_F16 1
 #endif
 #if defined(__gfx90a__) || defined(__gfx940__) || defined(__gfx941__) || \
-    defined(__gfx942__) || defined(__gfx950__)
+    defined(__gfx942__)
 #define MF_HW_BF16 1
 #endif
 #if defined(IO_BF16) && IO_BF16
