@@ -45,7 +45,8 @@
  * WARPS_M rows, MR tiles of 16) and Dv slice wn = w / WARPS_M (DVW = DV_PAD
  * / WARPS_N columns, NV tiles of 16). Waves sharing a band compute its Sᵀ
  * each (no P through LDS), as in attn_mma.
- * LDS, in 16-bit elements (the plan's local_mem_bytes exactly, no padding):
+ * LDS, in 16-bit elements, no padding (dynamic, 2·(BQ·DQK_PAD + NB·BK·
+ * (DQK_PAD + DV_PAD)) bytes, never more than the plan's local_mem_bytes):
  *   Q [BQ][DQK_PAD], then NB buffers of (K [BK][DQK_PAD], Vt [DV_PAD][BK]),
  *   NB = 2 when the plan has STAGES ≥ 2, else 1.
  * Rows are made of 8-byte units (4 elements); unit u of row r is stored at
@@ -68,7 +69,7 @@
  * sinks, O and LSE, or f32 partials [split][row][head][DV_PAD] + LSE when
  * the plan splits KV (merged by the portable split_merge kernel).
  *
- * Options: -DIO=f16|bf16 (-DIO_BF16=1 for bf16), -DBQ, -DBK, -DKC,
+ * Options: -DIO=f16|bf16 (-DIO_BF16=1 for bf16), -DBQ, -DBK,
  * -DWARPS_M, -DWARPS_N, -DSTAGES, -DDQK, -DDV, -DDQK_PAD, -DDV_PAD; optional
  * -DKC (default min(BK, 64 / MR)), -DQ_REGS (Q fragments kept in
  * registers; default when they take at most 48 VGPRs) and -DQ_DIRECT=1 (Q
