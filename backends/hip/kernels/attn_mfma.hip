@@ -184,7 +184,8 @@ MF_DEV f32x4 mf_mma(u64 a, u64 b, f32x4 acc)
 #define KV_RAGGED 1
 #define KV_PAGED 2
 
-/* The host's attn_args (attn.c), field for field as attn_mma's. */
+/* The host's attn_args (attn.c), field for field as attn_mma's plus the
+ * HIP module's trailing dv_pad. */
 typedef struct attn_args {
     int batch, seqlen_q, seqlen_k, hq, group, kv_splits, split_len;
     int q_ragged, kv_layout, page_size, num_pages, max_pages;
@@ -209,6 +210,7 @@ typedef struct attn_args {
     float *part;
     int pack, head_groups, q_tiles, aligned;
     i64 tile_space;
+    i64 dv_pad; /* the partials' row pitch; DV_PAD here, which it must equal */
 } attn_args;
 
 MF_DEV i64 clampl(i64 x, i64 lo, i64 hi) { return x < lo ? lo : x > hi ? hi : x; }
