@@ -2,7 +2,8 @@
 # Compile the HIP MFMA kernels with hiprtc (the compiler the hip module
 # uses) for CDNA and RDNA targets and report, per variant: v_mfma
 # instructions (llvm-objdump), VGPR/AGPR/SGPR counts, spills, scratch
-# (private segment) and LDS (llvm-readelf --notes on the code object).
+# (private segment; llvm-readelf --notes on the code object) and LDS (static
+# from the notes plus the dynamic size the options give).
 #
 # usage: tools/hip_inspect.sh [ARCH...]     (default: gfx90a gfx908 gfx1030)
 #
@@ -76,6 +77,25 @@ moe H4096 I14336 T512|moe_gemm_mfma|-DB=f16 -DB_F16=1 -DHAS_B1=1 -DHAS_B2=1 -DW1
 moe H4096 I14336 T4|moe_gemm_mfma|-DB=f32 -DB_F32=1 -DHAS_B1=0 -DHAS_B2=0 -DW1_IL=1 -DUP_BM=16 -DUP_BN=128 -DUP_BK=32 -DUP_THREADS=256 -DUP_STAGES=3 -DUP_WARPS_M=1 -DDOWN_BM=16 -DDOWN_BN=64 -DDOWN_BK=64 -DDOWN_THREADS=256 -DDOWN_STAGES=4 -DDOWN_WARPS_M=1
 '
 
+# Dynamic LDS of a variant in bytes, from its options (the kernels' own
+# formulas: attn_mfma.hip and moe_gemm_mfma.hip headers).
+lds_of() { # SOURCE OPTIONS
+    echo "$2" | tr ' ' '\n' | sed -n 's/^-D\([A-Z_]*\)=\([0-9]*\)$/\1=\2/p' > "$TMP/opts"
+    awk -F= -v src="$1" '{ v[$1] = $2 }
+        function nb(s) { return s > 1 ? 2 : 1 }
+        END {
+            if (src == "attn_mfma") {
+                q = v["Q_DIRECT"] ? 0 : v["BQ"] * v["DQK_PAD"]
+                print 2 * (q + nb(v["STAGES"]) * v["BK"] * (v["DQK_PAD"] + v["DV_PAD"]))
+            } else {
+                up = nb(v["UP_STAGES"]) * (v["UP_BM"] + 2 * v["UP_BN"]) * v["UP_BK"] * 2
+                down = nb(v["DOWN_STAGES"]) * (v["DOWN_BM"] + v["DOWN_BN"]) * v["DOWN_BK"] * 2
+                print (up > down ? up : down)
+            }
+        }' "$TMP/opts"
+}
+LDS_LIMIT=65536
+
 fail=0
 printf '%-28s %-5s %-8s %6s %5s %5s %5s %7s %7s %8s %7s\n' variant dtype arch mfma vgpr agpr sgpr vspill sspill scratch lds
 for arch in $ARCHS; do
@@ -100,7 +120,8 @@ for arch in $ARCHS; do
             note() { awk -v k="$1" '$1 == k":" || $1 == "- "k":" { if ($2 + 0 > m) m = $2 + 0 } $2 == k":" { if ($3 + 0 > m) m = $3 + 0 } END { print m + 0 }' "$TMP/notes"; }
             vgpr=$(note .vgpr_count); agpr=$(note .agpr_count); sgpr=$(note .sgpr_count)
             vsp=$(note .vgpr_spill_count); ssp=$(note .sgpr_spill_count)
-            priv=$(note .private_segment_fixed_size); lds=$(note .group_segment_fixed_size)
+            priv=$(note .private_segment_fixed_size)
+            lds=$(( $(note .group_segment_fixed_size) + $(lds_of "$src" "$opts") ))
             printf '%-28s %-5s %-8s %6s %5s %5s %5s %7s %7s %8s %7s\n' "$name" "$dt" "$arch" \
                 "$mfma" "$vgpr" "$agpr" "$sgpr" "$vsp" "$ssp" "$priv" "$lds"
             case "$arch" in
@@ -114,8 +135,11 @@ for arch in $ARCHS; do
             if [ "$cdna_hw" = 1 ] && { [ "$vsp" -ne 0 ] || [ "$priv" -ne 0 ]; }; then
                 echo "    error: spills or scratch"; echo fail >> "$TMP/failed"
             fi
+            if [ "$lds" -gt "$LDS_LIMIT" ]; then
+                echo "    error: LDS over $LDS_LIMIT bytes"; echo fail >> "$TMP/failed"
+            fi
         done
     done
 done
-echo "(LDS is dynamic: the plan's local_mem_bytes, not in the object's notes)"
+echo "(lds: static LDS from the notes + the dynamic LDS the kernel's formula gives for the options)"
 [ ! -f "$TMP/failed" ]
