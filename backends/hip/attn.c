@@ -2,10 +2,13 @@
  * the plan's variants; run only launches.
  *
  * The attention kernel is chosen from `kinds` below, in order: the first
- * whose variant function takes the plan runs it. Today that is always
- * attn_rows, the portable kernel (one row of 32 lanes per query row and
- * head, every dtype, head dim and feature, wave64 and wave32 alike). With
- * KV splits, split_merge combines the partials in the workspace. */
+ * whose variant function takes the plan runs it. attn_mfma
+ * (kernels/attn_mfma.hip, FlashAttention-2 on 16x16x16 MFMA) takes f16 and
+ * bf16 plans on CDNA devices whose matrix cores have the dtype (gfx908:
+ * f16; gfx90a, gfx94x: both); attn_rows, the portable kernel (one row of
+ * 32 lanes per query row and head, every dtype, head dim and feature,
+ * wave64 and wave32 alike), takes everything else. With KV splits,
+ * split_merge combines the partials in the workspace. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +19,8 @@ enum {
     ROW_LANES = 32,        /* lanes per row (kernels/prelude.hip) */
     THREADS = ROWS * ROW_LANES,
     MAX_GRID_Y = 65535,
+    MFMA = 16,             /* v_mfma_f32_16x16x16{f16,bf16_1k}: M = N = K */
+    WAVE64 = 64,
 };
 
 /* The kernel's argument, field for field as attn_args in kernels/attn.hip
@@ -91,13 +96,110 @@ static xattn_status rows_launch(xattn_device *dev, const struct xattn_plan *plan
     return hip_launch(dev, k, (unsigned)blocks, (unsigned)plan->params.kv_splits, 1, args);
 }
 
-/* The attention kernels in order of preference. The MFMA kernel for CDNA
- * (kernels/attn_mfma.hip: f16/bf16 plans on matrix units) goes first
- * here, as {"attn_mfma", mfma_variant, mfma_launch}: its variant function
- * returns 0 for plans it cannot take (f32, no MFMA, RDNA), sets v->mfma = 1
- * so tests/hip checks its code object for v_mfma, and its launch numbers
- * the plan's work items as its kernel does. Nothing else here changes. */
+/* ---- attn_mfma: FlashAttention-2 on CDNA matrix cores ------------------------ */
+
+/* The wave layout of attn_mfma for a plan, or 0 when it cannot run it:
+ * f16/bf16 on a wave64 device whose 16x16x16 MFMA has the dtype (the
+ * kernel's targets: hip_arch_matrix gives wave64 matrix units to gfx908,
+ * gfx90a and gfx94x only), tiles of whole 16-row bands and 16-key steps,
+ * row bands spread over the waves first and Dv over the rest (as the
+ * planner counts them). LDS holds Q, then one or two (K, Vᵀ) buffers, all
+ * in 16-bit elements; when that passes the device's LDS, Q goes straight
+ * from global memory into registers instead (Q_DIRECT), which is what MLA
+ * head dims (576/512) need for 32-row tiles in 64 KiB. */
+typedef struct mfma_shape {
+    int warps_m, warps_n, q_direct;
+    size_t lds;
+} mfma_shape;
+
+static int mfma_shape_of(const struct xattn_plan *plan, const xattn_device_caps *caps,
+                         mfma_shape *m)
+{
+    const xattn_attn_plan_params *p = &plan->params;
+    const xattn_attn_desc *d = &plan->prob.desc;
+    memset(m, 0, sizeof *m);
+    if (d->dtype != XATTN_F16 && d->dtype != XATTN_BF16) return 0;
+    const uint32_t want = d->dtype == XATTN_F16 ? XATTN_MATRIX_F16 : XATTN_MATRIX_BF16;
+    if (!(caps->matrix_dtypes & want) || caps->simd_width != WAVE64 || caps->matrix_m != MFMA ||
+        caps->matrix_n != MFMA || caps->matrix_k != MFMA)
+        return 0;
+    const int waves = p->threads / WAVE64;
+    if (waves < 1 || p->threads % WAVE64 || p->block_q % MFMA || p->block_k % MFMA ||
+        p->dqk_pad % MFMA || p->dv_pad % MFMA || d->head_dim_qk % 8 || d->head_dim_v % 8 ||
+        p->stages < 1)
+        return 0;
+    const int bands = p->block_q / MFMA;
+    m->warps_m = waves < bands ? waves : bands;
+    if (waves % m->warps_m || bands % m->warps_m) return 0;
+    m->warps_n = waves / m->warps_m;
+    if (p->dv_pad % (MFMA * m->warps_n)) return 0;
+    const size_t bufs = p->stages > 1 ? 2 : 1;
+    const size_t kv = bufs * (size_t)p->block_k * (size_t)(p->dqk_pad + p->dv_pad);
+    const size_t q = (size_t)p->block_q * (size_t)p->dqk_pad;
+    m->lds = 2 * (q + kv);
+    if (m->lds > caps->local_mem_bytes) {
+        m->q_direct = 1;
+        m->lds = 2 * kv;
+    }
+    return m->lds <= caps->local_mem_bytes;
+}
+
+static int mfma_variant(const struct xattn_plan *plan, const xattn_device_caps *caps,
+                        hip_variant *v)
+{
+    const xattn_attn_plan_params *p = &plan->params;
+    const xattn_attn_desc *d = &plan->prob.desc;
+    mfma_shape m;
+    if (!mfma_shape_of(plan, caps, &m)) return 0;
+    v->source = "attn_mfma";
+    if (hip_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
+        hip_options_add(v->options, sizeof v->options,
+                        " -DBQ=%d -DBK=%d -DWARPS_M=%d -DWARPS_N=%d -DSTAGES=%d -DDQK=%d"
+                        " -DDV=%d -DDQK_PAD=%d -DDV_PAD=%d%s",
+                        (int)p->block_q, (int)p->block_k, m.warps_m, m.warps_n, (int)p->stages,
+                        (int)d->head_dim_qk, (int)d->head_dim_v, (int)p->dqk_pad,
+                        (int)p->dv_pad, m.q_direct ? " -DQ_DIRECT=1" : ""))
+        return 0;
+    v->kernels[0] = "attn_mfma";
+    v->threads = m.warps_m * m.warps_n * WAVE64;
+    v->lds_bytes = m.lds;
+    v->hot = 1;
+    v->mfma = 1;
+    return 1;
+}
+
+/* Are an operand's address and strides multiples of 16 bytes (one 16-byte
+ * load per 8 elements)? */
+static int aligned16(const xattn_attn_operand *t, int64_t esize)
+{
+    const uintptr_t mask = 15;
+    return !(((uintptr_t)hip_ptr(t->ref) | (uintptr_t)(t->sb * esize) |
+              (uintptr_t)(t->st * esize) | (uintptr_t)(t->sh * esize)) & mask);
+}
+
+/* One workgroup per plan work item (sequence, head group, query tile, KV
+ * split), or per ragged tile of xattn_attn_tile_space, as the kernel
+ * numbers them. */
+static xattn_status mfma_launch(xattn_device *dev, const struct xattn_plan *plan,
+                                const hip_kernel *k, attn_args *a, const xattn_attn_launch *l)
+{
+    const xattn_attn_plan_params *p = &plan->params;
+    const int64_t esize = (int64_t)xattn_dtype_size(plan->prob.desc.dtype);
+    a->aligned = aligned16(&l->q, esize) && aligned16(&l->k, esize) && aligned16(&l->v, esize);
+    a->tile_space = xattn_attn_tile_space(&plan->prob, p, l->total_q);
+    const int64_t blocks = a->tile_space ? (int64_t)p->head_groups * a->tile_space * p->kv_splits
+                                         : p->num_work;
+    if (blocks > INT32_MAX)
+        return xattn_error(XATTN_ERR_UNSUPPORTED, "hip: attention over %lld work items",
+                           (long long)blocks);
+    void *args[] = {a};
+    return hip_launch(dev, k, (unsigned)blocks, 1, 1, args);
+}
+
+/* The attention kernels in order of preference: the first whose variant
+ * function takes the plan runs it. */
 static const attn_kind kinds[] = {
+    {"attn_mfma", mfma_variant, mfma_launch},
     {"attn_rows", rows_variant, rows_launch},
 };
 

@@ -1,9 +1,10 @@
 /* MoE on HIP: route, dispatch (count, scan, scatter, rows) and combine
- * (kernels/moe.hip), and the expert GEMMs grouped over the segments
- * (kernels/moe_gemm.hip: gate/up with the activation fused, then down), on
- * FMA units in f32 for every dtype and architecture (the portable form;
- * the MFMA form goes in where hip_moe_variants sets the GEMM options). prepare compiles the
- * plan's modules; run only launches.
+ * (kernels/moe.hip), and the expert GEMMs grouped over the segments,
+ * gate/up with the activation fused, then down: on CDNA matrix cores
+ * (kernels/moe_gemm_mfma.hip, 16x16x16 MFMA) for f16/bf16 weights with
+ * activations of the same dtype where the device's MFMA has the dtype,
+ * else on FMA units in f32 (kernels/moe_gemm.hip, every dtype and
+ * architecture). prepare compiles the plan's modules; run only launches.
  *
  * Dispatch cuts the tokens into chunks with one row of E counters each in
  * the plan's scratch region (GPU-style plans hold ceil(max_tokens /
@@ -19,6 +20,9 @@ enum {
     MAX_GRID_Y = 65535,
     ROW_LANES = 32,     /* moe_route: a row of 32 lanes per token (kernels/prelude.hip) */
     VEC_BYTES = 16,     /* a 16-byte vector load */
+    MFMA = 16,          /* v_mfma_f32_16x16x16{f16,bf16_1k}: M = N = K */
+    WAVE64 = 64,
+    MFMA_ESIZE = 2,     /* f16/bf16 operands, and h between the GEMMs */
 };
 
 enum { V_ROUTE, V_DISPATCH, V_UP, V_DOWN, NUM_V };
@@ -28,6 +32,7 @@ typedef struct moe_state {
     hip_kernel k[NUM_V][HIP_MAX_KERNELS];
     int64_t max_chunks;
     int64_t up_bm, up_bn, down_bm, down_bn; /* the GEMM tiles, for the grids */
+    int mfma;                               /* GEMMs on MFMA: h in the weight dtype */
 } moe_state;
 
 /* Per-thread register block TM × TN of a bm × bn tile for `threads`
@@ -75,6 +80,55 @@ static xattn_status fma_options(const char *name, const xattn_moe_gemm_tiles *t,
     return XATTN_OK;
 }
 
+/* Do the expert GEMMs run on MFMA (kernels/moe_gemm_mfma.hip)? Where the
+ * planner puts them on matrix units (the activations' dtype is the
+ * weights', f16 or bf16, and the device's matrix units have it) and the
+ * device is wave64 with 16x16x16 MFMA: hip_arch_matrix gives that to
+ * gfx908 (f16), gfx90a and gfx94x only, the kernels' targets. */
+static int gemm_mfma(const xattn_device_caps *caps, const xattn_moe_desc *d)
+{
+    return xattn_moe_uses_matrix_units(caps, d) && caps->simd_width == WAVE64 &&
+           caps->matrix_m == MFMA && caps->matrix_n == MFMA && caps->matrix_k == MFMA;
+}
+
+/* Options and LDS of one GEMM on MFMA. The waves form a WARPS_M × WARPS_N
+ * grid of whole 16 × 16 tiles; of the grids that fit, the one that reads
+ * the fewest operands per MFMA (a wave of MT row tiles and NT column tiles
+ * per pair reads MT + pairs·NT fragments for MT·pairs·NT products). K
+ * steps of 16-multiples, halved while a smaller one still covers k in
+ * whole steps and while the tile passes the device's LDS. Returns 0 when
+ * the tile does not split (the FMA form runs it). */
+static int mfma_options(const char *name, const xattn_moe_gemm_tiles *t, int pairs, int64_t k,
+                        const xattn_device_caps *caps, char *opts, size_t size, size_t *lds)
+{
+    const int64_t waves = t->threads / WAVE64, bm = t->block_m, bn = t->block_n;
+    if (waves < 1 || t->threads % WAVE64 || t->block_k % MFMA || t->stages < 1) return 0;
+    int64_t warps_m = 0;
+    double best = 0.0;
+    for (int64_t wm = 1; wm <= waves; wm++) {
+        if (waves % wm || bm % (wm * MFMA) || bn % ((waves / wm) * MFMA)) continue;
+        const double mt = (double)(bm / wm / MFMA), nt = (double)(pairs * (bn / (waves / wm) / MFMA));
+        const double cost = (mt + nt) / (mt * nt);
+        if (!warps_m || cost < best) {
+            warps_m = wm;
+            best = cost;
+        }
+    }
+    if (!warps_m) return 0;
+    const size_t bufs = t->stages > 1 ? 2 : 1;
+    int64_t bk = t->block_k;
+    while (bk / 2 >= MFMA && bk / 2 % MFMA == 0 &&
+           (bk / 2 >= (k + MFMA - 1) / MFMA * MFMA ||
+            bufs * (size_t)((bm + pairs * bn) * bk) * MFMA_ESIZE > caps->local_mem_bytes))
+        bk /= 2;
+    *lds = bufs * (size_t)((bm + pairs * bn) * bk) * MFMA_ESIZE;
+    if (*lds > caps->local_mem_bytes) return 0;
+    return !hip_options_add(opts, size, " -D%s_BM=%d -D%s_BN=%d -D%s_BK=%lld -D%s_THREADS=%d"
+                            " -D%s_STAGES=%d -D%s_WARPS_M=%lld", name, (int)bm, name, (int)bn,
+                            name, (long long)bk, name, (int)t->threads, name, (int)t->stages,
+                            name, (long long)warps_m);
+}
+
 xattn_status hip_moe_variants(const struct xattn_moe_plan *plan, const xattn_device_caps *caps,
                              hip_variant *out, int *n)
 {
@@ -116,16 +170,27 @@ xattn_status hip_moe_variants(const struct xattn_moe_plan *plan, const xattn_dev
                             (double)plan->prob.alpha, (double)plan->prob.limit))
             return xattn_error(XATTN_ERR_INTERNAL, "hip: MoE options too long");
     }
-    /* The MFMA form (kernels/moe_gemm_mfma.hip, f16/bf16 weights and
-     * activations of one dtype on CDNA matrix cores) goes in here: when it
-     * takes the plan, its options and LDS instead of fma_options, source
-     * "moe_gemm_mfma" and u->mfma = w->mfma = 1 (tests/hip then requires
-     * v_mfma in the code object). The launches below stay as they are if
-     * it keeps the kernels' arguments and the virtual row tiles. */
-    XATTN_TRY(fma_options("UP", &p->up, 2, d->hidden, caps, g, gs, &u->lds_bytes));
-    XATTN_TRY(fma_options("DOWN", &p->down, 1, d->inter, caps, g, gs, &w->lds_bytes));
+    /* Both forms take the same arguments and virtual row tiles. The MFMA
+     * options go into a copy, so a tile that does not split leaves the
+     * common options for the FMA form. */
+    char mf[sizeof u->options];
+    memcpy(mf, g, sizeof mf);
+    if (gemm_mfma(caps, d) && mfma_options("UP", &p->up, 2, d->hidden, caps, mf, sizeof mf,
+                                           &u->lds_bytes) &&
+        mfma_options("DOWN", &p->down, 1, d->inter, caps, mf, sizeof mf, &w->lds_bytes)) {
+        memcpy(g, mf, sizeof mf);
+        u->source = w->source = "moe_gemm_mfma";
+        u->kernels[0] = "moe_up_mfma";
+        w->kernels[0] = "moe_down_mfma";
+        u->mfma = w->mfma = 1;
+    } else {
+        XATTN_TRY(fma_options("UP", &p->up, 2, d->hidden, caps, g, gs, &u->lds_bytes));
+        XATTN_TRY(fma_options("DOWN", &p->down, 1, d->inter, caps, g, gs, &w->lds_bytes));
+        u->source = w->source = "moe_gemm";
+        u->kernels[0] = "moe_up";
+        w->kernels[0] = "moe_down";
+    }
     memcpy(w->options, u->options, sizeof w->options);
-    u->source = w->source = "moe_gemm";
     u->threads = p->up.threads;
     w->threads = p->down.threads;
     u->hot = w->hot = 1;
@@ -136,8 +201,6 @@ xattn_status hip_moe_variants(const struct xattn_moe_plan *plan, const xattn_dev
     x->kernels[K_SCATTER] = "moe_scatter";
     x->kernels[K_ROWS] = "moe_rows";
     x->kernels[K_COMBINE] = "moe_combine";
-    u->kernels[0] = "moe_up";
-    w->kernels[0] = "moe_down";
     *n = NUM_V;
     return XATTN_OK;
 }
@@ -157,6 +220,7 @@ xattn_status hip_moe_prepare(xattn_device *dev, const struct xattn_moe_plan *pla
     s->up_bn = p->up.block_n;
     s->down_bm = p->down.block_m;
     s->down_bn = p->down.block_n;
+    s->mfma = v[V_UP].mfma;
     xattn_status st = s->max_chunks < 1
                           ? xattn_error(XATTN_ERR_INTERNAL,
                                         "hip: MoE scratch of %zu bytes holds no row of %lld "
@@ -256,8 +320,8 @@ static xattn_status run_experts(xattn_device *dev, const struct xattn_moe_plan *
     const size_t xs = xattn_dtype_size(d->dtype), ws = xattn_dtype_size(d->weight_dtype);
     int32_t x_vec = vec_ok(x, H, xs, x_st, 0), w1_vec = vec_ok(w1, H, ws, w1_sn, w1_se);
     int32_t w2_vec = vec_ok(w2, I, ws, w2_sn, w2_se);
-    /* h rows of I f32 elements (the MFMA form may keep them in the weight dtype). */
-    int32_t h_vec = vec_ok(h, I, sizeof(float), I, 0);
+    /* h rows of I elements: f32, or the weight dtype on MFMA. */
+    int32_t h_vec = vec_ok(h, I, s->mfma ? (size_t)MFMA_ESIZE : sizeof(float), I, 0);
     /* Every segment fits R / block_m + E virtual row tiles (moe_gemm.hip). */
     const int64_t up_tiles = R / s->up_bm + E, down_tiles = R / s->down_bm + E;
     const int64_t up_cols = ceil_div(I, s->up_bn), down_cols = ceil_div(H, s->down_bn);

@@ -85,10 +85,6 @@
  * trap: the host must not select it there and runs the portable kernel
  * instead (a wrong selection faults rather than returning garbage). */
 
-#ifndef XATTN_EXPORT
-#define XATTN_EXPORT(name)
-#endif
-
 /* CDNA1-3 as ROCm 5.2-6.x name them; anything newer stays off until its
  * builtins have been compiled for it. Under XATTN_HIP_EMU (the kernel
  * compiled as host C++ by a CPU emulator) the emulator supplies the
@@ -844,4 +840,3 @@ extern "C" __global__ void __launch_bounds__(THREADS) attn_mfma(xattn_mfma::attn
     __builtin_trap(); /* no MFMA for this dtype here: the host never selects it */
 #endif
 }
-XATTN_EXPORT(attn_mfma)

@@ -40,10 +40,6 @@
  * (RDNA such as gfx1030; bf16 on gfx908) the kernels compile to a trap and
  * the host runs the portable GEMMs instead. */
 
-#ifndef XATTN_EXPORT
-#define XATTN_EXPORT(name)
-#endif
-
 /* CDNA1-3 as ROCm 5.2-6.x name them; anything newer stays off until its
  * builtins have been compiled for it. Under XATTN_HIP_EMU (the kernel
  * compiled as host C++ by a CPU emulator) the emulator supplies the
@@ -372,7 +368,6 @@ extern "C" __global__ void __launch_bounds__(UP_THREADS)
     __builtin_trap(); /* no MFMA for this dtype here: the host never selects it */
 #endif
 }
-XATTN_EXPORT(moe_up_mfma)
 
 /* Down GEMM with K = I, N = H: y_r = h_r·W2_eᵀ + b2_e; h in the weight
  * dtype as moe_up_mfma left it. */
@@ -397,4 +392,3 @@ extern "C" __global__ void __launch_bounds__(DOWN_THREADS)
     __builtin_trap(); /* no MFMA for this dtype here: the host never selects it */
 #endif
 }
-XATTN_EXPORT(moe_down_mfma)
