@@ -10,7 +10,7 @@
 #include "xattn_attn.h"
 #include "xattn_moe.h"
 
-#define XATTN_BACKEND_ABI_VERSION 5u
+#define XATTN_BACKEND_ABI_VERSION 6u
 #define XATTN_BACKEND_ENTRY_SYMBOL "xattn_backend_entry"
 
 typedef struct xattn_device xattn_device; /* backend-defined */

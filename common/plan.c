@@ -28,6 +28,21 @@
  * P and the row statistics exist only when P must travel between warps:
  * without matrix units, or when warps_n > 1. Otherwise P stays in registers.
  * f32 problems never use matrix units (IEEE fp32 throughout, no TF32).
+ *
+ * Q in registers (q_in_registers): on wave64 devices with matrix units
+ * (CDNA), a tile whose Q region would not fit beside K and V may instead
+ * read each warp's Q rows straight from global memory into its matrix
+ * operand registers, and keep no Q region. Each warp of a row band then
+ * holds the band's Q, (block_q / warps_m) · dqk_pad elements over its
+ * lanes, counted with O and S against the register limit. Large head dims
+ * need it: MLA's (576, 512) gets 16 × 16 tiles in 64 KiB with Q in local
+ * memory, 32 × 16 without. The planner considers it only when no tile of
+ * that block_q and block_k fits with Q in local memory, only up to 32
+ * rows (GPU_MAX_Q_REGS_BLOCK_Q says why), and only at 64
+ * lanes, where an MFMA lane has the register file for it (CDNA's 512
+ * VGPRs with the accumulation registers) and whose kernels take it (the
+ * HIP module's attn_mfma); other kernels run such a plan on their general
+ * path.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -64,6 +79,12 @@ enum {
      * row max/sum, loop state, fragments in flight. */
     GPU_REG_OVERHEAD = 48,
     GPU_PREFERRED_WARPS = 4, /* enough warps per group to hide latency */
+    /* Q in registers: at most this many rows. The register count above
+     * says far less than a kernel holds for such head dims: attn_mfma's
+     * MLA tile of 32 rows (2 x 2 waves) takes 463 of gfx90a's 512 VGPRs
+     * where it counts 186, and 64 rows (count 252) or 128 rows in 8 waves
+     * spill (tools/hip_inspect.sh). */
+    GPU_MAX_Q_REGS_BLOCK_Q = 32,
 };
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -117,6 +138,7 @@ static int uses_matrix_units(const xattn_device_caps *caps, xattn_dtype t)
 
 typedef struct gpu_shape {
     int mm;            /* matrix units in use */
+    int q_regs_ok;     /* Q may live in registers instead (wave64 matrix units) */
     int esize;         /* bytes per Q/K/V element */
     int64_t dqk_pad, dv_pad;
     int64_t row_quantum, key_quantum;
@@ -125,16 +147,17 @@ typedef struct gpu_shape {
 typedef struct gpu_tile {
     int32_t block_q, block_k, stages, warps;
     size_t local_mem;
+    int q_regs;        /* Q in registers, no Q region */
     int in_flight;     /* K/V blocks loading while one is used, capped at 2 */
     int warp_rank;     /* position of warps in the preference order */
 } gpu_tile;
 
 /* Local memory of a tile, laid out as the header comment describes. */
 static size_t gpu_local_mem(const gpu_shape *s, int64_t bq, int64_t bk, int64_t stages,
-                            int64_t warps_n)
+                            int64_t warps_n, int q_regs)
 {
     size_t e = (size_t)s->esize;
-    size_t q = align_size((size_t)(bq * s->dqk_pad) * e, LOCAL_ALIGN);
+    size_t q = q_regs ? 0 : align_size((size_t)(bq * s->dqk_pad) * e, LOCAL_ALIGN);
     size_t k = align_size((size_t)(bk * s->dqk_pad) * e, LOCAL_ALIGN);
     size_t v = align_size((size_t)(bk * s->dv_pad) * e, LOCAL_ALIGN);
     size_t total = q + (size_t)stages * (k + v);
@@ -146,10 +169,12 @@ static size_t gpu_local_mem(const gpu_shape *s, int64_t bq, int64_t bk, int64_t 
     return total;
 }
 
-/* Does (bq, bk, stages, warps) fit the device? Fills t when it does. */
+/* Does (bq, bk, stages, warps) fit the device, with Q in local memory or
+ * (q_regs) in registers? Fills t when it does. */
 static int gpu_tile_fits(const xattn_device_caps *caps, const gpu_shape *s, int32_t bq,
-                         int32_t bk, int32_t stages, int32_t warps, gpu_tile *t)
+                         int32_t bk, int32_t stages, int32_t warps, int q_regs, gpu_tile *t)
 {
+    if (q_regs && (!s->q_regs_ok || bq > GPU_MAX_Q_REGS_BLOCK_Q)) return 0;
     int64_t threads = (int64_t)warps * caps->simd_width;
     if (threads > caps->max_threads_per_group) return 0;
 
@@ -175,10 +200,12 @@ static int gpu_tile_fits(const xattn_device_caps *caps, const gpu_shape *s, int3
     int64_t regs = ceil_div((int64_t)bq * s->dv_pad, threads) +
                    ceil_div((int64_t)bq * bk, warps_m * s_warps * caps->simd_width) +
                    GPU_REG_OVERHEAD;
+    if (q_regs) /* the band's Q in 32-bit registers over a warp's lanes */
+        regs += ceil_div(bq / warps_m * s->dqk_pad * s->esize, 4 * (int64_t)caps->simd_width);
     if (regs > GPU_MAX_REGS_PER_LANE) return 0;
     if (caps->registers_per_group && regs * threads > caps->registers_per_group) return 0;
 
-    size_t lmem = gpu_local_mem(s, bq, bk, stages, warps_n);
+    size_t lmem = gpu_local_mem(s, bq, bk, stages, warps_n, q_regs);
     if (lmem > caps->local_mem_bytes) return 0;
 
     size_t resident = caps->local_mem_bytes / lmem; /* groups per compute unit */
@@ -188,6 +215,7 @@ static int gpu_tile_fits(const xattn_device_caps *caps, const gpu_shape *s, int3
     t->stages = stages;
     t->warps = warps;
     t->local_mem = lmem;
+    t->q_regs = q_regs;
     t->in_flight = in_flight < 2 ? (int)in_flight : 2;
     return 1;
 }
@@ -224,6 +252,7 @@ static xattn_status plan_gpu_tiles(const xattn_device_caps *caps, const xattn_at
 
     gpu_shape s;
     s.mm = uses_matrix_units(caps, d->dtype);
+    s.q_regs_ok = s.mm && caps->simd_width == 64;
     s.esize = (int)xattn_dtype_size(d->dtype);
     int64_t pad = s.mm ? lcm64(caps->matrix_k, caps->matrix_n)
                        : (caps->vector_bytes / (uint32_t)s.esize > 1
@@ -260,7 +289,8 @@ static xattn_status plan_gpu_tiles(const xattn_device_caps *caps, const xattn_at
                 for (int32_t stages = GPU_MAX_STAGES; stages >= 1; stages--) {
                     for (size_t wi = 0; wi < XATTN_ARRAY_SIZE(warp_counts); wi++) {
                         gpu_tile t;
-                        if (!gpu_tile_fits(caps, &s, bq, bk, stages, warp_counts[wi], &t))
+                        if (!gpu_tile_fits(caps, &s, bq, bk, stages, warp_counts[wi], 0, &t) &&
+                            !gpu_tile_fits(caps, &s, bq, bk, stages, warp_counts[wi], 1, &t))
                             continue;
                         t.warp_rank = (int)wi;
                         if (!found || gpu_tile_better(&t, &best)) best = t;
@@ -285,6 +315,7 @@ static xattn_status plan_gpu_tiles(const xattn_device_caps *caps, const xattn_at
     out->threads = (int32_t)(best.warps * (int32_t)caps->simd_width);
     out->stages = best.stages;
     out->local_mem_bytes = best.local_mem;
+    out->q_in_registers = best.q_regs;
     return XATTN_OK;
 }
 
@@ -430,7 +461,9 @@ int xattn_plan_params_format(const xattn_attn_problem *prob, const xattn_attn_pl
         (int)p->kv_splits);
     xattn_text_put(buf, size, &n, "local memory ");
     xattn_text_put_bytes(buf, size, &n, p->local_mem_bytes);
-    xattn_text_put(buf, size, &n, cpu ? " per thread (scratch)\n" : " per group\n");
+    xattn_text_put(buf, size, &n, cpu ? " per thread (scratch)\n"
+                                      : p->q_in_registers ? " per group (Q in registers)\n"
+                                                          : " per group\n");
     xattn_text_put(buf, size, &n, "workspace    ");
     xattn_text_put_bytes(buf, size, &n, p->workspace_bytes);
     if (cpu) {

@@ -51,6 +51,7 @@ typedef struct xattn_attn_plan_params {
     int32_t head_groups;     /* Hq / gqa_pack */
     int64_t num_work;        /* B · head_groups · q_tiles · kv_splits */
     size_t local_mem_bytes;  /* per group (GPU) / per-thread scratch (CPU) */
+    int32_t q_in_registers;  /* GPU: Q read into registers, no Q region (plan.c) */
     size_t scratch_offset;   /* workspace: per-thread scratch (CPU) */
     size_t partial_offset;   /* workspace: split-KV partial O and LSE */
     size_t partial_bytes;

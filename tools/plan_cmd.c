@@ -493,6 +493,7 @@ static void json_attn(xattn_json *j, const xattn_attn_problem *prob,
     xattn_json_int(j, "head_groups", p->head_groups);
     xattn_json_int(j, "num_work", p->num_work);
     xattn_json_uint(j, "local_mem_bytes", p->local_mem_bytes);
+    xattn_json_bool(j, "q_in_registers", p->q_in_registers != 0);
     xattn_json_uint(j, "scratch_offset", p->scratch_offset);
     xattn_json_uint(j, "partial_offset", p->partial_offset);
     xattn_json_uint(j, "partial_bytes", p->partial_bytes);

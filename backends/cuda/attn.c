@@ -86,6 +86,7 @@ static int mma_shape_of(const struct xattn_plan *plan, const xattn_device_caps *
     if (warps < 1 || p->threads % 32 || p->block_q % MMA_M || p->block_k % MMA_K ||
         p->dqk_pad % MMA_K || p->dv_pad % MMA_K || p->stages < 1)
         return 0;
+    if (p->q_in_registers) return 0; /* attn_mma stages Q in shared memory */
     /* The planner's grid: row bands first, the rest split Dv. */
     int bands = p->block_q / MMA_M;
     m->warps_m = warps < bands ? warps : bands;

@@ -104,9 +104,9 @@ static xattn_status rows_launch(xattn_device *dev, const struct xattn_plan *plan
  * gfx90a and gfx94x only), tiles of whole 16-row bands and 16-key steps,
  * row bands spread over the waves first and Dv over the rest (as the
  * planner counts them). LDS holds Q, then one or two (K, Vᵀ) buffers, all
- * in 16-bit elements; when that passes the device's LDS, Q goes straight
- * from global memory into registers instead (Q_DIRECT), which is what MLA
- * head dims (576/512) need for 32-row tiles in 64 KiB. */
+ * in 16-bit elements; a plan with Q in registers (the planner's choice
+ * for head dims such as MLA's 576/512 in 64 KiB) has no Q region and
+ * builds with Q_DIRECT. */
 typedef struct mfma_shape {
     int warps_m, warps_n, q_direct;
     size_t lds;
@@ -136,11 +136,8 @@ static int mfma_shape_of(const struct xattn_plan *plan, const xattn_device_caps 
     const size_t bufs = p->stages > 1 ? 2 : 1;
     const size_t kv = bufs * (size_t)p->block_k * (size_t)(p->dqk_pad + p->dv_pad);
     const size_t q = (size_t)p->block_q * (size_t)p->dqk_pad;
-    m->lds = 2 * (q + kv);
-    if (m->lds > caps->local_mem_bytes) {
-        m->q_direct = 1;
-        m->lds = 2 * kv;
-    }
+    m->q_direct = p->q_in_registers != 0;
+    m->lds = 2 * (m->q_direct ? kv : q + kv);
     return m->lds <= caps->local_mem_bytes;
 }
 
