@@ -36,8 +36,9 @@
  * holds the band's Q, (block_q / warps_m) · dqk_pad elements over its
  * lanes, counted with O and S against the register limit. Large head dims
  * need it: MLA's (576, 512) gets 16 × 16 tiles in 64 KiB with Q in local
- * memory, 32 × 16 without. The planner considers it only when no tile of
- * that block_q and block_k fits with Q in local memory, only up to 32
+ * memory, 32 × 16 without; decode with D = 128 gets its second K/V stage
+ * in 64 KiB. The planner considers it only for a tile (block_q, block_k,
+ * stages, warps) that does not fit with Q in local memory, only up to 32
  * rows (GPU_MAX_Q_REGS_BLOCK_Q says why), and only at 64
  * lanes, where an MFMA lane has the register file for it (CDNA's 512
  * VGPRs with the accumulation registers) and whose kernels take it (the

@@ -62,9 +62,11 @@ C
 ${CC:-cc} -O1 -D__HIP_PLATFORM_AMD__ -o "$TMP/rtc" "$TMP/rtc.c" -lamdhip64
 
 # name | source | options (as the host would pass them for the plan;
-# the attention rows follow `xattn plan --preset mi300x --dtype f16`, but
-# "mla Q_DIRECT": the proposed MLA tile, 32 rows with Q in registers, which
-# today's planner does not produce).
+# the attention rows follow `xattn plan --preset mi300x --dtype f16`; "mla
+# Q_DIRECT" is the planner's MLA tile on the AMD presets, 32 rows with Q
+# in registers; "mla q16k16" the 16-row tile it replaced). The meson test
+# hip-compile does the same for every variant of the conformance
+# catalogue; this tool is for trying options by hand.
 VARIANTS='
 attn d64 q128k64s2|attn_mfma|-DBQ=128 -DBK=64 -DKC=32 -DWARPS_M=4 -DWARPS_N=1 -DSTAGES=2 -DDQK=64 -DDV=64 -DDQK_PAD=64 -DDV_PAD=64
 attn d128 q128k64s1|attn_mfma|-DBQ=128 -DBK=64 -DKC=32 -DWARPS_M=4 -DWARPS_N=1 -DSTAGES=1 -DDQK=128 -DDV=128 -DDQK_PAD=128 -DDV_PAD=128

@@ -204,11 +204,24 @@ static void check_fits(const xattn_device_caps *caps, const xattn_attn_problem *
     assert_true(p->local_mem_bytes > 0);
     assert_true(p->local_mem_bytes <= caps->local_mem_bytes);
     if (caps->style == XATTN_DEVICE_STYLE_GPU) {
-        /* At least Q and one stage of K and V live in local memory. */
+        /* At least Q (unless it lives in registers) and one stage of K and
+         * V live in local memory. */
         size_t e = esize(d->dtype);
-        size_t need = (size_t)p->block_q * p->dqk_pad * e +
-                      (size_t)p->stages * p->block_k * (p->dqk_pad + p->dv_pad) * e;
+        size_t q = p->q_in_registers ? 0 : (size_t)p->block_q * p->dqk_pad * e;
+        size_t need = q + (size_t)p->stages * p->block_k * (p->dqk_pad + p->dv_pad) * e;
         assert_true(p->local_mem_bytes >= need);
+        /* Q in registers only where it is needed: a 64-lane device with
+         * matrix units, at most 32 rows, and the same tile with Q in local
+         * memory would not fit. */
+        if (p->q_in_registers) {
+            assert_int_equal(caps->simd_width, 64);
+            assert_true(caps->matrix_m > 0);
+            assert_true(p->block_q <= 32);
+            assert_true(p->local_mem_bytes + (size_t)p->block_q * p->dqk_pad * e >
+                        caps->local_mem_bytes);
+        }
+    } else {
+        assert_int_equal(p->q_in_registers, 0);
     }
 }
 
@@ -353,6 +366,43 @@ static void mla_dims_fit_on_every_preset(void **state)
             }
         }
     }
+}
+
+/* The foundation's planner gave MLA (576, 512) only 16 x 16 tiles on the
+ * 64 KiB AMD presets: Q alone took 18 KiB of them. With Q in registers,
+ * decode (128 heads packed) and prefill get 32 rows; H100 (227 KiB) keeps
+ * Q in shared memory and larger tiles, and an ordinary head dim never
+ * needs it. */
+static void mla_gets_32_row_tiles_with_q_in_registers_on_64_kib_presets(void **state)
+{
+    (void)state;
+    const dims mla = {576, 512}, d128 = {128, 128};
+    const char *const amd[] = {"mi300x", "mi250x"};
+    for (size_t i = 0; i < sizeof amd / sizeof amd[0]; i++) {
+        xattn_device_caps caps = preset(amd[i]);
+        for (int t = 0; t < 2; t++) {
+            xattn_dtype dt = t ? XATTN_BF16 : XATTN_F16;
+            xattn_attn_desc decode = shape(dt, 32, 1, 4096, 128, 1, mla);
+            xattn_attn_desc prefill = shape(dt, 1, 4096, 4096, 128, 128, mla);
+            prefill.flags = XATTN_ATTN_CAUSAL;
+            xattn_attn_plan_params p = plan_ok(&caps, &decode, NULL);
+            assert_int_equal(p.block_q, 32);
+            assert_int_equal(p.q_in_registers, 1);
+            p = plan_ok(&caps, &prefill, NULL);
+            assert_int_equal(p.block_q, 32);
+            assert_int_equal(p.q_in_registers, 1);
+            xattn_attn_desc llama = shape(dt, 1, 4096, 4096, 32, 8, d128);
+            assert_int_equal(plan_ok(&caps, &llama, NULL).q_in_registers, 0);
+        }
+        /* f32 uses no matrix units, so Q stays in local memory. */
+        xattn_attn_desc f32 = shape(XATTN_F32, 32, 1, 4096, 128, 1, mla);
+        assert_int_equal(plan_ok(&caps, &f32, NULL).q_in_registers, 0);
+    }
+    xattn_device_caps h100 = preset("h100");
+    xattn_attn_desc decode = shape(XATTN_BF16, 32, 1, 4096, 128, 1, mla);
+    xattn_attn_plan_params p = plan_ok(&h100, &decode, NULL);
+    assert_int_equal(p.q_in_registers, 0);
+    assert_true(p.block_q >= 32);
 }
 
 /* ---- splits and workspace ---------------------------------------------------- */
@@ -573,6 +623,7 @@ int main(void)
         cmocka_unit_test(workspace_regions_are_aligned_and_disjoint),
         cmocka_unit_test(every_supported_head_dim_plans_on_every_preset),
         cmocka_unit_test(mla_dims_fit_on_every_preset),
+        cmocka_unit_test(mla_gets_32_row_tiles_with_q_in_registers_on_64_kib_presets),
         cmocka_unit_test(decode_with_few_sequences_is_split_to_fill_the_device),
         cmocka_unit_test(short_kv_is_never_split),
         cmocka_unit_test(prefill_that_fills_the_device_is_not_split),

@@ -86,18 +86,14 @@
  * instead (a wrong selection faults rather than returning garbage). */
 
 /* CDNA1-3 as ROCm 5.2-6.x name them; anything newer stays off until its
- * builtins have been compiled for it. Under XATTN_HIP_EMU (the kernel
- * compiled as host C++ by a CPU emulator) the emulator supplies the
- * product: xemu_mfma_16x16x16(a, b, acc, bf16), the layouts above. */
-#if defined(XATTN_HIP_EMU)
-#define MF_HW_F16 1
-#define MF_HW_BF16 1
-#elif defined(__gfx908__) || defined(__gfx90a__) || defined(__gfx940__) || \
+ * builtins have been compiled for it. (The CPU emulator of tests/hip_emu
+ * defines the target's macro and supplies these builtins with the layouts
+ * above, so it runs this same code.) */
+#if defined(__gfx908__) || defined(__gfx90a__) || defined(__gfx940__) || \
     defined(__gfx941__) || defined(__gfx942__)
 #define MF_HW_F16 1
 #endif
-#if !defined(XATTN_HIP_EMU) && (defined(__gfx90a__) || defined(__gfx940__) || \
-                                defined(__gfx941__) || defined(__gfx942__))
+#if defined(__gfx90a__) || defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__)
 #define MF_HW_BF16 1
 #endif
 #if defined(IO_BF16) && IO_BF16
@@ -160,9 +156,7 @@ MF_DEV u64 mf_pack4(float a, float b, float c, float d)
  * a and b are the lane's 4 elements. */
 MF_DEV f32x4 mf_mma(u64 a, u64 b, f32x4 acc)
 {
-#if defined(XATTN_HIP_EMU)
-    return xemu_mfma_16x16x16(a, b, acc, MF_BF16);
-#elif MF_HW && MF_BF16
+#if MF_HW && MF_BF16
     return __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(__builtin_bit_cast(i16x4, a),
                                                      __builtin_bit_cast(i16x4, b), acc, 0, 0, 0);
 #elif MF_HW
