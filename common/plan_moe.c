@@ -91,6 +91,52 @@ int xattn_moe_uses_matrix_units(const xattn_device_caps *caps, const xattn_moe_d
     return 0;
 }
 
+/* ---- the FMA form of the GPU modules' expert GEMMs ----------------------------- */
+
+/* Per-thread register block TM × TN of a bm × bn tile for `threads`
+ * threads laid out TY × TX (TX = bn / TN, TY = bm / TM): the most square
+ * one, so a k step loads the fewest operands per FMA. */
+static int fma_block(int64_t bm, int64_t bn, int64_t threads, int64_t *tm, int64_t *tn)
+{
+    int found = 0;
+    for (int64_t n = 1; n <= bn; n++) {
+        if (bn % n || threads % (bn / n)) continue;
+        const int64_t ty = threads / (bn / n);
+        if (bm % ty) continue;
+        const int64_t m = bm / ty;
+        const int64_t big = m > n ? m : n, best = *tm > *tn ? *tm : *tn;
+        if (!found || big < best) {
+            *tm = m;
+            *tn = n;
+            found = 1;
+        }
+    }
+    return found;
+}
+
+xattn_status xattn_moe_fma_options(const char *backend, const char *name,
+                                   const xattn_moe_gemm_tiles *t, int pairs, int64_t k,
+                                   const xattn_device_caps *caps, char *opts, size_t size,
+                                   size_t *lds)
+{
+    int64_t tm = 0, tn = 0;
+    if (!fma_block(t->block_m, t->block_n, t->threads, &tm, &tn))
+        return xattn_error(XATTN_ERR_UNSUPPORTED, "%s: no thread layout for a %d x %d MoE "
+                           "tile of %d threads", backend, (int)t->block_m, (int)t->block_n,
+                           (int)t->threads);
+    int64_t bk = t->block_k < k ? t->block_k : k;
+    const int64_t floats_per_k = t->block_m + 1 + pairs * t->block_n + 1;
+    while (bk > 1 && (size_t)(floats_per_k * bk) * sizeof(float) > caps->local_mem_bytes) bk /= 2;
+    *lds = (size_t)(floats_per_k * bk) * sizeof(float);
+    if (xattn_options_add(opts, size, " -D%s_BM=%d -D%s_BN=%d -D%s_BK=%lld -D%s_THREADS=%d"
+                          " -D%s_TM=%lld -D%s_TN=%lld", name, (int)t->block_m, name,
+                          (int)t->block_n, name, (long long)bk, name, (int)t->threads, name,
+                          (long long)tm, name, (long long)tn))
+        return xattn_error(XATTN_ERR_INTERNAL, "%s: MoE options too long", backend);
+    return XATTN_OK;
+}
+
+
 /* One of the two GEMMs, as the tile search sees it. */
 typedef struct gemm_shape {
     int mm;              /* matrix units in use */

@@ -77,6 +77,19 @@ XATTN_INTERNAL int64_t xattn_moe_rows_for(const xattn_moe_problem *prob, int32_t
 XATTN_INTERNAL int xattn_moe_uses_matrix_units(const xattn_device_caps *caps,
                                                const xattn_moe_desc *d);
 
+/* Kernel options of one expert GEMM on FMA units, as the CUDA and HIP
+ * modules' moe_gemm kernels take them under the macro prefix `name` ("UP",
+ * "DOWN"): the plan's tile, the per-thread register block TM × TN (the
+ * most square one for the threads, so a k step loads the fewest operands
+ * per FMA) and a K step that shrinks until both operands, staged as f32
+ * and padded by one element per k row, fit the device's local memory (any
+ * K step is correct); *lds gets those bytes. `backend` prefixes the
+ * messages. Appends to opts (size bytes). */
+XATTN_INTERNAL xattn_status xattn_moe_fma_options(const char *backend, const char *name,
+                                                  const xattn_moe_gemm_tiles *t, int pairs,
+                                                  int64_t k, const xattn_device_caps *caps,
+                                                  char *opts, size_t size, size_t *lds);
+
 XATTN_INTERNAL xattn_status xattn_plan_moe(const xattn_device_caps *caps,
                                            const xattn_moe_problem *prob,
                                            xattn_moe_plan_params *out);

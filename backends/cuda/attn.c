@@ -128,8 +128,8 @@ xattn_status cu_attn_variants(const struct xattn_plan *plan, const xattn_device_
     mma_shape ms;
     if (mma_shape_of(plan, caps, &ms)) {
         v->source = "attn";
-        if (cu_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
-            cu_options_add(v->options, sizeof v->options,
+        if (xattn_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
+            xattn_options_add(v->options, sizeof v->options,
                            " -DMMA=1 -DBQ=%d -DBK=%d -DKC=%d -DWARPS_M=%d -DWARPS_N=%d"
                            " -DSTAGES=%d -DDQK=%d -DDV=%d -DDQK_PAD=%d -DDV_PAD=%d -DQ_REGS=%d",
                            (int)p->block_q, (int)p->block_k, ms.kc, ms.warps_m, ms.warps_n,
@@ -141,8 +141,8 @@ xattn_status cu_attn_variants(const struct xattn_plan *plan, const xattn_device_
         v->smem_bytes = ms.smem;
     } else {
         v->source = "attn";
-        if (cu_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
-            cu_options_add(v->options, sizeof v->options,
+        if (xattn_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
+            xattn_options_add(v->options, sizeof v->options,
                            " -DDQK=%d -DDV=%d -DDV_PAD=%d -DWARPS=%d", (int)d->head_dim_qk,
                            (int)d->head_dim_v, (int)p->dv_pad, WARPS))
             return xattn_error(XATTN_ERR_INTERNAL, "cuda: attention options too long");
@@ -154,8 +154,8 @@ xattn_status cu_attn_variants(const struct xattn_plan *plan, const xattn_device_
     if (p->kv_splits > 1) {
         cu_variant *m = &out[1];
         m->source = "attn_split";
-        if (cu_options_dtype(m->options, sizeof m->options, "IO", d->dtype) ||
-            cu_options_add(m->options, sizeof m->options, " -DDV=%d -DDV_PAD=%d",
+        if (xattn_options_dtype(m->options, sizeof m->options, "IO", d->dtype) ||
+            xattn_options_add(m->options, sizeof m->options, " -DDV=%d -DDV_PAD=%d",
                            (int)d->head_dim_v, (int)p->dv_pad))
             return xattn_error(XATTN_ERR_INTERNAL, "cuda: merge options too long");
         m->kernels[0] = "split_merge";

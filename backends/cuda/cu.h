@@ -20,6 +20,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "text.h"
 
 /* ---- the driver and NVRTC, loaded with dlopen (cu_loader.c) --------------- */
 
@@ -176,14 +177,6 @@ typedef struct cu_variant {
     size_t smem_bytes;                     /* dynamic shared memory of its launches */
     int threads;                           /* threads per block of its launches */
 } cu_variant;
-
-/* Options text builder: appends printf-style to buf (size bytes); returns 0,
- * or -1 when it would not fit. */
-int cu_options_add(char *buf, size_t size, const char *fmt, ...) XATTN_PRINTF(3, 4);
-
-/* Appends the dtype switches every kernel source knows (kernels/prelude.cuh)
- * for dtype under macro prefix: "IO" and bf16 give " -DIO=bf16 -DIO_BF16=1". */
-int cu_options_dtype(char *buf, size_t size, const char *prefix, xattn_dtype dtype);
 
 /* The variants an attention plan compiles for a device with caps (the plan
  * was made for them), into out[0..*n). Errors: XATTN_ERR_UNSUPPORTED naming

@@ -71,55 +71,10 @@ static xattn_status mma_options(const char *name, const xattn_moe_gemm_tiles *t,
     const size_t a = ((size_t)(bm * bk) * MMA_ESIZE + 15) / 16 * 16;
     const size_t b = ((size_t)(pairs * bn * bk) * MMA_ESIZE + 15) / 16 * 16;
     *smem = (size_t)t->stages * (a + b);
-    if (cu_options_add(opts, size, " -D%s_BM=%d -D%s_BN=%d -D%s_BK=%lld -D%s_THREADS=%d"
+    if (xattn_options_add(opts, size, " -D%s_BM=%d -D%s_BN=%d -D%s_BK=%lld -D%s_THREADS=%d"
                        " -D%s_STAGES=%d -D%s_WARPS_M=%lld", name, (int)bm, name, (int)bn, name,
                        (long long)bk, name, (int)t->threads, name, (int)t->stages, name,
                        (long long)warps_m))
-        return xattn_error(XATTN_ERR_INTERNAL, "cuda: MoE options too long");
-    return XATTN_OK;
-}
-
-/* Per-thread register block TM × TN of a bm × bn tile for `threads`
- * threads laid out TY × TX (TX = bn / TN, TY = bm / TM): the most square
- * one, so a k step loads the fewest operands per FMA. */
-static int fma_block(int64_t bm, int64_t bn, int64_t threads, int64_t *tm, int64_t *tn)
-{
-    int found = 0;
-    for (int64_t n = 1; n <= bn; n++) {
-        if (bn % n || threads % (bn / n)) continue;
-        const int64_t ty = threads / (bn / n);
-        if (bm % ty) continue;
-        const int64_t m = bm / ty;
-        const int64_t big = m > n ? m : n, best = *tm > *tn ? *tm : *tn;
-        if (!found || big < best) {
-            *tm = m;
-            *tn = n;
-            found = 1;
-        }
-    }
-    return found;
-}
-
-/* Options and shared memory of one GEMM on FMA units: both operands staged
- * as f32 (padded by one element per k row), so the K step shrinks until
- * the tile fits the device (any K step is correct). */
-static xattn_status fma_options(const char *name, const xattn_moe_gemm_tiles *t, int pairs,
-                                int64_t k, const xattn_device_caps *caps, char *opts,
-                                size_t size, size_t *smem)
-{
-    int64_t tm = 0, tn = 0;
-    if (!fma_block(t->block_m, t->block_n, t->threads, &tm, &tn))
-        return xattn_error(XATTN_ERR_UNSUPPORTED, "cuda: no thread layout for a %d x %d MoE "
-                           "tile of %d threads", (int)t->block_m, (int)t->block_n,
-                           (int)t->threads);
-    int64_t bk = t->block_k < k ? t->block_k : k;
-    const int64_t floats_per_k = t->block_m + 1 + pairs * t->block_n + 1;
-    while (bk > 1 && (size_t)(floats_per_k * bk) * sizeof(float) > caps->local_mem_bytes) bk /= 2;
-    *smem = (size_t)(floats_per_k * bk) * sizeof(float);
-    if (cu_options_add(opts, size, " -D%s_BM=%d -D%s_BN=%d -D%s_BK=%lld -D%s_THREADS=%d"
-                       " -D%s_TM=%lld -D%s_TN=%lld", name, (int)t->block_m, name,
-                       (int)t->block_n, name, (long long)bk, name, (int)t->threads, name,
-                       (long long)tm, name, (long long)tn))
         return xattn_error(XATTN_ERR_INTERNAL, "cuda: MoE options too long");
     return XATTN_OK;
 }
@@ -136,12 +91,12 @@ xattn_status cu_moe_variants(const struct xattn_moe_plan *plan, const xattn_devi
         return xattn_error(XATTN_ERR_INTERNAL, "cuda: a MoE plan for a CPU-style device");
     r->source = x->source = "moe";
     r->threads = x->threads = THREADS;
-    if (cu_options_dtype(r->options, sizeof r->options, "LG", d->logits_dtype) ||
-        cu_options_add(r->options, sizeof r->options, " -DROUTE=%d -DRENORM=%d -DHAS_BIAS=%d",
+    if (xattn_options_dtype(r->options, sizeof r->options, "LG", d->logits_dtype) ||
+        xattn_options_add(r->options, sizeof r->options, " -DROUTE=%d -DRENORM=%d -DHAS_BIAS=%d",
                        (int)d->route, (d->flags & XATTN_MOE_RENORMALIZE) != 0,
                        (d->flags & XATTN_MOE_BIAS) != 0) ||
-        cu_options_dtype(x->options, sizeof x->options, "IO", d->dtype) ||
-        cu_options_add(x->options, sizeof x->options, " -DDISPATCH=1 -DON_INPUT=%d",
+        xattn_options_dtype(x->options, sizeof x->options, "IO", d->dtype) ||
+        xattn_options_add(x->options, sizeof x->options, " -DDISPATCH=1 -DON_INPUT=%d",
                        (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) != 0))
         return xattn_error(XATTN_ERR_INTERNAL, "cuda: MoE options too long");
 
@@ -150,19 +105,19 @@ xattn_status cu_moe_variants(const struct xattn_moe_plan *plan, const xattn_devi
     char *g = u->options;
     const size_t gs = sizeof u->options;
     const int mma = xattn_moe_uses_matrix_units(caps, d); /* the planner's rule */
-    if (cu_options_dtype(g, gs, "IO", d->dtype) || cu_options_dtype(g, gs, "W", d->weight_dtype) ||
-        cu_options_dtype(g, gs, "B", d->bias_dtype) ||
-        cu_options_add(g, gs, " -DMMA=%d -DHAS_B1=%d -DHAS_B2=%d -DW1_IL=%d", mma,
+    if (xattn_options_dtype(g, gs, "IO", d->dtype) || xattn_options_dtype(g, gs, "W", d->weight_dtype) ||
+        xattn_options_dtype(g, gs, "B", d->bias_dtype) ||
+        xattn_options_add(g, gs, " -DMMA=%d -DHAS_B1=%d -DHAS_B2=%d -DW1_IL=%d", mma,
                        (d->flags & XATTN_MOE_EXPERT_B1) != 0,
                        (d->flags & XATTN_MOE_EXPERT_B2) != 0,
                        (d->flags & XATTN_MOE_W1_INTERLEAVED) != 0))
         return xattn_error(XATTN_ERR_INTERNAL, "cuda: MoE options too long");
     if (d->activation == XATTN_MOE_GEGLU) {
-        if (cu_options_add(g, gs, " -DACT_GEGLU=1"))
+        if (xattn_options_add(g, gs, " -DACT_GEGLU=1"))
             return xattn_error(XATTN_ERR_INTERNAL, "cuda: MoE options too long");
     } else if (d->activation == XATTN_MOE_SWIGLU_CLAMPED) {
         /* Hexadecimal float literals carry α and the limit exactly. */
-        if (cu_options_add(g, gs, " -DACT_CLAMPED=1 -DACT_ALPHA=%af -DACT_LIMIT=%af",
+        if (xattn_options_add(g, gs, " -DACT_CLAMPED=1 -DACT_ALPHA=%af -DACT_LIMIT=%af",
                            (double)plan->prob.alpha, (double)plan->prob.limit))
             return xattn_error(XATTN_ERR_INTERNAL, "cuda: MoE options too long");
     }
@@ -170,8 +125,10 @@ xattn_status cu_moe_variants(const struct xattn_moe_plan *plan, const xattn_devi
         XATTN_TRY(mma_options("UP", &p->up, 2, d->hidden, g, gs, &u->smem_bytes));
         XATTN_TRY(mma_options("DOWN", &p->down, 1, d->inter, g, gs, &w->smem_bytes));
     } else {
-        XATTN_TRY(fma_options("UP", &p->up, 2, d->hidden, caps, g, gs, &u->smem_bytes));
-        XATTN_TRY(fma_options("DOWN", &p->down, 1, d->inter, caps, g, gs, &w->smem_bytes));
+        XATTN_TRY(xattn_moe_fma_options("cuda", "UP", &p->up, 2, d->hidden, caps, g, gs,
+                                        &u->smem_bytes));
+        XATTN_TRY(xattn_moe_fma_options("cuda", "DOWN", &p->down, 1, d->inter, caps, g, gs,
+                                        &w->smem_bytes));
     }
     memcpy(w->options, u->options, sizeof w->options);
     u->source = w->source = "moe_gemm";

@@ -24,7 +24,7 @@ xattn_status cu_ops_variants(xattn_dtype dtype, cu_variant *out, int *n)
                            (int)dtype);
     memset(out, 0, sizeof *out);
     out->source = "ops";
-    if (cu_options_dtype(out->options, sizeof out->options, "IO", dtype) != 0)
+    if (xattn_options_dtype(out->options, sizeof out->options, "IO", dtype) != 0)
         return xattn_error(XATTN_ERR_INTERNAL, "cuda: ops options too long");
     out->kernels[0] = "kv_append";
     out->kernels[1] = "merge_states";

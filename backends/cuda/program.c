@@ -47,30 +47,6 @@ const cu_source *cu_sources(size_t *count)
     return xattn_cu_sources;
 }
 
-int cu_options_add(char *buf, size_t size, const char *fmt, ...)
-{
-    size_t len = strnlen(buf, size);
-    if (len >= size) return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + len, size - len, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= size - len) {
-        buf[len] = '\0';
-        return -1;
-    }
-    return 0;
-}
-
-int cu_options_dtype(char *buf, size_t size, const char *prefix, xattn_dtype dtype)
-{
-    static const char *const upper[] = {"F32", "F16", "BF16", "I32"};
-    static const char *const lower[] = {"f32", "f16", "bf16", "i32"};
-    if ((unsigned)dtype >= XATTN_ARRAY_SIZE(upper)) return -1;
-    return cu_options_add(buf, size, " -D%s=%s -D%s_%s=1", prefix, lower[dtype], prefix,
-                          upper[dtype]);
-}
-
 void cu_arch_name(int major, int minor, char *out, size_t size)
 {
     /* The "a" targets unlock the architecture-specific instructions

@@ -21,6 +21,12 @@ enum {
     MAX_GRID_Y = 65535,
     MFMA = 16,             /* v_mfma_f32_16x16x16{f16,bf16_1k}: M = N = K */
     WAVE64 = 64,
+    /* attn_mfma holds the next K/V tile in registers while it computes the
+     * current one: BK · (DQK_PAD + DV_PAD) 16-bit elements over the
+     * workgroup's lanes. Past this many VGPRs a lane, single-wave decode
+     * tiles spilled on gfx90a/gfx908 (hip-compile: 25-200 VGPRs at 112-128
+     * of staging with D 104-256); at 64 none did. */
+    MFMA_STAGING_VGPRS = 64,
 };
 
 /* The kernel's argument, field for field as attn_args in kernels/attn.hip
@@ -73,8 +79,8 @@ static int rows_variant(const struct xattn_plan *plan, const xattn_device_caps *
     const xattn_attn_desc *d = &plan->prob.desc;
     (void)caps;
     v->source = "attn";
-    if (hip_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
-        hip_options_add(v->options, sizeof v->options, " -DDQK=%d -DDV=%d -DROWS=%d",
+    if (xattn_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
+        xattn_options_add(v->options, sizeof v->options, " -DDQK=%d -DDV=%d -DROWS=%d",
                         (int)d->head_dim_qk, (int)d->head_dim_v, ROWS))
         return 0;
     v->kernels[0] = "attn_rows";
@@ -109,6 +115,7 @@ static xattn_status rows_launch(xattn_device *dev, const struct xattn_plan *plan
  * builds with Q_DIRECT. */
 typedef struct mfma_shape {
     int warps_m, warps_n, q_direct;
+    int bk; /* the kernel's key step: the plan's block_k or a divisor of it */
     size_t lds;
 } mfma_shape;
 
@@ -133,8 +140,16 @@ static int mfma_shape_of(const struct xattn_plan *plan, const xattn_device_caps 
     if (waves % m->warps_m || bands % m->warps_m) return 0;
     m->warps_n = waves / m->warps_m;
     if (p->dv_pad % (MFMA * m->warps_n)) return 0;
+    /* A smaller key step than the plan's is always correct (KV splits are
+     * whole multiples of block_k, so of any power-of-two divisor of it):
+     * halve it until the register staging fits. */
+    const int64_t row = (int64_t)(p->dqk_pad + p->dv_pad) * 2; /* bytes of a K and a V row */
+    m->bk = p->block_k;
+    while (m->bk % (2 * MFMA) == 0 &&
+           m->bk * row > (int64_t)MFMA_STAGING_VGPRS * 4 * p->threads)
+        m->bk /= 2;
     const size_t bufs = p->stages > 1 ? 2 : 1;
-    const size_t kv = bufs * (size_t)p->block_k * (size_t)(p->dqk_pad + p->dv_pad);
+    const size_t kv = bufs * (size_t)m->bk * (size_t)(p->dqk_pad + p->dv_pad);
     const size_t q = (size_t)p->block_q * (size_t)p->dqk_pad;
     m->q_direct = p->q_in_registers != 0;
     m->lds = 2 * (m->q_direct ? kv : q + kv);
@@ -149,11 +164,11 @@ static int mfma_variant(const struct xattn_plan *plan, const xattn_device_caps *
     mfma_shape m;
     if (!mfma_shape_of(plan, caps, &m)) return 0;
     v->source = "attn_mfma";
-    if (hip_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
-        hip_options_add(v->options, sizeof v->options,
+    if (xattn_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
+        xattn_options_add(v->options, sizeof v->options,
                         " -DBQ=%d -DBK=%d -DWARPS_M=%d -DWARPS_N=%d -DSTAGES=%d -DDQK=%d"
                         " -DDV=%d -DDQK_PAD=%d -DDV_PAD=%d%s",
-                        (int)p->block_q, (int)p->block_k, m.warps_m, m.warps_n, (int)p->stages,
+                        (int)p->block_q, m.bk, m.warps_m, m.warps_n, (int)p->stages,
                         (int)d->head_dim_qk, (int)d->head_dim_v, (int)p->dqk_pad,
                         (int)p->dv_pad, m.q_direct ? " -DQ_DIRECT=1" : ""))
         return 0;
@@ -233,7 +248,7 @@ xattn_status hip_attn_variants(const struct xattn_plan *plan, const xattn_device
     if (p->kv_splits > 1) {
         hip_variant *m = &out[1];
         m->source = "attn_split";
-        if (hip_options_dtype(m->options, sizeof m->options, "IO", d->dtype))
+        if (xattn_options_dtype(m->options, sizeof m->options, "IO", d->dtype))
             return xattn_error(XATTN_ERR_INTERNAL, "hip: merge options too long");
         m->kernels[0] = "split_merge";
         m->threads = THREADS;

@@ -24,6 +24,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "text.h"
 
 /* ---- the HIP runtime and hiprtc, loaded with dlopen (hip_loader.c) -------- */
 
@@ -198,14 +199,6 @@ typedef struct hip_variant {
     size_t lds_bytes;                      /* dynamic LDS of its launches */
     int threads;                           /* threads per block of its launches */
 } hip_variant;
-
-/* Options text builder: appends printf-style to buf (size bytes); returns 0,
- * or -1 when it would not fit. */
-int hip_options_add(char *buf, size_t size, const char *fmt, ...) XATTN_PRINTF(3, 4);
-
-/* Appends the dtype switches every kernel source knows (kernels/prelude.hip)
- * for dtype under macro prefix: "IO" and bf16 give " -DIO=bf16 -DIO_BF16=1". */
-int hip_options_dtype(char *buf, size_t size, const char *prefix, xattn_dtype dtype);
 
 /* The variants an attention plan compiles for a device with caps (the plan
  * was made for them), into out[0..*n). Errors: XATTN_ERR_UNSUPPORTED naming

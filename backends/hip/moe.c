@@ -35,51 +35,6 @@ typedef struct moe_state {
     int mfma;                               /* GEMMs on MFMA: h in the weight dtype */
 } moe_state;
 
-/* Per-thread register block TM × TN of a bm × bn tile for `threads`
- * threads laid out TY × TX (TX = bn / TN, TY = bm / TM): the most square
- * one, so a k step loads the fewest operands per FMA. */
-static int fma_block(int64_t bm, int64_t bn, int64_t threads, int64_t *tm, int64_t *tn)
-{
-    int found = 0;
-    for (int64_t n = 1; n <= bn; n++) {
-        if (bn % n || threads % (bn / n)) continue;
-        const int64_t ty = threads / (bn / n);
-        if (bm % ty) continue;
-        const int64_t m = bm / ty;
-        const int64_t big = m > n ? m : n, best = *tm > *tn ? *tm : *tn;
-        if (!found || big < best) {
-            *tm = m;
-            *tn = n;
-            found = 1;
-        }
-    }
-    return found;
-}
-
-/* Options and shared memory of one GEMM on FMA units: both operands staged
- * as f32 (padded by one element per k row), so the K step shrinks until
- * the tile fits the device (any K step is correct). */
-static xattn_status fma_options(const char *name, const xattn_moe_gemm_tiles *t, int pairs,
-                                int64_t k, const xattn_device_caps *caps, char *opts,
-                                size_t size, size_t *lds)
-{
-    int64_t tm = 0, tn = 0;
-    if (!fma_block(t->block_m, t->block_n, t->threads, &tm, &tn))
-        return xattn_error(XATTN_ERR_UNSUPPORTED, "hip: no thread layout for a %d x %d MoE "
-                           "tile of %d threads", (int)t->block_m, (int)t->block_n,
-                           (int)t->threads);
-    int64_t bk = t->block_k < k ? t->block_k : k;
-    const int64_t floats_per_k = t->block_m + 1 + pairs * t->block_n + 1;
-    while (bk > 1 && (size_t)(floats_per_k * bk) * sizeof(float) > caps->local_mem_bytes) bk /= 2;
-    *lds = (size_t)(floats_per_k * bk) * sizeof(float);
-    if (hip_options_add(opts, size, " -D%s_BM=%d -D%s_BN=%d -D%s_BK=%lld -D%s_THREADS=%d"
-                       " -D%s_TM=%lld -D%s_TN=%lld", name, (int)t->block_m, name,
-                       (int)t->block_n, name, (long long)bk, name, (int)t->threads, name,
-                       (long long)tm, name, (long long)tn))
-        return xattn_error(XATTN_ERR_INTERNAL, "hip: MoE options too long");
-    return XATTN_OK;
-}
-
 /* Do the expert GEMMs run on MFMA (kernels/moe_gemm_mfma.hip)? Where the
  * planner puts them on matrix units (the activations' dtype is the
  * weights', f16 or bf16, and the device's matrix units have it) and the
@@ -123,7 +78,7 @@ static int mfma_options(const char *name, const xattn_moe_gemm_tiles *t, int pai
         bk /= 2;
     *lds = bufs * (size_t)((bm + pairs * bn) * bk) * MFMA_ESIZE;
     if (*lds > caps->local_mem_bytes) return 0;
-    return !hip_options_add(opts, size, " -D%s_BM=%d -D%s_BN=%d -D%s_BK=%lld -D%s_THREADS=%d"
+    return !xattn_options_add(opts, size, " -D%s_BM=%d -D%s_BN=%d -D%s_BK=%lld -D%s_THREADS=%d"
                             " -D%s_STAGES=%d -D%s_WARPS_M=%lld", name, (int)bm, name, (int)bn,
                             name, (long long)bk, name, (int)t->threads, name, (int)t->stages,
                             name, (long long)warps_m);
@@ -141,12 +96,12 @@ xattn_status hip_moe_variants(const struct xattn_moe_plan *plan, const xattn_dev
         return xattn_error(XATTN_ERR_INTERNAL, "hip: a MoE plan for a CPU-style device");
     r->source = x->source = "moe";
     r->threads = x->threads = THREADS;
-    if (hip_options_dtype(r->options, sizeof r->options, "LG", d->logits_dtype) ||
-        hip_options_add(r->options, sizeof r->options, " -DROUTE=%d -DRENORM=%d -DHAS_BIAS=%d",
+    if (xattn_options_dtype(r->options, sizeof r->options, "LG", d->logits_dtype) ||
+        xattn_options_add(r->options, sizeof r->options, " -DROUTE=%d -DRENORM=%d -DHAS_BIAS=%d",
                        (int)d->route, (d->flags & XATTN_MOE_RENORMALIZE) != 0,
                        (d->flags & XATTN_MOE_BIAS) != 0) ||
-        hip_options_dtype(x->options, sizeof x->options, "IO", d->dtype) ||
-        hip_options_add(x->options, sizeof x->options, " -DDISPATCH=1 -DON_INPUT=%d",
+        xattn_options_dtype(x->options, sizeof x->options, "IO", d->dtype) ||
+        xattn_options_add(x->options, sizeof x->options, " -DDISPATCH=1 -DON_INPUT=%d",
                        (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) != 0))
         return xattn_error(XATTN_ERR_INTERNAL, "hip: MoE options too long");
 
@@ -154,19 +109,19 @@ xattn_status hip_moe_variants(const struct xattn_moe_plan *plan, const xattn_dev
      * tile under its prefix. */
     char *g = u->options;
     const size_t gs = sizeof u->options;
-    if (hip_options_dtype(g, gs, "IO", d->dtype) || hip_options_dtype(g, gs, "W", d->weight_dtype) ||
-        hip_options_dtype(g, gs, "B", d->bias_dtype) ||
-        hip_options_add(g, gs, " -DHAS_B1=%d -DHAS_B2=%d -DW1_IL=%d",
+    if (xattn_options_dtype(g, gs, "IO", d->dtype) || xattn_options_dtype(g, gs, "W", d->weight_dtype) ||
+        xattn_options_dtype(g, gs, "B", d->bias_dtype) ||
+        xattn_options_add(g, gs, " -DHAS_B1=%d -DHAS_B2=%d -DW1_IL=%d",
                         (d->flags & XATTN_MOE_EXPERT_B1) != 0,
                         (d->flags & XATTN_MOE_EXPERT_B2) != 0,
                         (d->flags & XATTN_MOE_W1_INTERLEAVED) != 0))
         return xattn_error(XATTN_ERR_INTERNAL, "hip: MoE options too long");
     if (d->activation == XATTN_MOE_GEGLU) {
-        if (hip_options_add(g, gs, " -DACT_GEGLU=1"))
+        if (xattn_options_add(g, gs, " -DACT_GEGLU=1"))
             return xattn_error(XATTN_ERR_INTERNAL, "hip: MoE options too long");
     } else if (d->activation == XATTN_MOE_SWIGLU_CLAMPED) {
         /* Hexadecimal float literals carry α and the limit exactly. */
-        if (hip_options_add(g, gs, " -DACT_CLAMPED=1 -DACT_ALPHA=%af -DACT_LIMIT=%af",
+        if (xattn_options_add(g, gs, " -DACT_CLAMPED=1 -DACT_ALPHA=%af -DACT_LIMIT=%af",
                             (double)plan->prob.alpha, (double)plan->prob.limit))
             return xattn_error(XATTN_ERR_INTERNAL, "hip: MoE options too long");
     }
@@ -184,8 +139,10 @@ xattn_status hip_moe_variants(const struct xattn_moe_plan *plan, const xattn_dev
         w->kernels[0] = "moe_down_mfma";
         u->mfma = w->mfma = 1;
     } else {
-        XATTN_TRY(fma_options("UP", &p->up, 2, d->hidden, caps, g, gs, &u->lds_bytes));
-        XATTN_TRY(fma_options("DOWN", &p->down, 1, d->inter, caps, g, gs, &w->lds_bytes));
+        XATTN_TRY(xattn_moe_fma_options("hip", "UP", &p->up, 2, d->hidden, caps, g, gs,
+                                        &u->lds_bytes));
+        XATTN_TRY(xattn_moe_fma_options("hip", "DOWN", &p->down, 1, d->inter, caps, g, gs,
+                                        &w->lds_bytes));
         u->source = w->source = "moe_gemm";
         u->kernels[0] = "moe_up";
         w->kernels[0] = "moe_down";

@@ -25,7 +25,7 @@ xattn_status hip_ops_variants(xattn_dtype dtype, hip_variant *out, int *n)
                            (int)dtype);
     memset(out, 0, sizeof *out);
     out->source = "ops";
-    if (hip_options_dtype(out->options, sizeof out->options, "IO", dtype) != 0)
+    if (xattn_options_dtype(out->options, sizeof out->options, "IO", dtype) != 0)
         return xattn_error(XATTN_ERR_INTERNAL, "hip: ops options too long");
     out->kernels[0] = "kv_append";
     out->kernels[1] = "merge_states";

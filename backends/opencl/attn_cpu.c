@@ -51,8 +51,8 @@ xattn_status ocl_attn_cpu_prepare(xattn_device *dev, const struct xattn_plan *pl
      * in place; wide plans: rows in lanes, K and V tiles copied as f32. */
     const int narrow = 2 * p->block_q <= VW;
     char opts[OPTIONS_SIZE] = "";
-    int bad = ocl_options_dtype(opts, sizeof opts, "IO", d->dtype);
-    bad |= ocl_options_add(opts, sizeof opts,
+    int bad = xattn_options_dtype(opts, sizeof opts, "IO", d->dtype);
+    bad |= xattn_options_add(opts, sizeof opts,
                            " -DDQK=%d -DDV=%d -DDQK_PAD=%d -DDV_PAD=%d -DBLOCK_Q=%d -DBLOCK_K=%d"
                            " -DBQ_PAD=%d -DBK_PAD=%d -DPACK=%d -DPV_NV=%d -DSOFTCAP=%d -DALIBI=%d"
                            " -DNARROW=%d -DSTAGES=%d",

@@ -64,8 +64,8 @@ xattn_status ocl_attn_gpu_prepare(xattn_device *dev, const struct xattn_plan *pl
                            "allows %zu", lmem, p->local_mem_bytes);
 
     char opts[OPTIONS_SIZE] = "";
-    if (ocl_options_dtype(opts, sizeof opts, "IO", d->dtype) ||
-        ocl_options_add(opts, sizeof opts,
+    if (xattn_options_dtype(opts, sizeof opts, "IO", d->dtype) ||
+        xattn_options_add(opts, sizeof opts,
                         " -DBLOCK_Q=%d -DBLOCK_K=%d -DTHREADS=%d -DSTAGES=%d -DDQK_PAD=%d "
                         "-DDV_PAD=%d -DPARTS=%d",
                         (int)p->block_q, (int)p->block_k, (int)p->threads, (int)p->stages,

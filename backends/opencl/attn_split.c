@@ -9,8 +9,8 @@ xattn_status ocl_split_merge_prepare(xattn_device *dev, const struct xattn_plan 
 {
     const xattn_attn_desc *d = &plan->prob.desc;
     char opts[160] = "";
-    int bad = ocl_options_dtype(opts, sizeof opts, "IO", d->dtype);
-    bad |= ocl_options_add(opts, sizeof opts, " -DDV=%d -DDV_PAD=%d", (int)d->head_dim_v,
+    int bad = xattn_options_dtype(opts, sizeof opts, "IO", d->dtype);
+    bad |= xattn_options_add(opts, sizeof opts, " -DDV=%d -DDV_PAD=%d", (int)d->head_dim_v,
                            (int)plan->params.dv_pad);
     if (bad) return xattn_error(XATTN_ERR_INTERNAL, "opencl: split merge options overflow");
     cl_program prog;

@@ -199,7 +199,7 @@ xattn_status ocl_measure_ceilings(xattn_device *dev, xattn_ceilings *out)
     if (vec < 1 || vec > MAX_FMA_VEC || (vec & (vec - 1))) vec = 1;
 
     char options[64] = "";
-    if (ocl_options_add(options, sizeof options, "-DCOPY_UNROLL=%d -DCOPY_CONTIGUOUS=%d -DFMA_VEC=%u",
+    if (xattn_options_add(options, sizeof options, "-DCOPY_UNROLL=%d -DCOPY_CONTIGUOUS=%d -DFMA_VEC=%u",
                         COPY_UNROLL, cpu, vec))
         return xattn_error(XATTN_ERR_INTERNAL, "opencl: ceiling options too long");
     cl_program prog;

@@ -76,8 +76,8 @@ static xattn_status build_kernels(xattn_device *dev, const struct xattn_moe_plan
     const int cpu = plan->params.style == XATTN_DEVICE_STYLE_CPU;
     char opts[OPTIONS_SIZE] = "";
     cl_program prog;
-    if (ocl_options_dtype(opts, sizeof opts, "LG", d->logits_dtype) ||
-        ocl_options_add(opts, sizeof opts, " -DROUTE=%d -DRENORM=%d -DHAS_BIAS=%d",
+    if (xattn_options_dtype(opts, sizeof opts, "LG", d->logits_dtype) ||
+        xattn_options_add(opts, sizeof opts, " -DROUTE=%d -DRENORM=%d -DHAS_BIAS=%d",
                         (int)d->route, (d->flags & XATTN_MOE_RENORMALIZE) != 0,
                         (d->flags & XATTN_MOE_BIAS) != 0))
         return xattn_error(XATTN_ERR_INTERNAL, "opencl: MoE route options too long");
@@ -85,8 +85,8 @@ static xattn_status build_kernels(xattn_device *dev, const struct xattn_moe_plan
     XATTN_TRY(ocl_kernel_create(dev, prog, "moe_route", &s->route));
 
     opts[0] = '\0';
-    if (ocl_options_dtype(opts, sizeof opts, "IO", d->dtype) ||
-        ocl_options_add(opts, sizeof opts, " -DCPU_STYLE=%d -DON_INPUT=%d", cpu,
+    if (xattn_options_dtype(opts, sizeof opts, "IO", d->dtype) ||
+        xattn_options_add(opts, sizeof opts, " -DCPU_STYLE=%d -DON_INPUT=%d", cpu,
                         (d->flags & XATTN_MOE_WEIGHTS_ON_INPUT) != 0))
         return xattn_error(XATTN_ERR_INTERNAL, "opencl: MoE dispatch options too long");
     XATTN_TRY(ocl_program_get(dev, "moe", opts, &prog));

@@ -112,12 +112,12 @@ static xattn_status cpu_options(xattn_device *dev, const xattn_moe_plan_params *
                                "too few for the MoE GEMMs", dev->local_mem_bytes);
         }
     }
-    int bad = ocl_options_add(opts, size, " -DLANES=%d -DNW=%d -DFEW_ROWS=%d -DPAIR_ROWS=%d",
+    int bad = xattn_options_add(opts, size, " -DLANES=%d -DNW=%d -DFEW_ROWS=%d -DPAIR_ROWS=%d",
                               CPU_LANES, CPU_NW, CPU_FEW_ROWS, CPU_PAIR_ROWS);
-    bad |= ocl_options_add(opts, size, " -DUP_BM=%lld -DUP_BN=%lld -DUP_KC=%lld",
+    bad |= xattn_options_add(opts, size, " -DUP_BM=%lld -DUP_BN=%lld -DUP_KC=%lld",
                            (long long)g->block_m, (long long)g->up_bn,
                            (long long)kc_up);
-    bad |= ocl_options_add(opts, size, " -DDOWN_BM=%lld -DDOWN_BN=%lld -DDOWN_KC=%lld",
+    bad |= xattn_options_add(opts, size, " -DDOWN_BM=%lld -DDOWN_BN=%lld -DDOWN_KC=%lld",
                            (long long)g->block_m, (long long)g->down_bn,
                            (long long)kc_down);
     return bad ? xattn_error(XATTN_ERR_INTERNAL, "opencl: MoE GEMM options too long") : XATTN_OK;
@@ -159,7 +159,7 @@ static xattn_status gpu_gemm_options(xattn_device *dev, const char *name,
     while (bk > 1 && (size_t)((t->block_m + pairs * t->block_n + 2 * GPU_LDS_PAD) * bk *
                               GPU_F32_BYTES) > dev->local_mem_bytes)
         bk /= 2;
-    int bad = ocl_options_add(opts, size,
+    int bad = xattn_options_add(opts, size,
                               " -D%s_BM=%d -D%s_BN=%d -D%s_BK=%lld -D%s_THREADS=%d"
                               " -D%s_TM=%lld -D%s_TN=%lld",
                               name, (int)t->block_m, name, (int)t->block_n, name, (long long)bk,
@@ -194,17 +194,17 @@ xattn_status ocl_moe_gemm_prepare(xattn_device *dev, const struct xattn_moe_plan
 
     char opts[OPTIONS_SIZE] = "";
     /* BDT is defined without biases too (f32 then), so ELEM(BDT) compiles. */
-    int bad = ocl_options_dtype(opts, sizeof opts, "XDT", d->dtype);
-    bad |= ocl_options_dtype(opts, sizeof opts, "WDT", d->weight_dtype);
-    bad |= ocl_options_dtype(opts, sizeof opts, "BDT", d->bias_dtype);
-    bad |= ocl_options_add(opts, sizeof opts, " -DACT_GEGLU=%d -DW1_IL=%d -DHAS_B1=%d -DHAS_B2=%d",
+    int bad = xattn_options_dtype(opts, sizeof opts, "XDT", d->dtype);
+    bad |= xattn_options_dtype(opts, sizeof opts, "WDT", d->weight_dtype);
+    bad |= xattn_options_dtype(opts, sizeof opts, "BDT", d->bias_dtype);
+    bad |= xattn_options_add(opts, sizeof opts, " -DACT_GEGLU=%d -DW1_IL=%d -DHAS_B1=%d -DHAS_B2=%d",
                            d->activation == XATTN_MOE_GEGLU,
                            (d->flags & XATTN_MOE_W1_INTERLEAVED) != 0,
                            (d->flags & XATTN_MOE_EXPERT_B1) != 0,
                            (d->flags & XATTN_MOE_EXPERT_B2) != 0);
     /* Hexadecimal float literals carry α and the limit exactly. */
     if (d->activation == XATTN_MOE_SWIGLU_CLAMPED)
-        bad |= ocl_options_add(opts, sizeof opts,
+        bad |= xattn_options_add(opts, sizeof opts,
                                " -DACT_CLAMPED=1 -DACT_ALPHA=%af -DACT_LIMIT=%af",
                                (double)plan->prob.alpha, (double)plan->prob.limit);
     xattn_status st = bad ? xattn_error(XATTN_ERR_INTERNAL, "opencl: MoE GEMM options too long")

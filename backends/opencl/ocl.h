@@ -11,6 +11,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "text.h"
 
 /* ---- the runtime, loaded with dlopen (cl_loader.c) ------------------------ */
 
@@ -162,14 +163,6 @@ typedef struct ocl_arg {
  * Launch only: no allocation, no wait. Errors: XATTN_ERR_DEVICE. */
 xattn_status ocl_launch(xattn_device *dev, ocl_kernel *k, int nargs, const ocl_arg *args,
                         cl_uint dims, const size_t *global, const size_t *local);
-
-/* Options text builder: appends printf-style to buf (size bytes); returns 0,
- * or -1 when it would not fit. */
-int ocl_options_add(char *buf, size_t size, const char *fmt, ...) XATTN_PRINTF(3, 4);
-
-/* Appends the dtype switches every kernel source knows (kernels/prelude.cl)
- * for dtype under macro prefix: "IO" and f16 give " -DIO=f16 -DIO_F16=1". */
-int ocl_options_dtype(char *buf, size_t size, const char *prefix, xattn_dtype dtype);
 
 /* ---- device ceilings (ceilings.c) ----------------------------------------- */
 

@@ -27,7 +27,7 @@ static xattn_status ops_kernel(xattn_device *dev, xattn_dtype dtype, int merge,
     pthread_mutex_unlock(&dev->lock);
     if (need) {
         char opts[64] = "";
-        ocl_options_dtype(opts, sizeof opts, "IO", dtype);
+        xattn_options_dtype(opts, sizeof opts, "IO", dtype);
         cl_program prog;
         st = ocl_program_get(dev, "ops", opts, &prog);
         ocl_kernel made;

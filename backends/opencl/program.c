@@ -40,30 +40,6 @@ const ocl_source *ocl_source_find(const char *name)
     return NULL;
 }
 
-int ocl_options_add(char *buf, size_t size, const char *fmt, ...)
-{
-    size_t len = strnlen(buf, size);
-    if (len >= size) return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + len, size - len, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= size - len) {
-        buf[len] = '\0';
-        return -1;
-    }
-    return 0;
-}
-
-int ocl_options_dtype(char *buf, size_t size, const char *prefix, xattn_dtype dtype)
-{
-    static const char *const upper[] = {"F32", "F16", "BF16", "I32"};
-    static const char *const lower[] = {"f32", "f16", "bf16", "i32"};
-    if ((unsigned)dtype >= XATTN_ARRAY_SIZE(upper)) return -1;
-    return ocl_options_add(buf, size, " -D%s=%s -D%s_%s=1", prefix, lower[dtype], prefix,
-                           upper[dtype]);
-}
-
 /* ---- disk cache ------------------------------------------------------------- */
 
 /* The binary cached for key, or NULL (malloc'd; *size set). The file is

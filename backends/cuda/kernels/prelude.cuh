@@ -4,7 +4,7 @@
  * 16-bit types are raw bits converted with PTX (f16) or integer operations
  * (bf16), and INFINITY, isnan and <stdint.h> are not used.
  *
- * Build options every source knows (cu_options_dtype, cu_compile):
+ * Build options every source knows (xattn_options_dtype, cu_compile):
  *   -DXATTN_ARCH=90         compute capability × 10 of the target
  *   -DIO=bf16 -DIO_BF16=1   the dtype of the operands under the prefix IO
  *                           (other prefixes the same way, e.g. W for weights)

@@ -16,7 +16,7 @@
  * a row needs no barrier, only row_sync() to order its LDS writes before
  * its own reads.
  *
- * Build options every source knows (hip_options_dtype, hip_compile):
+ * Build options every source knows (xattn_options_dtype, hip_compile):
  *   -DXATTN_HIP=1           always
  *   -DIO=bf16 -DIO_BF16=1   the dtype of the operands under the prefix IO
  *                           (other prefixes the same way, e.g. W for weights)

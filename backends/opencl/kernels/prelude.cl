@@ -2,7 +2,7 @@
  * the module is built). OpenCL C 1.2, no extensions.
  *
  * Dtypes reach a kernel as build options: -DIO=f16 -DIO_F16=1 names the
- * dtype of the operands under the prefix IO (ocl_options_dtype). With it,
+ * dtype of the operands under the prefix IO (xattn_options_dtype). With it,
  * LOAD(IO, p, i) reads element i of p as float and STORE(IO, p, i, x)
  * writes one; LOAD16 / STORE16 (and 8, 4) move that many elements from
  * element i on; ELEM(IO) is the storage type and RAW(IO) an unsigned
