@@ -36,8 +36,8 @@
  * holds the band's Q, (block_q / warps_m) · dqk_pad elements over its
  * lanes, counted with O and S against the register limit. Large head dims
  * need it: MLA's (576, 512) gets 16 × 16 tiles in 64 KiB with Q in local
- * memory, 32 × 16 without. The planner considers it only for a block_q ×
- * block_k that fits with Q in local memory at no stage count and warp
+ * memory, 32 × 16 without. The planner considers it only for a block_q
+ * that fits with Q in local memory at no block_k, stage count and warp
  * count, only up to 32 rows (GPU_MAX_Q_REGS_BLOCK_Q says why), and only at
  * 64 lanes, where an MFMA lane has the register file for it (CDNA's 512
  * VGPRs with the accumulation registers) and whose kernels take it (the
@@ -283,28 +283,24 @@ static xattn_status plan_gpu_tiles(const xattn_device_caps *caps, const xattn_at
         for (size_t qi = 0; qi < XATTN_ARRAY_SIZE(block_qs) && !found; qi++) {
             int32_t bq = block_qs[qi];
             if (bq > cap || bq % s.row_quantum) continue;
-            for (size_t ki = 0; ki < XATTN_ARRAY_SIZE(block_ks); ki++) {
-                int32_t bk = block_ks[ki];
-                if (bk < min_bk || bk % s.key_quantum) continue;
-                /* Q in local memory first; in registers only when that
-                 * fits no stage count and warp count of this tile. */
-                gpu_tile best_bk = {0};
-                int found_bk = 0;
-                for (int q_regs = 0; q_regs <= 1 && !found_bk; q_regs++) {
+            /* Q in local memory first; in registers only when no tile of
+             * this block_q fits with it there. */
+            for (int q_regs = 0; q_regs <= 1 && !found; q_regs++) {
+                for (size_t ki = 0; ki < XATTN_ARRAY_SIZE(block_ks); ki++) {
+                    int32_t bk = block_ks[ki];
+                    if (bk < min_bk || bk % s.key_quantum) continue;
                     for (int32_t stages = GPU_MAX_STAGES; stages >= 1; stages--) {
                         for (size_t wi = 0; wi < XATTN_ARRAY_SIZE(warp_counts); wi++) {
                             gpu_tile t;
-                            if (!gpu_tile_fits(caps, &s, bq, bk, stages, warp_counts[wi], q_regs,
-                                               &t))
+                            if (!gpu_tile_fits(caps, &s, bq, bk, stages, warp_counts[wi],
+                                               q_regs, &t))
                                 continue;
                             t.warp_rank = (int)wi;
-                            if (!found_bk || gpu_tile_better(&t, &best_bk)) best_bk = t;
-                            found_bk = 1;
+                            if (!found || gpu_tile_better(&t, &best)) best = t;
+                            found = 1;
                         }
                     }
                 }
-                if (found_bk && (!found || gpu_tile_better(&best_bk, &best))) best = best_bk;
-                found |= found_bk;
             }
         }
     }

@@ -27,6 +27,13 @@ enum {
      * tiles spilled on gfx90a/gfx908 (hip-compile: 25-200 VGPRs at 112-128
      * of staging with D 104-256); at 64 none did. */
     MFMA_STAGING_VGPRS = 64,
+    /* A single-wave workgroup holds its whole O: 16 rows × DV_PAD over 64
+     * lanes. From this many O registers a lane (D ≥ 256) it spilled even
+     * at the smallest key step and with Q in LDS (tools/hip_inspect.sh);
+     * such plans run attn_rows. Below it, Q stays in LDS (Q_REGS=0): with
+     * Q in registers a D 224 single-wave tile spilled 5 VGPRs, without it
+     * none. */
+    MFMA_ONE_WAVE_MAX_O_VGPRS = 64,
 };
 
 /* The kernel's argument, field for field as attn_args in kernels/attn.hip
@@ -115,6 +122,7 @@ static xattn_status rows_launch(xattn_device *dev, const struct xattn_plan *plan
  * builds with Q_DIRECT. */
 typedef struct mfma_shape {
     int warps_m, warps_n, q_direct;
+    int q_lds; /* single wave: Q read from LDS at each use (Q_REGS=0) */
     int bk; /* the kernel's key step: the plan's block_k or a divisor of it */
     size_t lds;
 } mfma_shape;
@@ -140,6 +148,10 @@ static int mfma_shape_of(const struct xattn_plan *plan, const xattn_device_caps 
     if (waves % m->warps_m || bands % m->warps_m) return 0;
     m->warps_n = waves / m->warps_m;
     if (p->dv_pad % (MFMA * m->warps_n)) return 0;
+    if (waves == 1) {
+        if ((int64_t)p->block_q * p->dv_pad / WAVE64 >= MFMA_ONE_WAVE_MAX_O_VGPRS) return 0;
+        m->q_lds = !p->q_in_registers;
+    }
     /* A smaller key step than the plan's is always correct (KV splits are
      * whole multiples of block_k, so of any power-of-two divisor of it):
      * halve it until the register staging fits. */
@@ -167,10 +179,11 @@ static int mfma_variant(const struct xattn_plan *plan, const xattn_device_caps *
     if (xattn_options_dtype(v->options, sizeof v->options, "IO", d->dtype) ||
         xattn_options_add(v->options, sizeof v->options,
                         " -DBQ=%d -DBK=%d -DWARPS_M=%d -DWARPS_N=%d -DSTAGES=%d -DDQK=%d"
-                        " -DDV=%d -DDQK_PAD=%d -DDV_PAD=%d%s",
+                        " -DDV=%d -DDQK_PAD=%d -DDV_PAD=%d%s%s",
                         (int)p->block_q, m.bk, m.warps_m, m.warps_n, (int)p->stages,
                         (int)d->head_dim_qk, (int)d->head_dim_v, (int)p->dqk_pad,
-                        (int)p->dv_pad, m.q_direct ? " -DQ_DIRECT=1" : ""))
+                        (int)p->dv_pad, m.q_direct ? " -DQ_DIRECT=1" : "",
+                        m.q_lds ? " -DQ_REGS=0" : ""))
         return 0;
     v->kernels[0] = "attn_mfma";
     v->threads = m.warps_m * m.warps_n * WAVE64;

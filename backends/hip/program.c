@@ -107,8 +107,9 @@ static char *program_log(const hip_api *hip, hiprtcProgram prog)
     return log;
 }
 
-xattn_status hip_compile(const hip_api *hip, const char *arch, const char *name,
-                         const char *options, void **code, size_t *size, char **log_out)
+static xattn_status compile_serial(const hip_api *hip, const char *arch, const char *name,
+                                   const char *options, void **code, size_t *size,
+                                   char **log_out)
 {
     *code = NULL;
     *size = 0;
@@ -182,6 +183,22 @@ xattn_status hip_compile(const hip_api *hip, const char *arch, const char *name,
     hip->rtcDestroyProgram(&prog);
     if (st == XATTN_OK && log_out) *log_out = log;
     else free(log);
+    return st;
+}
+
+/* hiprtc compiles one program at a time per process anyway (a lock inside
+ * it), and ROCm 5.2's is not safe to call from two threads at once: two
+ * compiles on two threads of one process corrupted its heap (a double free
+ * in tests/hip's compile test). One lock over every hiprtc call, for all
+ * devices and contexts of the process. */
+static pthread_mutex_t rtc_lock = PTHREAD_MUTEX_INITIALIZER;
+
+xattn_status hip_compile(const hip_api *hip, const char *arch, const char *name,
+                         const char *options, void **code, size_t *size, char **log_out)
+{
+    pthread_mutex_lock(&rtc_lock);
+    xattn_status st = compile_serial(hip, arch, name, options, code, size, log_out);
+    pthread_mutex_unlock(&rtc_lock);
     return st;
 }
 
