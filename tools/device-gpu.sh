@@ -5,8 +5,10 @@
 # device tool brings back only a few files); the summary table is printed last.
 #
 # usage: tools/device-gpu.sh [STEP...]
-#   steps (default: all, in this order): probe deps build check graph sanitize
-#   bench ref test
+#   steps (default: all, in this order): probe deps build verify bench ref
+#   test
+#   verify check, graph and sanitize at once (correctness only: their
+#          timings are not read)
 #   probe  what the machine has: GPU, driver, nvcc, OpenCL loader and ICDs
 #   deps   unpack carried Debian packages from .debs/ (OpenCL headers and
 #          loader, cmocka, pkgconf; fetch them on a Debian machine with
@@ -93,6 +95,16 @@ step_deps() {
             echo "no libnvidia-opencl.so.1 on this machine"
         fi
     fi
+    # NVRTC may sit outside the loader's path (a toolkit under /usr/local/cuda,
+    # or PyTorch's wheel): the cuda module dlopens it by soname.
+    if ! ldconfig -p | grep -q 'libnvrtc\.so\.1[23]'; then
+        lib=$(find /usr/local/cuda* / -xdev -name 'libnvrtc.so.1[23]' 2>/dev/null | head -n 1)
+        if [ -n "$lib" ]; then
+            dirname "$lib" >/etc/ld.so.conf.d/xattn-nvrtc.conf
+            ldconfig
+            echo "NVRTC: $lib"
+        fi
+    fi
     # meson and ninja come as Python packages here.
     mkdir -p /tmp/xattn-bin
     if ! command -v meson >/dev/null; then
@@ -138,9 +150,19 @@ step_check() {
                 "$xattn" check --backend "$b" --seed "$seed" \
                 $(printf -- '--filter %s ' $part) &
         done
-        wait
-        grep -h -E ' (FAIL|ERROR)' "$logs"/check-"$b"-*.log | head -n 20
     done
+    wait
+    grep -h -E ' (FAIL|ERROR)' "$logs"/check-*.log | head -n 40
+}
+
+# The correctness steps at once: every backend's suite, the graph test and
+# compute-sanitizer share the machine (16 cores here), which a lease's few
+# minutes need.
+step_verify() {
+    step_check &
+    step_graph &
+    step_sanitize &
+    wait
 }
 
 # compute-sanitizer on a few cases of each CUDA kernel: out-of-bounds or
@@ -234,16 +256,21 @@ step_ref() {
     run_logged torch-ref python3 tools/gpu_reference.py
 }
 
+pack() {
+    note summary
+    cat "$logs/summary.log"
+    if [ -n "${OUT:-}" ]; then tar czf "$OUT/logs.tgz" -C "$logs" .; fi
+}
+# Stopped by an outer timeout: the logs so far still come back.
+trap 'pack; exit 124' TERM INT
+
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(probe deps build check graph sanitize bench ref test)
+[ ${#steps[@]} -eq 0 ] && steps=(probe deps build verify bench ref test)
 export PATH=/tmp/xattn-bin:$PATH
 for s in "${steps[@]}"; do
     case "$s" in
-        probe|deps|build|check|graph|sanitize|test|bench|ref) "step_$s" ;;
+        probe|deps|build|check|verify|graph|sanitize|test|bench|ref) "step_$s" ;;
         *) echo "device-gpu.sh: unknown step $s" >&2; exit 2 ;;
     esac
 done
-
-note summary
-cat "$logs/summary.log"
-if [ -n "${OUT:-}" ]; then tar czf "$OUT/logs.tgz" -C "$logs" .; fi
+pack
