@@ -21,7 +21,8 @@ set -euo pipefail
 # a Debian package here: install NVIDIA's where wanted.
 PACKAGES=(gcc g++ meson ninja-build pkg-config libcmocka-dev libdlpack-dev
           ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
-          libamdhip64-dev libhiprtc-builtins5 rocm-device-libs libamd-comgr2 llvm-15)
+          libamdhip64-dev libhiprtc-builtins5 rocm-device-libs libamd-comgr2 llvm-15
+          python3-venv)
 
 deps=1 sanitize=0 build_dir=
 for arg in "$@"; do
@@ -142,6 +143,34 @@ if [ "$sanitize" = 0 ]; then
         "$dir/example.c" -o "$dir/example" -L"$build_dir" -lxattn \
         -Wl,-rpath,"$PWD/$build_dir"
     "$dir/example"
+    rm -rf "$dir"
+
+    # The Python package: `pip install .` (meson-python and the test tools
+    # come from PyPI) into a virtual environment, its tests against the
+    # installed wheel (cpu and PoCL; PyTorch's are skipped where it is not
+    # installed, and say so), then the README's Python examples; an example
+    # that imports torch is skipped, with a note, where PyTorch is missing.
+    step "Python package: pip install . and pytest"
+    venv=$PWD/$build_dir/venv
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q . pytest numpy
+    (cd "$build_dir" && "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider \
+        "$OLDPWD/tests/python")
+    step "README Python examples"
+    dir=$(mktemp -d)
+    awk -v dir="$dir" '/^## Python$/ { sec = 1; next } /^## / { sec = 0 }
+        sec && /^```python$/ { n++; on = 1; next } on && /^```$/ { on = 0; next }
+        on { print > (dir "/example" n ".py") }' README.md
+    ls "$dir"/example*.py >/dev/null
+    for f in "$dir"/example*.py; do
+        if grep -q '^import torch' "$f" && ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
+            echo "$(basename "$f"): skipped, PyTorch is not installed"
+            continue
+        fi
+        (cd "$dir" && "$venv/bin/python" "$f")
+        echo "$(basename "$f"): ok"
+    done
     rm -rf "$dir"
 fi
 

@@ -5,8 +5,8 @@
 # device tool brings back only a few files); the summary table is printed last.
 #
 # usage: tools/device-gpu.sh [STEP...]
-#   steps (default: all, in this order): probe deps build verify bench ref
-#   test
+#   steps (default: all, in this order): probe deps build verify python
+#   bench ref test
 #   verify check, graph and sanitize at once (correctness only: their
 #          timings are not read)
 #   probe  what the machine has: GPU, driver, nvcc, OpenCL loader and ICDs
@@ -20,6 +20,8 @@
 #          into a CUDA graph and replayed (when the cuda module is built)
 #   sanitize  compute-sanitizer memcheck and racecheck over a small subset of
 #          the suite on the cuda backend (when its module is built)
+#   python pip install . (meson-python carried in .whl/), then the Python
+#          tests (tests/python) and the README's Python examples
 #   test   the meson tests of those backends (needs cmocka)
 #   bench  `xattn bench` on those backends, bf16, at the shapes step_bench
 #          lists (BENCH_FULL=1: also the --full f32 and bf16 tables)
@@ -251,6 +253,32 @@ step_graph() {
     XATTN_BACKEND_DIR=$build/backends/cuda run_logged cuda-graph "$exe"
 }
 
+# The Python package: built and installed by pip from this tree (meson-python
+# and pyproject-metadata carried as wheels in .whl/, since the machine reaches
+# no registry), then its tests with CUDA (PyTorch, CuPy, JAX) and host tensors
+# on every backend with a device, and the README's Python examples.
+step_python() {
+    note "Python package"
+    local site=/tmp/xattn-pydeps pkg=/tmp/xattn-py
+    rm -rf "$site" "$pkg"
+    if ls .whl/meson_python-*.whl >/dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --target "$site" .whl/*.whl
+    fi
+    PYTHONPATH=$site run_logged python-install python3 -m pip install --no-index \
+        --no-build-isolation --no-deps --target "$pkg" . || return 1
+    export XLA_PYTHON_CLIENT_PREALLOCATE=false
+    (cd "$build" && PYTHONPATH=$pkg XATTN_REQUIRE_BACKEND=cuda,opencl run_logged python-tests \
+        python3 -m pytest -q -rs -p no:cacheprovider ../tests/python)
+    local dir f
+    dir=$(mktemp -d)
+    awk -v dir="$dir" '/^## Python$/ { sec = 1; next } /^## / { sec = 0 }
+        sec && /^```python$/ { n++; on = 1; next } on && /^```$/ { on = 0; next }
+        on { print > (dir "/example" n ".py") }' README.md
+    for f in "$dir"/example*.py; do
+        (cd "$dir" && PYTHONPATH=$pkg run_logged "readme-$(basename "$f" .py)" python3 "$f")
+    done
+}
+
 step_ref() {
     note "PyTorch reference"
     run_logged torch-ref python3 tools/gpu_reference.py
@@ -265,11 +293,11 @@ pack() {
 trap 'pack; exit 124' TERM INT
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(probe deps build verify bench ref test)
+[ ${#steps[@]} -eq 0 ] && steps=(probe deps build verify python bench ref test)
 export PATH=/tmp/xattn-bin:$PATH
 for s in "${steps[@]}"; do
     case "$s" in
-        probe|deps|build|check|verify|graph|sanitize|test|bench|ref) "step_$s" ;;
+        probe|deps|build|check|verify|graph|sanitize|test|bench|ref|python) "step_$s" ;;
         *) echo "device-gpu.sh: unknown step $s" >&2; exit 2 ;;
     esac
 done

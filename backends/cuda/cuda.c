@@ -157,6 +157,12 @@ static xattn_status open_stream(xattn_device *dev, const xattn_context_options *
         /* The caller's stream: it must live in this device's primary
          * context (PyTorch's and the runtime API's streams do). */
         CUstream s = (CUstream)opts->native_queue;
+        /* The default streams by their special handles (PyTorch's default
+         * stream is the legacy one): the context's own, nothing to check. */
+        if (s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD) {
+            dev->stream = s;
+            return XATTN_OK;
+        }
         CUcontext owner = NULL;
         CUresult r = cu->StreamGetCtx(s, &owner);
         if (r != CUDA_SUCCESS) {
