@@ -185,6 +185,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "xattn_context_caps": (c_int, [_VP, POINTER(Caps)]),
     "xattn_context_synchronize": (c_int, [_VP]),
     "xattn_buffer_alloc": (c_int, [_VP, c_size_t, POINTER(_VP)]),
+    "xattn_buffer_wrap": (c_int, [_VP, _VP, c_size_t, POINTER(_VP)]),
     "xattn_buffer_free": (None, [POINTER(_VP)]),
     "xattn_buffer_write": (c_int, [_VP, c_size_t, _VP, c_size_t]),
     "xattn_buffer_read": (c_int, [_VP, c_size_t, _VP, c_size_t]),

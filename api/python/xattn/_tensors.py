@@ -87,6 +87,8 @@ class Call:
             if output and seen[2] is not None and seen[2] not in self._readback:
                 self._readback.append(seen[2])
             return _copy(seen[1])
+        if isinstance(obj, HostArray):
+            return self._host_array(name, obj, output)
         dev = dlpack_device(obj, name)
         ctx = self.ctx
         if ctx.backend == "opencl":
@@ -103,6 +105,25 @@ class Call:
                                                ctypes.byref(t)), name)
         self._buffers.append(buf.value or 0)
         self._seen[id(obj)] = (obj, _copy(t), None)
+        return t
+
+    def _host_array(self, name: str, obj: "HostArray", output: bool) -> C.Tensor:
+        arr = obj.array
+        host, size = int(arr.ctypes.data), int(arr.nbytes)
+        buf = c_void_p()
+        if self.ctx.backend == "opencl":
+            C.check(C.lib.xattn_buffer_alloc(self.ctx.c_handle, size, ctypes.byref(buf)), name)
+            if output and size:
+                self._readback.append((buf.value or 0, host, size))
+        else:
+            C.check(C.lib.xattn_buffer_wrap(self.ctx.c_handle, host if size else None, size,
+                                            ctypes.byref(buf)), name)
+        self._buffers.append(buf.value or 0)
+        self._keep.append(obj)
+        t = C.Tensor()
+        t.buffer, t.dtype, t.rank = buf.value, obj.code, arr.ndim
+        for i, (n, st) in enumerate(zip(arr.shape, compact_strides(arr.shape))):
+            t.shape[i], t.stride[i] = n, st
         return t
 
     def _staged(self, name: str, obj: Any, dev: Tuple[int, int],
@@ -161,6 +182,20 @@ def _copy(t: C.Tensor) -> C.Tensor:
     c = C.Tensor()
     ctypes.pointer(c)[0] = t
     return c
+
+
+class HostArray:
+    """A new host result NumPy cannot hand over through DLPack (bf16: NumPy
+    exports no bfloat16), kept as raw 16-bit words and wrapped directly."""
+
+    def __init__(self, shape: Tuple[int, ...], code: int) -> None:
+        import numpy
+        self.array = numpy.empty(shape, dtype="uint16")
+        self.code = code
+        self.shape = shape
+
+    def value(self) -> Any:
+        return self.array.view(_dtype_for("numpy", self.code))
 
 
 def compact_strides(shape: Sequence[int]) -> List[int]:
@@ -235,6 +270,8 @@ def empty_like(ref: Any, shape: Sequence[int], code: int) -> Any:
             return cupy.empty(shape, dtype=_dtype_for("cupy", code))
     dev = dlpack_device(ref, "tensor")
     if dev[0] in _HOST:
+        if code == C.BF16:
+            return HostArray(shape, code)
         import numpy
         return numpy.empty(shape, dtype=_dtype_for("numpy", code))
     if "torch" in sys.modules or _importable("torch"):
@@ -248,6 +285,12 @@ def empty_like(ref: Any, shape: Sequence[int], code: int) -> Any:
 
 def finish(ref: Any, arr: Any) -> Any:
     """arr in ref's library (JAX: a JAX array over arr's memory)."""
+    if isinstance(arr, HostArray):
+        arr = arr.value()
+        if _library(ref) in ("jax", "jaxlib"):
+            import jax.numpy as jnp
+            return jnp.asarray(arr)
+        return arr
     if _library(ref) in ("jax", "jaxlib") and _library(arr) != _library(ref):
         import jax.numpy as jnp
         return jnp.from_dlpack(arr)
