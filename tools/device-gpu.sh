@@ -264,7 +264,7 @@ step_python() {
     if ls .whl/meson_python-*.whl >/dev/null 2>&1; then
         python3 -m pip install -q --no-index --no-deps --target "$site" .whl/*.whl
     fi
-    PYTHONPATH=$site run_logged python-install python3 -m pip install --no-index \
+    PATH=$site/bin:$PATH PYTHONPATH=$site run_logged python-install python3 -m pip install --no-index \
         --no-build-isolation --no-deps --target "$pkg" . || return 1
     export XLA_PYTHON_CLIENT_PREALLOCATE=false
     (cd "$build" && PYTHONPATH=$pkg XATTN_REQUIRE_BACKEND=cuda,opencl run_logged python-tests \
