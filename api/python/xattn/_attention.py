@@ -59,6 +59,8 @@ class AttentionPlan:
         return C.describe(C.lib.xattn_plan_describe, self.handle)
 
     def run(self, args: C.AttnArgs) -> None:
+        """``xattn_attn_run`` with this plan's workspace (args' tensors
+        already imported by a Call)."""
         args.workspace = self.workspace.handle
         args.workspace_offset = 0
         # One workspace: runs of this plan are queued one after another.

@@ -58,6 +58,12 @@ class Context:
 
     A context may be closed before or after the plans made from it, in any
     order: the C library counts references, so nothing dangles.
+
+    Calls are queued on the context's stream and return before the device
+    has finished (cuda, hip): tensors must stay alive until then. PyTorch's
+    caching allocator guarantees that for tensors used on the stream they
+    were allocated on; for others, use ``Tensor.record_stream``, as with
+    any multi-stream PyTorch code.
     """
 
     def __init__(self, backend: Optional[str] = None, device: int = 0,
