@@ -22,6 +22,8 @@
 #          the suite on the cuda backend (when its module is built)
 #   python pip install . (meson-python carried in .whl/), then the Python
 #          tests (tests/python) and the README's Python examples
+#   profile  ncu (Nsight Compute) on the cuda paged decode, causal prefill
+#          and MoE expert GEMM kernels of three bench runs (not by default)
 #   test   the meson tests of those backends (needs cmocka)
 #   bench  `xattn bench` on those backends, bf16, at the shapes step_bench
 #          lists (BENCH_FULL=1: also the --full f32 and bf16 tables)
@@ -279,6 +281,30 @@ step_python() {
     done
 }
 
+# Nsight Compute on the cuda kernels of three bench runs (one launch each,
+# after the warm-up): the paged decode at B=64 Sk<=65536, the causal prefill
+# at S=8192, and the default MoE layers' expert GEMMs. Speed of light,
+# occupancy, launch, warp stalls and memory sections; --clock-control none
+# (the card's clocks are left alone).
+step_profile() {
+    [ -e "$build/backends/cuda/libxattn-cuda.so" ] || return 0
+    command -v ncu >/dev/null || { record profile "no ncu"; return; }
+    local ncu=(ncu --clock-control none --launch-skip 1 --launch-count 1
+               --section SpeedOfLight --section LaunchStats --section Occupancy
+               --section WarpStateStats --section MemoryWorkloadAnalysis)
+    local bench=("$xattn" bench --backend cuda --dtype bf16 --repeats 1 --warmup 1
+                 --no-ceilings)
+    note "ncu"
+    run_logged profile-decode "${ncu[@]}" -k regex:attn_mma "${bench[@]}" \
+        --workload serving --batch 64 --sk 65536 --hq 32 --hkv 8 --d 128 --page-size 16
+    run_logged profile-prefill "${ncu[@]}" -k regex:attn_mma "${bench[@]}" \
+        --workload prefill --causal --batch 1 --sq 8192 --sk 8192 --hq 32 --hkv 32 --d 128
+    run_logged profile-moe-up "${ncu[@]}" -k regex:moe_up "${bench[@]}" --workload moe \
+        --tokens 4096
+    run_logged profile-moe-down "${ncu[@]}" -k regex:moe_down "${bench[@]}" --workload moe \
+        --tokens 4096
+}
+
 step_ref() {
     note "PyTorch reference"
     run_logged torch-ref python3 tools/gpu_reference.py
@@ -297,7 +323,7 @@ steps=("$@")
 export PATH=/tmp/xattn-bin:$PATH
 for s in "${steps[@]}"; do
     case "$s" in
-        probe|deps|build|check|verify|graph|sanitize|test|bench|ref|python) "step_$s" ;;
+        probe|deps|build|check|verify|graph|sanitize|test|bench|ref|python|profile) "step_$s" ;;
         *) echo "device-gpu.sh: unknown step $s" >&2; exit 2 ;;
     esac
 done
