@@ -30,6 +30,7 @@ def test_cupy_arrays(rng):
 def test_jax_arrays(rng):
     jax = pytest.importorskip("jax")
     q, k, v = _qkv(rng)
+    tried = 0
     for dev in jax.devices():
         if dev.platform == "gpu" and not xattn.info()["backends"]["cuda"]["devices"]:
             continue
@@ -39,6 +40,10 @@ def test_jax_arrays(rng):
         o = xattn.attention(jq, jk, jv, causal=True)
         assert isinstance(o, jax.Array), type(o)
         assert ref.rel_err(np.asarray(o), _want(q, k, v)) < 2e-5
+        tried += 1
+    assert tried >= 1
+    with pytest.raises(xattn.Error, match="JAX arrays are immutable"):
+        xattn.attention(jq, jk, jv, out=jq)
 
 
 def test_jax_bf16_host_result(rng):

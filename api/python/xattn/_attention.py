@@ -90,8 +90,8 @@ def _mask(desc: C.AttnDesc, causal: bool, window: Optional[Tuple[int, int]],
         desc.flags |= C.ATTN_CAUSAL
     if window is not None:
         left, right = (int(w) for w in window)
-        if causal and right < 0:
-            right = 0
+        if causal:
+            right = 0  # FlashAttention's rule: causal wins over the right side
         desc.flags |= C.ATTN_WINDOW
         desc.window_left, desc.window_right = left, right
     desc.softcap = float(softcap or 0.0)
@@ -134,9 +134,10 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False,
     ``causal`` masks bottom-right aligned (query i of Sq sees keys up to
     i + Sk - Sq, FlashAttention 2.1+'s rule; PyTorch's ``is_causal`` is
     top-left aligned when Sq != Sk). ``window`` = (left, right) keys on either
-    side, -1 unbounded; ``softcap`` c gives c * tanh(s / c);
-    ``alibi_slopes`` [Hq] f32; ``sinks`` [Hq] f32 (logits that join only the
-    softmax denominator); ``scale`` defaults to 1/sqrt(D).
+    side, -1 unbounded (with ``causal``, right is 0, as in FlashAttention);
+    ``softcap`` c gives c * tanh(s / c); ``alibi_slopes`` [Hq] f32;
+    ``sinks`` [Hq] f32 (logits that join only the softmax denominator);
+    ``scale`` None or 0 means 1/sqrt(D).
 
     Returns ``out`` [..., Hq, Dv] (written into ``out=`` when given, else a
     new tensor of q's library on q's device) and, with ``return_lse``, the
@@ -254,6 +255,17 @@ def csr_to_block_table(indptr: Any, indices: Any, last_page_len: Any, page_size:
     return (ints_like(indptr, table, (batch, width)), ints_like(indptr, lens, (batch,)))
 
 
+def _table_shape(block_table: Any, entries: int) -> Tuple[int, int]:
+    """(rows, columns) of a block table given as a tensor or nested lists."""
+    shape = getattr(block_table, "shape", None)
+    if shape is None and isinstance(block_table, (list, tuple)):
+        rows = len(block_table)
+        shape = (rows, entries // rows if rows else 0)
+    if shape is None or len(shape) != 2:
+        raise Error(C.ERR_INVALID_ARGUMENT, "block_table: expected [B, max_pages_per_seq]")
+    return int(shape[0]), int(shape[1])
+
+
 def block_table_to_csr(block_table: Any, seqlens_k: Any,
                        page_size: int) -> Tuple[Any, Any, Any]:
     """xattn's (block_table, seqlens_k) to FlashInfer's (indptr, indices,
@@ -261,12 +273,12 @@ def block_table_to_csr(block_table: Any, seqlens_k: Any,
     lens = host_ints(seqlens_k, "seqlens_k")
     flat = host_ints(block_table, "block_table")
     batch = len(lens)
-    if batch < 1 or len(flat) % batch:
-        raise Error(C.ERR_INVALID_ARGUMENT, f"block_table: {len(flat)} entries do not form "
-                    f"{batch} rows")
+    rows, width = _table_shape(block_table, len(flat))
+    if batch < 1 or rows != batch:
+        raise Error(C.ERR_INVALID_ARGUMENT, f"block_table: {rows} rows for {batch} sequences "
+                    "(seqlens_k)")
     if page_size < 1:
         raise Error(C.ERR_INVALID_ARGUMENT, f"page_size: {page_size}, must be >= 1")
-    width = len(flat) // batch
     indptr, indices, last = [0], [], []
     for b, n in enumerate(lens):
         pages = (n + page_size - 1) // page_size
@@ -324,8 +336,16 @@ class _Paged:
                 raise Error(C.ERR_INVALID_ARGUMENT, "seqlens_k: needed with block_table")
             lens = host_ints(seqlens_k, "seqlens_k")
             batch_size = len(lens)
-            width = len(host_ints(block_table, "block_table")) // max(batch_size, 1)
+            rows, width = _table_shape(block_table, len(host_ints(block_table, "block_table")))
+            if rows != batch_size:
+                raise Error(C.ERR_INVALID_ARGUMENT, f"block_table: {rows} rows for "
+                            f"{batch_size} sequences (seqlens_k)")
             max_pages_per_seq = max_pages_per_seq or width
+            if isinstance(block_table, (list, tuple)):
+                block_table = ints_like(block_table, host_ints(block_table, "block_table"),
+                                        (rows, width))
+            if isinstance(seqlens_k, (list, tuple)):
+                seqlens_k = ints_like(seqlens_k, lens, (rows,))
             if max_seq_len is None:
                 max_seq_len = max(lens + [1])
         if ref is None and block_table is not None and not isinstance(block_table, (list, tuple)):
@@ -423,6 +443,12 @@ class PagedDecode(_Paged):
     layer; ``run()`` only launches (no allocation on the device, no
     compilation, no synchronisation), so a decode step can be captured into
     a CUDA graph. Caches are NHD: [num_pages, page_size, Hkv, D].
+
+    The context is ``context`` when given, else the default one for the
+    page table's device (CUDA tensors: cuda on the current stream), else
+    the host's (XATTN_BACKEND, cpu when unset). A plan made from a page table
+    bounds the sequences by their current longest; pass ``max_seq_len`` to
+    keep one plan while sequences grow.
     """
 
     def plan(self, *, num_q_heads: int, num_kv_heads: int, head_dim: int, page_size: int,

@@ -11,7 +11,7 @@ import os
 import sys
 from ctypes import (POINTER, Structure, c_char, c_char_p, c_double, c_float, c_int, c_int32,
                     c_int64, c_size_t, c_uint8, c_uint16, c_uint32, c_uint64, c_void_p)
-from typing import Any, NoReturn
+from typing import Any
 
 MAX_RANK = 4
 WORKSPACE_ALIGN = 256
@@ -20,6 +20,7 @@ WORKSPACE_ALIGN = 256
 OK = 0
 ERR_INVALID_ARGUMENT = 1
 ERR_UNSUPPORTED = 2
+ERR_INVALID_ENV = 5
 
 # xattn_backend_kind, by name
 BACKENDS = {"auto": 0, "cpu": 1, "opencl": 2, "cuda": 3, "hip": 4}
@@ -221,11 +222,8 @@ def status_name(status: int) -> str:
 
 
 def last_error() -> str:
+    """The calling thread's last C error message."""
     return (lib.xattn_last_error() or b"").decode(errors="replace")
-
-
-def raise_error(status: int, message: str) -> NoReturn:
-    raise Error(status, message)
 
 
 def check(status: int, what: str = "") -> None:
@@ -254,22 +252,26 @@ _api.PyCapsule_IsValid.restype = c_int
 _api.PyCapsule_IsValid.argtypes = [ctypes.py_object, c_char_p]
 
 
-def capsule_tensor(capsule: Any) -> "ctypes._Pointer[DLTensor]":
-    """The DLTensor inside a DLPack capsule. The capsule stays unconsumed: its
-    own destructor calls the producer's deleter once it is collected, so the
+DLPACK_FLAG_READ_ONLY = 1
+
+
+def capsule_tensor(capsule: Any) -> "tuple[ctypes._Pointer[DLTensor], bool]":
+    """The DLTensor inside a DLPack capsule, and whether the producer marked
+    it read-only (DLPack 1.x). The capsule stays unconsumed: its own
+    destructor calls the producer's deleter once it is collected, so the
     caller keeps it alive while the memory is in use."""
     if _api.PyCapsule_IsValid(capsule, b"dltensor"):
         p = _api.PyCapsule_GetPointer(capsule, b"dltensor")
-        return ctypes.pointer(ctypes.cast(p, POINTER(DLManagedTensor)).contents.dl_tensor)
+        return ctypes.pointer(ctypes.cast(p, POINTER(DLManagedTensor)).contents.dl_tensor), False
     if _api.PyCapsule_IsValid(capsule, b"dltensor_versioned"):
         p = _api.PyCapsule_GetPointer(capsule, b"dltensor_versioned")
         m = ctypes.cast(p, POINTER(DLManagedTensorVersioned)).contents
         if m.version.major != 1:
             raise Error(ERR_UNSUPPORTED, f"DLPack version {m.version.major}.{m.version.minor}: "
                         "xattn reads DLPack 0.x and 1.x tensors")
-        return ctypes.pointer(m.dl_tensor)
+        return ctypes.pointer(m.dl_tensor), bool(m.flags & DLPACK_FLAG_READ_ONLY)
     raise Error(ERR_INVALID_ARGUMENT, "__dlpack__ returned no DLPack capsule (expected a "
-                "PyCapsule named 'dltensor')")
+                "PyCapsule named 'dltensor' or 'dltensor_versioned')")
 
 
 assert sys.maxsize > 2**32, "xattn needs a 64-bit Python"

@@ -72,9 +72,9 @@ class Context:
         self.stream: int = 0  # the native queue handed over, 0 for the backend's own
         name = backend or os.environ.get("XATTN_BACKEND") or "auto"
         if backend is None and device == 0:
-            device = int(os.environ.get("XATTN_DEVICE") or 0)
-        if (name == "auto" and stream is None and not num_threads
-                and device == int(os.environ.get("XATTN_DEVICE") or 0)):
+            device = env_device()
+        if (backend is None and name == "auto" and stream is None and not num_threads
+                and device == env_device()):
             # AUTO: cuda, hip, opencl, then cpu, as the C library picks.
             C.check(C.lib.xattn_context_create(ctypes.byref(handle)), "Context")
         else:
@@ -151,6 +151,16 @@ class Context:
         return f"xattn.Context(backend={self.backend!r}, device={self.device_name!r})"
 
 
+def env_device() -> int:
+    """XATTN_DEVICE as an int (0 when unset)."""
+    value = os.environ.get("XATTN_DEVICE") or "0"
+    try:
+        return int(value)
+    except ValueError:
+        raise Error(C.ERR_INVALID_ENV, f"XATTN_DEVICE: '{value}' is not a device index "
+                    "(0, 1, ...)") from None
+
+
 def _destroy_context(handle: int) -> None:
     h = c_void_p(handle)
     C.lib.xattn_context_destroy(ctypes.byref(h))
@@ -174,7 +184,7 @@ def default_context(dl_device: Tuple[int, int]) -> Context:
         backend = os.environ.get("XATTN_BACKEND") or "cpu"
         if backend == "auto":
             backend = "cpu"
-        dev_id = int(os.environ.get("XATTN_DEVICE") or 0)
+        dev_id = env_device()
     else:
         raise Error(C.ERR_INVALID_ARGUMENT, "tensor on DLPack device "
                     f"{C.DL_DEVICE_NAMES.get(dev_type, dev_type)}: xattn reads host (kDLCPU), "

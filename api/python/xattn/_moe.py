@@ -18,6 +18,12 @@ def _destroy_moe_plan(handle: Optional[int]) -> None:
     C.lib.xattn_moe_plan_destroy(ctypes.byref(h))
 
 
+def _need_out(accumulate: bool) -> None:
+    if accumulate:
+        raise Error(C.ERR_INVALID_ARGUMENT, "out: accumulate=True adds to out, so out must be "
+                    "given")
+
+
 def _free_buffer(handle: Optional[int]) -> None:
     h = c_void_p(handle)
     C.lib.xattn_buffer_free(ctypes.byref(h))
@@ -84,7 +90,7 @@ class MoE:
         handle = c_void_p()
         C.check(C.lib.xattn_moe_plan_create(self.context.handle, ctypes.byref(d),
                                             ctypes.byref(handle)), "MoE")
-        self.desc = d
+        self.desc: C.MoeDesc = d
         self._handle: int = handle.value or 0
         self._finalizer = weakref.finalize(self, _destroy_moe_plan, handle.value)
         size = C.lib.xattn_moe_workspace_size(self._handle)
@@ -185,6 +191,7 @@ class MoE:
         """Weighted sum of each token's k rows: returns out [T, H] (added to
         ``out`` with accumulate)."""
         if out is None:
+            _need_out(accumulate)
             out = empty_like(y, (self._tokens(token_row, "token_row"), self.desc.hidden),
                              self.desc.dtype)
         self._call(C.lib.xattn_moe_combine, "combine",
@@ -197,6 +204,7 @@ class MoE:
         """The whole layer (route, dispatch, experts, combine; intermediates
         in the plan's workspace): returns out [T, H]."""
         if out is None:
+            _need_out(accumulate)
             out = empty_like(x, (self._tokens(x, "x"), self.desc.hidden), self.desc.dtype)
         self._call(C.lib.xattn_moe_forward, "forward",
                    {"logits": (logits, False), "bias": (bias, False), "x": (x, False),

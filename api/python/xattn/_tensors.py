@@ -3,6 +3,7 @@ in the caller's library, and the view changes the wrappers need."""
 from __future__ import annotations
 
 import ctypes
+import itertools
 import sys
 from ctypes import c_void_p
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -20,16 +21,25 @@ _DTYPE_BY_NAME = {"f32": C.F32, "float32": C.F32, "f16": C.F16, "float16": C.F16
 
 
 def dtype_code(dtype: Any) -> int:
-    """An xattn dtype from "bf16", "float16", torch.bfloat16, numpy.float32, ..."""
-    if isinstance(dtype, int) and dtype in C.DTYPE_NAMES:
+    """An xattn dtype from a name ("bf16", "float16"), a NumPy, ml_dtypes or
+    JAX dtype or type (numpy.float32), or a PyTorch dtype (torch.bfloat16)."""
+    if isinstance(dtype, int) and not isinstance(dtype, bool) and dtype in C.DTYPE_NAMES:
         return dtype
-    name = str(getattr(dtype, "name", dtype)).split(".")[-1].lower()
-    if name not in _DTYPE_BY_NAME:
+    name = None
+    if not isinstance(dtype, (str, bool)) and "numpy" in sys.modules:
+        try:
+            name = sys.modules["numpy"].dtype(dtype).name
+        except TypeError:
+            name = None
+    if name is None:
+        name = str(getattr(dtype, "name", dtype)).split(".")[-1].lower()
+    if isinstance(dtype, bool) or name not in _DTYPE_BY_NAME:
         raise Error(C.ERR_INVALID_ARGUMENT, f"dtype: {dtype!r} is not one of f32, f16, bf16, i32")
     return _DTYPE_BY_NAME[name]
 
 
 def dlpack_device(obj: Any, name: str) -> Tuple[int, int]:
+    """``obj.__dlpack_device__()``, or Error when obj is no DLPack tensor."""
     if not hasattr(obj, "__dlpack_device__") or not hasattr(obj, "__dlpack__"):
         raise Error(C.ERR_INVALID_ARGUMENT,
                     f"{name}: a {type(obj).__module__}.{type(obj).__name__} is not a DLPack "
@@ -39,29 +49,63 @@ def dlpack_device(obj: Any, name: str) -> Tuple[int, int]:
 
 
 def _export(obj: Any, name: str, stream: Optional[int]) -> Any:
+    """A DLPack capsule of obj: DLPack 1.x first (it carries the read-only
+    flag, and NumPy exports read-only arrays only so), else the legacy one."""
+    kw = {"stream": stream} if stream else {}
     try:
-        if stream:
-            return obj.__dlpack__(stream=stream)
-        return obj.__dlpack__()
+        try:
+            return obj.__dlpack__(max_version=(1, 0), **kw)
+        except TypeError:
+            return obj.__dlpack__(**kw)
     except (BufferError, TypeError, ValueError, RuntimeError) as e:
         raise Error(C.ERR_INVALID_ARGUMENT,
                     f"{name}: cannot be exported through DLPack: {e}") from None
+
+
+class _Staged:
+    """An opencl device buffer holding a copy of a host tensor's span."""
+
+    def __init__(self, buf: int, host: int, span: int, shape: List[int], strides: List[int],
+                 esize: int) -> None:
+        self.buf, self.host, self.span = buf, host, span
+        self.shape, self.strides, self.esize = shape, strides, esize
+
+    def read_back(self) -> None:
+        """Copy the device's copy back into the host tensor: the whole span
+        when the elements tile it, else only the tensor's own elements (the
+        gaps may be another output's, as K and V views of one cache are)."""
+        n = 1
+        for d in self.shape:
+            n *= d
+        if n * self.esize == self.span:
+            C.check(C.lib.xattn_buffer_read(self.buf, 0, self.host, self.span), "read back")
+            return
+        tmp = (ctypes.c_char * self.span)()
+        base = ctypes.addressof(tmp)
+        C.check(C.lib.xattn_buffer_read(self.buf, 0, base, self.span), "read back")
+        rank = len(self.shape)
+        rows = self.strides[-1] == 1
+        run = (self.shape[-1] if rows else 1) * self.esize
+        dims = range(rank - 1) if rows else range(rank)
+        for idx in itertools.product(*(range(self.shape[d]) for d in dims)):
+            off = sum(i * self.strides[d] for i, d in zip(idx, dims)) * self.esize
+            ctypes.memmove(self.host + off, base + off, run)
 
 
 class Call:
     """The tensors of one C call, imported into ctx. Holds the caller's
     objects and their capsules until the call is done, then frees the
     wrapping buffers; on opencl, host tensors are copied into device buffers
-    and outputs copied back when the call ends."""
+    and outputs copied back when the call ends. The same memory named twice
+    (an in-place output, however the caller spelled the view) becomes one C
+    tensor on one buffer, as the C calls require."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._keep: List[Any] = []
         self._buffers: List[int] = []
-        self._readback: List[Tuple[int, int, int]] = []
-        # id -> (object, tensor, readback entry): one object named twice (an
-        # in-place output) becomes one buffer, as the C calls require.
-        self._seen: Dict[int, Tuple[Any, C.Tensor, Optional[Tuple[int, int, int]]]] = {}
+        self._readback: List[_Staged] = []
+        self._seen: Dict[Tuple[Any, ...], Tuple[C.Tensor, Optional[_Staged]]] = {}
 
     def __enter__(self) -> "Call":
         return self
@@ -69,52 +113,83 @@ class Call:
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         try:
             if exc_type is None:
-                for buf, host, size in self._readback:
-                    C.check(C.lib.xattn_buffer_read(buf, 0, host, size), "read back")
+                for staged in self._readback:
+                    staged.read_back()
         finally:
             for buf in self._buffers:
                 h = c_void_p(buf)
                 C.lib.xattn_buffer_free(ctypes.byref(h))
             self._buffers.clear()
+            self._readback.clear()
+            self._seen.clear()
             self._keep.clear()
 
     def tensor(self, name: str, obj: Any, output: bool = False) -> C.Tensor:
         """obj as a C tensor (absent for None)."""
         if obj is None:
             return C.Tensor()
-        seen = self._seen.get(id(obj))
-        if seen is not None:
-            if output and seen[2] is not None and seen[2] not in self._readback:
-                self._readback.append(seen[2])
-            return _copy(seen[1])
         if isinstance(obj, HostArray):
             return self._host_array(name, obj, output)
+        if output and _library(obj) in ("jax", "jaxlib"):
+            raise Error(C.ERR_INVALID_ARGUMENT, f"{name}: JAX arrays are immutable; leave "
+                        f"{name} unset and use the array returned")
         dev = dlpack_device(obj, name)
         ctx = self.ctx
-        if ctx.backend == "opencl":
-            t, entry = self._staged(name, obj, dev, output)
-            self._seen[id(obj)] = (obj, _copy(t), entry)
-            return t
+        if ctx.backend == "opencl" and dev[0] not in _HOST:
+            raise Error(C.ERR_INVALID_ARGUMENT,
+                        f"{name}: a {C.DL_DEVICE_NAMES.get(dev[0], dev[0])} tensor on an opencl "
+                        "context: opencl reads host tensors (kDLCPU), copied through device "
+                        "buffers; pass host memory, or use the cuda or hip backend")
         stream = ctx.stream if dev[0] in ctx.dlpack_device_types and dev[0] not in _HOST else 0
         capsule = _export(obj, name, stream)
         self._keep.append((obj, capsule))
-        dl = C.capsule_tensor(capsule)
-        buf = c_void_p()
-        t = C.Tensor()
-        C.check(C.lib.xattn_tensor_from_dlpack(ctx.c_handle, dl, ctypes.byref(buf),
-                                               ctypes.byref(t)), name)
-        self._buffers.append(buf.value or 0)
-        self._seen[id(obj)] = (obj, _copy(t), None)
+        dlp, read_only = C.capsule_tensor(capsule)
+        if output and read_only:
+            raise Error(C.ERR_INVALID_ARGUMENT,
+                        f"{name}: read-only (DLPack's read-only flag); an output must be writable")
+        dl = dlp.contents
+        shape = [dl.shape[i] for i in range(max(dl.ndim, 0))] if dl.shape else []
+        empty = any(n == 0 for n in shape)
+        strides = ([dl.strides[i] for i in range(len(shape))] if dl.strides and not empty
+                   else compact_strides(shape))
+        key = ((dl.data or 0) + dl.byte_offset, dev, dl.dtype.code, dl.dtype.bits,
+               dl.dtype.lanes, tuple(shape), tuple(strides))
+        seen = self._seen.get(key)
+        if seen is not None:
+            if output and seen[1] is not None and seen[1] not in self._readback:
+                self._readback.append(seen[1])
+            return _copy(seen[0])
+        staged = None
+        if ctx.backend == "opencl":
+            t, staged = self._staged(name, dl, shape, strides, output)
+        else:
+            if empty and dl.strides:
+                # No elements: NumPy 2 exports zero strides, which address
+                # nothing here; the compact ones say the same.
+                plain = C.DLTensor()
+                ctypes.pointer(plain)[0] = dl
+                plain.strides = None
+                dlp = ctypes.pointer(plain)
+                self._keep.append(plain)
+            buf = c_void_p()
+            t = C.Tensor()
+            C.check(C.lib.xattn_tensor_from_dlpack(ctx.c_handle, dlp, ctypes.byref(buf),
+                                                   ctypes.byref(t)), name)
+            self._buffers.append(buf.value or 0)
+        self._seen[key] = (_copy(t), staged)
         return t
 
     def _host_array(self, name: str, obj: "HostArray", output: bool) -> C.Tensor:
+        """A result array of our own (always an output, so on opencl its
+        device buffer needs no copy in)."""
         arr = obj.array
         host, size = int(arr.ctypes.data), int(arr.nbytes)
         buf = c_void_p()
         if self.ctx.backend == "opencl":
             C.check(C.lib.xattn_buffer_alloc(self.ctx.c_handle, size, ctypes.byref(buf)), name)
             if output and size:
-                self._readback.append((buf.value or 0, host, size))
+                self._readback.append(_Staged(buf.value or 0, host, size, list(arr.shape),
+                                              compact_strides(arr.shape), 2))
         else:
             C.check(C.lib.xattn_buffer_wrap(self.ctx.c_handle, host if size else None, size,
                                             ctypes.byref(buf)), name)
@@ -126,16 +201,8 @@ class Call:
             t.shape[i], t.stride[i] = n, st
         return t
 
-    def _staged(self, name: str, obj: Any, dev: Tuple[int, int],
-                output: bool) -> Tuple[C.Tensor, Optional[Tuple[int, int, int]]]:
-        if dev[0] not in _HOST:
-            raise Error(C.ERR_INVALID_ARGUMENT,
-                        f"{name}: a {C.DL_DEVICE_NAMES.get(dev[0], dev[0])} tensor on an opencl "
-                        "context: opencl reads host tensors (kDLCPU), copied through device "
-                        "buffers; pass host memory, or use the cuda or hip backend")
-        capsule = _export(obj, name, None)
-        self._keep.append((obj, capsule))
-        dl = C.capsule_tensor(capsule).contents
+    def _staged(self, name: str, dl: C.DLTensor, shape: List[int], strides: List[int],
+                output: bool) -> Tuple[C.Tensor, Optional[_Staged]]:
         if not 1 <= dl.ndim <= C.MAX_RANK:
             raise Error(C.ERR_INVALID_ARGUMENT,
                         f"{name}: ndim {dl.ndim} is outside [1, {C.MAX_RANK}]")
@@ -145,29 +212,26 @@ class Call:
                         f"{name}: DLPack dtype (code {key[0]}, bits {key[1]}, lanes "
                         f"{dl.dtype.lanes}) is not f32, f16, bf16 or i32")
         dtype = _DL_DTYPES[key]
-        shape = [dl.shape[i] for i in range(dl.ndim)]
-        if dl.strides:
-            strides = [dl.strides[i] for i in range(dl.ndim)]
-        else:
-            strides = compact_strides(shape)
-        span = 0
-        for n, s in zip(shape, strides):
+        esize = _DTYPE_SIZE[dtype]
+        for n, st in zip(shape, strides):
             if n < 0:
                 raise Error(C.ERR_INVALID_ARGUMENT, f"{name}: negative size {n}")
-            if n > 1 and s < 1:
+            if n > 1 and st < 1:
                 raise Error(C.ERR_INVALID_ARGUMENT,
-                            f"{name}: stride {s} (strides must be positive)")
+                            f"{name}: stride {st} (strides must be positive)")
+        span = 0
         if all(n > 0 for n in shape):
-            span = (1 + sum((n - 1) * s for n, s in zip(shape, strides))) * _DTYPE_SIZE[dtype]
+            span = (1 + sum((n - 1) * st for n, st in zip(shape, strides))) * esize
         buf = c_void_p()
         C.check(C.lib.xattn_buffer_alloc(self.ctx.c_handle, span, ctypes.byref(buf)), name)
         self._buffers.append(buf.value or 0)
         host = (dl.data or 0) + dl.byte_offset
-        entry = (buf.value or 0, host, span) if span else None
+        staged = None
         if span:
             C.check(C.lib.xattn_buffer_write(buf, 0, host, span), name)
+            staged = _Staged(buf.value or 0, host, span, shape, strides, esize)
             if output:
-                self._readback.append((buf.value or 0, host, span))
+                self._readback.append(staged)
         t = C.Tensor()
         t.buffer = buf.value
         t.dtype = dtype
@@ -175,7 +239,7 @@ class Call:
         for i in range(dl.ndim):
             t.shape[i] = shape[i]
             t.stride[i] = strides[i] if shape[i] > 1 else 1
-        return t, entry
+        return t, staged
 
 
 def _copy(t: C.Tensor) -> C.Tensor:
@@ -195,10 +259,12 @@ class HostArray:
         self.shape = shape
 
     def value(self) -> Any:
+        """The words as the dtype they hold (ml_dtypes' bfloat16)."""
         return self.array.view(_dtype_for("numpy", self.code))
 
 
 def compact_strides(shape: Sequence[int]) -> List[int]:
+    """Row-major strides in elements."""
     strides = [1] * len(shape)
     for i in range(len(shape) - 2, -1, -1):
         strides[i] = strides[i + 1] * max(int(shape[i + 1]), 1)
@@ -206,6 +272,7 @@ def compact_strides(shape: Sequence[int]) -> List[int]:
 
 
 def shape_of(t: C.Tensor) -> Tuple[int, ...]:
+    """A C tensor's shape."""
     return tuple(t.shape[i] for i in range(t.rank))
 
 
