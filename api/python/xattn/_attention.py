@@ -115,6 +115,15 @@ def _lse_rows(t: C.Tensor, name: str) -> C.Tensor:
     return transpose2(t)
 
 
+def _longest(offsets: Any, name: str, given: Optional[int]) -> int:
+    """given, else the longest sequence the offsets [B+1] describe (read on
+    the host: a GPU tensor is waited for)."""
+    if given is not None:
+        return int(given)
+    offs = host_ints(offsets, name)
+    return max([b - a for a, b in zip(offs, offs[1:])] + [0])
+
+
 def attention(q: Any, k: Any, v: Any, *, causal: bool = False,
               window: Optional[Tuple[int, int]] = None, softcap: Optional[float] = None,
               alibi_slopes: Any = None, sinks: Any = None, scale: Optional[float] = None,
@@ -159,10 +168,7 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False,
             tcq = call.tensor("cu_seqlens_q", cu_seqlens_q)
             desc.q_layout = C.Q_RAGGED
             desc.batch = int(tcq.shape[0]) - 1 if tcq.rank == 1 else 0
-            if max_seqlen_q is None:
-                offs = host_ints(cu_seqlens_q, "cu_seqlens_q")
-                max_seqlen_q = max([b - a for a, b in zip(offs, offs[1:])] + [0])
-            desc.seqlen_q = int(max_seqlen_q)
+            desc.seqlen_q = _longest(cu_seqlens_q, "cu_seqlens_q", max_seqlen_q)
             args.cu_seqlens_q = tcq
         else:
             if tq.rank == 3:
@@ -172,10 +178,7 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False,
         if cu_seqlens_k is not None:
             tck = call.tensor("cu_seqlens_k", cu_seqlens_k)
             desc.kv_layout = C.KV_RAGGED
-            if max_seqlen_k is None:
-                offs = host_ints(cu_seqlens_k, "cu_seqlens_k")
-                max_seqlen_k = max([b - a for a, b in zip(offs, offs[1:])] + [0])
-            desc.seqlen_k = int(max_seqlen_k)
+            desc.seqlen_k = _longest(cu_seqlens_k, "cu_seqlens_k", max_seqlen_k)
             args.cu_seqlens_k = tck
         else:
             if tk.rank == 3:
@@ -507,8 +510,7 @@ class PagedPrefill(_Paged):
         """As PagedDecode.plan, with the query offsets ``qo_indptr`` [B+1]
         (kept for run()) and ``causal``."""
         offs = host_ints(qo_indptr, "qo_indptr")
-        if max_seqlen_q is None:
-            max_seqlen_q = max([b - a for a, b in zip(offs, offs[1:])] + [1])
+        max_seqlen_q = max(_longest(offs, "qo_indptr", max_seqlen_q), 1)
         ref = qo_indptr if not isinstance(qo_indptr, (list, tuple)) else indptr
         desc = self._plan_common(ref, batch_size or len(offs) - 1, num_q_heads, num_kv_heads,
                                  head_dim, page_size, num_pages, dtype, head_dim_v, max_seq_len,
