@@ -2,8 +2,9 @@
 # Build xattn with warnings as errors and run its test suite (`meson test`),
 # then a smoke run of `xattn bench` on tiny shapes, the README's C example
 # and (not with --sanitize) the Python package: pip install . into a venv
-# under BUILD_DIR, its pytest suite and the README's Python examples. This is the README's test command and the body of .ci/run, so the
-# two cannot drift apart.
+# under BUILD_DIR, its pytest suite and the README's Python examples. This
+# is the README's test command and the body of .ci/run, so the two cannot
+# drift apart.
 #
 # usage: tools/ci-test.sh [--no-deps] [--sanitize] [BUILD_DIR]
 #   --no-deps    do not install the Debian packages (they are already there)
