@@ -69,7 +69,7 @@ class AttentionPlan:
 
 
 def _desc_key(desc: C.AttnDesc) -> Tuple[Any, ...]:
-    return tuple(getattr(desc, f) for f, _ in C.AttnDesc._fields_)
+    return tuple(getattr(desc, f[0]) for f in C.AttnDesc._fields_)
 
 
 def _cached_plan(ctx: Context, desc: C.AttnDesc) -> AttentionPlan:

@@ -63,6 +63,8 @@ class Error(Exception):
 
 
 class Caps(Structure):
+    """The C ``xattn_device_caps``, field for field."""
+
     _fields_ = [("name", c_char * 128), ("style", c_int), ("compute_units", c_uint32),
                 ("simd_width", c_uint32), ("local_mem_bytes", c_uint32),
                 ("cache_bytes", c_uint32), ("max_threads_per_group", c_uint32),
@@ -74,16 +76,22 @@ class Caps(Structure):
 
 
 class ContextOptions(Structure):
+    """The C ``xattn_context_options``, field for field."""
+
     _fields_ = [("backend", c_int), ("device", c_int32), ("native_queue", c_void_p),
                 ("num_threads", c_int32)]
 
 
 class Tensor(Structure):
+    """The C ``xattn_tensor``, field for field."""
+
     _fields_ = [("buffer", c_void_p), ("offset", c_size_t), ("dtype", c_int), ("rank", c_int32),
                 ("shape", c_int64 * MAX_RANK), ("stride", c_int64 * MAX_RANK)]
 
 
 class AttnDesc(Structure):
+    """The C ``xattn_attn_desc``, field for field."""
+
     _fields_ = [("dtype", c_int), ("batch", c_int32), ("num_q_heads", c_int32),
                 ("num_kv_heads", c_int32), ("head_dim_qk", c_int32), ("head_dim_v", c_int32),
                 ("q_layout", c_int), ("kv_layout", c_int), ("seqlen_q", c_int32),
@@ -97,11 +105,15 @@ ATTN_TENSORS = ("q", "k", "v", "o", "lse", "cu_seqlens_q", "cu_seqlens_k", "bloc
 
 
 class AttnArgs(Structure):
-    _fields_ = [(n, Tensor) for n in ATTN_TENSORS] + [("workspace", c_void_p),
-                                                       ("workspace_offset", c_size_t)]
+    """The C ``xattn_attn_args``, field for field."""
+
+    _fields_ = [(n, Tensor) for n in ATTN_TENSORS] + [  # type: ignore[assignment]
+        ("workspace", c_void_p), ("workspace_offset", c_size_t)]
 
 
 class MoeDesc(Structure):
+    """The C ``xattn_moe_desc``, field for field."""
+
     _fields_ = [("max_tokens", c_int32), ("hidden", c_int32), ("num_experts", c_int32),
                 ("top_k", c_int32), ("inter", c_int32), ("dtype", c_int),
                 ("weight_dtype", c_int), ("logits_dtype", c_int), ("route", c_int),
@@ -115,35 +127,49 @@ MOE_TENSORS = ("logits", "bias", "topk_ids", "topk_weights", "x", "expert_offset
 
 
 class MoeArgs(Structure):
-    _fields_ = ([(n, Tensor) for n in MOE_TENSORS] +
+    """The C ``xattn_moe_args``, field for field."""
+
+    _fields_ = ([(n, Tensor) for n in MOE_TENSORS] +  # type: ignore[assignment]
                 [("accumulate", c_int32), ("workspace", c_void_p), ("workspace_offset", c_size_t),
                  ("b1", Tensor), ("b2", Tensor)])
 
 
 # DLPack's stable C layout (v0.6 and later; the versioned struct of v1.0).
 class DLDevice(Structure):
+    """DLPack's DLDevice, field for field."""
+
     _fields_ = [("device_type", c_int32), ("device_id", c_int32)]
 
 
 class DLDataType(Structure):
+    """DLPack's DLDataType, field for field."""
+
     _fields_ = [("code", c_uint8), ("bits", c_uint8), ("lanes", c_uint16)]
 
 
 class DLTensor(Structure):
+    """DLPack's DLTensor, field for field."""
+
     _fields_ = [("data", c_void_p), ("device", DLDevice), ("ndim", c_int32),
                 ("dtype", DLDataType), ("shape", POINTER(c_int64)),
                 ("strides", POINTER(c_int64)), ("byte_offset", c_uint64)]
 
 
 class DLManagedTensor(Structure):
+    """DLPack's DLManagedTensor (0.x), field for field."""
+
     _fields_ = [("dl_tensor", DLTensor), ("manager_ctx", c_void_p), ("deleter", c_void_p)]
 
 
 class DLPackVersion(Structure):
+    """DLPack's DLPackVersion, field for field."""
+
     _fields_ = [("major", c_uint32), ("minor", c_uint32)]
 
 
 class DLManagedTensorVersioned(Structure):
+    """DLPack's DLManagedTensorVersioned (1.x), field for field."""
+
     _fields_ = [("version", DLPackVersion), ("manager_ctx", c_void_p), ("deleter", c_void_p),
                 ("flags", c_uint64), ("dl_tensor", DLTensor)]
 

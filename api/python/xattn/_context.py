@@ -97,7 +97,7 @@ class Context:
         # C context), so close() only stops new use of this object.
         self.c_handle: int = handle.value or 0
         self._closed = False
-        self._finalizer = weakref.finalize(self, _destroy_context, handle.value)
+        self._finalizer = weakref.finalize(self, _destroy_context, self.c_handle)
         self.backend: str = C.lib.xattn_context_backend_name(handle).decode()
         self.device: int = int(device)
         self.device_name: str = C.lib.xattn_context_device_name(handle).decode(errors="replace")
@@ -117,7 +117,8 @@ class Context:
         caps = C.Caps()
         C.check(C.lib.xattn_context_caps(self.handle, ctypes.byref(caps)), "caps")
         out: Dict[str, Any] = {}
-        for name, _ in C.Caps._fields_:
+        for field in C.Caps._fields_:
+            name = field[0]
             value = getattr(caps, name)
             out[name] = value.decode(errors="replace") if isinstance(value, bytes) else value
         out["style"] = "cpu" if caps.style == 1 else "gpu"
