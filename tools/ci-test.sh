@@ -152,11 +152,13 @@ if [ "$sanitize" = 0 ]; then
     # installed wheel (cpu and PoCL; PyTorch's are skipped where it is not
     # installed, and say so), then the README's Python examples; an example
     # that imports torch is skipped, with a note, where PyTorch is missing.
-    step "Python package: pip install . and pytest"
+    step "Python package: pip install ., mypy and pytest"
     venv=$PWD/$build_dir/venv
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q . pytest numpy
+    "$venv/bin/python" -m pip install -q . pytest numpy mypy
+    # The package is typed (py.typed): its annotations must check.
+    "$venv/bin/python" -m mypy --ignore-missing-imports --no-error-summary api/python/xattn
     (cd "$build_dir" && "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider \
         "$OLDPWD/tests/python")
     step "README Python examples"
