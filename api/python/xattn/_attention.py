@@ -115,6 +115,26 @@ def _lse_rows(t: C.Tensor, name: str) -> C.Tensor:
     return transpose2(t)
 
 
+def _bind_outputs(call: Call, args: C.AttnArgs, desc: C.AttnDesc, q: Any,
+                  q_shape: Tuple[int, ...], out: Any, lse: Any) -> Tuple[Any, Any]:
+    """out [..., Hq, Dv] and, with XATTN_ATTN_LSE, lse [..., Hq] f32 (new ones
+    in q's library unless given) into args; returns both."""
+    if out is None:
+        out = empty_like(q, q_shape[:-1] + (desc.head_dim_v,), desc.dtype)
+    args.o = call.tensor("out", out, output=True)
+    if desc.flags & C.ATTN_LSE:
+        if lse is None:
+            lse = empty_like(q, q_shape[:-1], C.F32)
+        args.lse = _lse_rows(call.tensor("lse", lse, output=True), "lse")
+    return out, lse
+
+
+def _results(desc: C.AttnDesc, q: Any, out: Any, lse: Any) -> Any:
+    """out, or (out, lse) with XATTN_ATTN_LSE, in q's library."""
+    out = finish(q, out)
+    return (out, finish(q, lse)) if desc.flags & C.ATTN_LSE else out
+
+
 def _longest(offsets: Any, name: str, given: Optional[int]) -> int:
     """given, else the longest sequence the offsets [B+1] describe (read on
     the host: a GPU tensor is waited for)."""
@@ -199,20 +219,14 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False,
         if sinks is not None:
             desc.flags |= C.ATTN_SINKS
             args.sinks = call.tensor("sinks", sinks)
-        if out is None:
-            out = empty_like(q, q_shape[:-1] + (desc.head_dim_v,), desc.dtype)
-        to = call.tensor("out", out, output=True)
-        if to.rank == 3 and cu_seqlens_q is None:
-            unsqueeze(to, 0)
         if return_lse or lse is not None:
             desc.flags |= C.ATTN_LSE
-            if lse is None:
-                lse = empty_like(q, q_shape[:-1], C.F32)
-            args.lse = _lse_rows(call.tensor("lse", lse, output=True), "lse")
-        args.q, args.k, args.v, args.o = tq, tk, tv, to
+        out, lse = _bind_outputs(call, args, desc, q, q_shape, out, lse)
+        if args.o.rank == 3 and cu_seqlens_q is None:
+            unsqueeze(args.o, 0)
+        args.q, args.k, args.v = tq, tk, tv
         _cached_plan(ctx, desc).run(args)
-    out = finish(q, out)
-    return (out, finish(q, lse)) if desc.flags & C.ATTN_LSE else out
+    return _results(desc, q, out, lse)
 
 
 # ---- page tables ----------------------------------------------------------
@@ -333,20 +347,19 @@ class _Paged:
                             "three (FlashInfer's page table) or none")
             block_table, seqlens_k = csr_to_block_table(indptr, indices, last_page_len,
                                                         page_size, max_pages_per_seq)
-        lens: Optional[List[int]] = None
         if block_table is not None:
             if seqlens_k is None:
                 raise Error(C.ERR_INVALID_ARGUMENT, "seqlens_k: needed with block_table")
             lens = host_ints(seqlens_k, "seqlens_k")
             batch_size = len(lens)
-            rows, width = _table_shape(block_table, len(host_ints(block_table, "block_table")))
+            flat = host_ints(block_table, "block_table")
+            rows, width = _table_shape(block_table, len(flat))
             if rows != batch_size:
                 raise Error(C.ERR_INVALID_ARGUMENT, f"block_table: {rows} rows for "
                             f"{batch_size} sequences (seqlens_k)")
             max_pages_per_seq = max_pages_per_seq or width
             if isinstance(block_table, (list, tuple)):
-                block_table = ints_like(block_table, host_ints(block_table, "block_table"),
-                                        (rows, width))
+                block_table = ints_like(block_table, flat, (rows, width))
             if isinstance(seqlens_k, (list, tuple)):
                 seqlens_k = ints_like(seqlens_k, lens, (rows,))
             if max_seq_len is None:
@@ -424,18 +437,11 @@ class _Paged:
                 args.alibi_slopes = call.tensor("alibi_slopes", alibi_slopes)
             if desc.flags & C.ATTN_SINKS:
                 args.sinks = call.tensor("sinks", sinks)
-            if out is None:
-                out = empty_like(q, q_shape[:-1] + (desc.head_dim_v,), desc.dtype)
-            args.o = call.tensor("out", out, output=True)
+            out, lse = _bind_outputs(call, args, desc, q, q_shape, out, lse)
             if self._decode:
                 unsqueeze(args.o, 1)
-            if desc.flags & C.ATTN_LSE:
-                if lse is None:
-                    lse = empty_like(q, q_shape[:-1], C.F32)
-                args.lse = _lse_rows(call.tensor("lse", lse, output=True), "lse")
             plan.run(args)
-        out = finish(q, out)
-        return (out, finish(q, lse)) if desc.flags & C.ATTN_LSE else out
+        return _results(desc, q, out, lse)
 
 
 class PagedDecode(_Paged):
